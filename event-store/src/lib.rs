@@ -1,0 +1,31 @@
+//! The event store of one service: its events in Postgres, and how they leave it.
+//!
+//! - [`store`]: `append` with optimistic concurrency and idempotent retry, atomic appends to
+//!   several streams, `read_stream` and `read_all`. Positions come from the writing
+//!   transaction's id, so `read_all` can hand out events in position order without ever
+//!   skipping one that commits late (docs/adr/0001-no-skip-positions.md).
+//! - [`tail`]: a subscription from a checkpoint, woken by appends ([`wakeup`]: in-process and
+//!   LISTEN/NOTIFY), polling only as a fallback.
+//! - [`checkpoint`]: where each reader has got to, stored beside the events so a reader can
+//!   apply an event and advance in one transaction.
+//! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
+//!
+//! Data flows: a command handler appends -> the store commits -> the relay's tail wakes ->
+//! JetStream (deduplicated by event id) -> the other service's consumers.
+
+mod error;
+mod event;
+pub mod checkpoint;
+pub mod nats;
+pub mod relay;
+pub mod store;
+pub mod tail;
+mod wakeup;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::StoreError;
+pub use event::{AppendResult, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend};
+pub use relay::{Relay, RelayConfig};
+pub use store::EventStore;
+pub use tail::Tail;

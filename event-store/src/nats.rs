@@ -1,0 +1,73 @@
+//! Connecting to NATS and declaring the JetStream stream a service publishes to.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::Client;
+
+/// Oldest server this project supports: Debian's 2.9. Fields added in 2.10+ (for example
+/// several filter subjects per consumer) are silently ignored by 2.9, so nothing here uses them.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 9);
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a re-published duplicate.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Connects to `url`, retrying in the background when the server goes away, and checks the
+/// server version.
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await?;
+    check_version(&client.server_info().version)?;
+    Ok(client)
+}
+
+/// Fails for servers older than [`MIN_SERVER_VERSION`]; an unparsable version is let through.
+pub fn check_version(version: &str) -> anyhow::Result<()> {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>());
+    if let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) {
+        if (major, minor) < MIN_SERVER_VERSION {
+            anyhow::bail!(
+                "nats-server {version} is too old: {}.{} or newer is needed",
+                MIN_SERVER_VERSION.0,
+                MIN_SERVER_VERSION.1
+            );
+        }
+    }
+    tracing::info!(version, "connected to nats-server");
+    Ok(())
+}
+
+/// Creates the file-backed stream `name` capturing `<subject_prefix>.>` if it is missing.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subject_prefix: &str,
+) -> anyhow::Result<stream::Stream> {
+    Ok(js
+        .get_or_create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![format!("{subject_prefix}.>")],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_version;
+
+    #[test]
+    fn servers_from_2_9_on_are_accepted_and_older_ones_refused() {
+        for ok in ["2.9.10", "2.10.0", "2.15.1", "3.0.0", "weird"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["2.8.4", "1.4.0"] {
+            assert!(check_version(old).is_err(), "{old}");
+        }
+    }
+}

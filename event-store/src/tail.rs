@@ -1,0 +1,68 @@
+//! A subscription over all events from a checkpoint: woken by appends, polling only as a
+//! fallback, never skipping and never repeating an event.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{EventStore, RecordedEvent, StoreError};
+
+/// How long a tailer sleeps when nothing wakes it.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// Events committed beyond the safe horizon are re-read soon, backing off up to this.
+const HELD_BACK_MAX_WAIT: Duration = Duration::from_millis(50);
+
+pub struct Tail {
+    store: EventStore,
+    after: i64,
+    batch_size: i64,
+}
+
+impl Tail {
+    /// Follows the store from just after `after_position`.
+    pub fn new(store: EventStore, after_position: i64, batch_size: i64) -> Self {
+        Tail {
+            store,
+            after: after_position,
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    /// The position of the last event handed out.
+    pub fn position(&self) -> i64 {
+        self.after
+    }
+
+    /// The next events in position order, waiting until there is at least one; `None` once
+    /// `shutdown` is cancelled.
+    pub async fn next_batch(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+        let mut held_back_wait = Duration::from_millis(1);
+        loop {
+            // Register for wake-ups before reading, so an append that commits between the read
+            // and the wait still wakes us.
+            let notified = self.store.wakeup.local.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let page = self.store.read_page(self.after, self.batch_size).await?;
+            if let Some(last) = page.events.last() {
+                self.after = last.position;
+                return Ok(Some(page.events));
+            }
+            let wait = if page.held_back {
+                held_back_wait = (held_back_wait * 2).min(HELD_BACK_MAX_WAIT);
+                held_back_wait
+            } else {
+                FALLBACK_POLL
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

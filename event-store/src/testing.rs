@@ -1,0 +1,218 @@
+//! Test support shared by every crate's tests: a fresh database per test, unique NATS names,
+//! and private nats-servers for tests that must stop one. Enabled by the `testing` feature.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+const START_POSTGRES: &str = "start it with `pg_ctlcluster 15 main start` (or run `scripts/test.sh`, \
+     which installs and starts everything), or point DATABASE_URL at a server";
+const START_NATS: &str = "start it with `nats-server -js` (or run `scripts/test.sh`), \
+     or point NATS_URL at a server with JetStream";
+
+/// The server tests create their databases on: `DATABASE_URL`, by default the local one.
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The shared NATS server: `NATS_URL`, by default the local one.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A name no other test uses, valid as a database, JetStream stream or subject token.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// Logs to the test output when `TEST_LOG` is set.
+pub fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A database of its own for one test, migrated, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database.
+    pub async fn new() -> TestDb {
+        let db = TestDb::empty().await;
+        crate::EventStore::new(db.pool.clone())
+            .migrate()
+            .await
+            .expect("migrating the test database");
+        db
+    }
+
+    /// Creates a fresh database with no tables.
+    pub async fn empty() -> TestDb {
+        let admin_url = admin_database_url();
+        let mut admin = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url))
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("Postgres is not reachable at {admin_url} ({e}): {START_POSTGRES}"));
+        let name = unique("es_test");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("creating the test database");
+        let _ = admin.close().await;
+        let url = with_database(&admin_url, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&url)
+            .await
+            .expect("connecting to the test database");
+        TestDb { name, url, pool }
+    }
+
+    pub fn store(&self) -> crate::EventStore {
+        crate::EventStore::new(self.pool.clone())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let pool = self.pool.clone();
+        // Drop runs outside async context; a small runtime of its own does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                pool.close().await;
+                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{database}?{q}"),
+        None => format!("{prefix}/{database}"),
+    }
+}
+
+/// Connects to the shared NATS server, failing fast with a hint when it is down.
+pub async fn connect_nats() -> async_nats::Client {
+    let url = nats_url();
+    match tokio::time::timeout(Duration::from_secs(5), async_nats::connect(&url)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => panic!("NATS is not reachable at {url} ({e}): {START_NATS}"),
+        Err(_) => panic!("NATS is not reachable at {url} (timed out): {START_NATS}"),
+    }
+}
+
+/// A nats-server of a test's own, on a free port with its own store directory, killed on drop.
+/// The binary is `NATS_SERVER_BIN`, by default `nats-server` on the PATH.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let bin = PathBuf::from(
+            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned()),
+        );
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("a store directory for nats-server");
+        let mut server = NatsServer {
+            child: None,
+            port,
+            dir,
+            bin,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store, waiting until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): install nats-server or set NATS_SERVER_BIN",
+                    self.bin.display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

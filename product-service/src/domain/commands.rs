@@ -1,0 +1,23 @@
+use uuid::Uuid;
+
+/// What a caller asks of one product. Commands other than `CreateProduct` address the product
+/// whose stream was loaded, so they carry no product id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProductCommand {
+    /// Name is trimmed, non-empty and at most 200 characters; price > 0; stock >= 0.
+    CreateProduct {
+        product_id: Uuid,
+        name: String,
+        price_cents: i64,
+        stock: i64,
+    },
+    /// Price > 0; the current price yields no events.
+    ChangePrice { price_cents: i64 },
+    /// Quantity > 0.
+    Restock { quantity: i64 },
+    /// Quantity > 0 and at most the available stock. An order that already holds a reservation
+    /// on this product yields no events, so a redelivered request never reserves twice.
+    ReserveStock { order_id: Uuid, quantity: i64 },
+    /// Releases exactly what the order holds; an order holding nothing yields no events.
+    ReleaseStock { order_id: Uuid },
+}

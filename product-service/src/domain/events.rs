@@ -1,0 +1,139 @@
+//! The events product-service writes. Field names are part of the wire contract with
+//! order-service; add fields freely, never rename or remove them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::wire::wire_events;
+
+wire_events! {
+    /// Events of one product stream, `product-<id>`.
+    ProductEvent { ProductCreated, PriceChanged, ProductRestocked, StockReserved, StockReleased }
+}
+
+wire_events! {
+    /// Events of one order's reservation stream, `reservation-<order_id>`.
+    ReservationEvent { ReservationConfirmed, ReservationRejected, ReservationReleased }
+}
+
+impl ProductEvent {
+    /// The product this event belongs to.
+    pub fn product_id(&self) -> Uuid {
+        match self {
+            Self::ProductCreated(e) => e.product_id,
+            Self::PriceChanged(e) => e.product_id,
+            Self::ProductRestocked(e) => e.product_id,
+            Self::StockReserved(e) => e.product_id,
+            Self::StockReleased(e) => e.product_id,
+        }
+    }
+}
+
+/// Any event this service writes, for readers of the whole store (projections, the relay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProductServiceEvent {
+    Product(ProductEvent),
+    Reservation(ReservationEvent),
+}
+
+impl ProductServiceEvent {
+    /// The stable type name stored beside the payload.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Product(e) => e.event_type(),
+            Self::Reservation(e) => e.event_type(),
+        }
+    }
+
+    /// The payload alone, with no type tag.
+    pub fn payload(&self) -> serde_json::Value {
+        match self {
+            Self::Product(e) => e.payload(),
+            Self::Reservation(e) => e.payload(),
+        }
+    }
+
+    /// Decodes a stored event; `Ok(None)` for an unknown type name.
+    pub fn from_stored(
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<Self>, serde_json::Error> {
+        if let Some(e) = ProductEvent::from_stored(event_type, payload)? {
+            return Ok(Some(Self::Product(e)));
+        }
+        Ok(ReservationEvent::from_stored(event_type, payload)?.map(Self::Reservation))
+    }
+}
+
+/// A product was added to the catalogue.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct ProductCreated {
+    pub product_id: Uuid,
+    pub name: String,
+    pub price_cents: i64,
+    pub initial_stock: i64,
+}
+
+/// A product's price changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct PriceChanged {
+    pub product_id: Uuid,
+    pub old_price_cents: i64,
+    pub price_cents: i64,
+}
+
+/// Stock was added to a product.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct ProductRestocked {
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+/// Stock moved from available to reserved for an order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct StockReserved {
+    pub product_id: Uuid,
+    pub order_id: Uuid,
+    pub quantity: i64,
+}
+
+/// An order's reserved stock went back to available.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct StockReleased {
+    pub product_id: Uuid,
+    pub order_id: Uuid,
+    pub quantity: i64,
+}
+
+/// One product's share of a reservation; lines of the same product are summed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct ReservedLine {
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+/// All lines of an order were reserved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct ReservationConfirmed {
+    pub order_id: Uuid,
+    pub lines: Vec<ReservedLine>,
+}
+
+/// Nothing was reserved for an order. `product_id` names the first line that failed; it is
+/// `None` when the order was cancelled before it could be reserved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct ReservationRejected {
+    pub order_id: Uuid,
+    pub product_id: Option<Uuid>,
+    pub reason: String,
+    pub requested: i64,
+    pub available: i64,
+}
+
+/// A cancelled order's reservation was given back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct ReservationReleased {
+    pub order_id: Uuid,
+    pub lines: Vec<ReservedLine>,
+}

@@ -1,0 +1,36 @@
+//! The pure core of product-service: commands in, events out, state folded from events. No IO.
+//!
+//! - [`product`]: one product's catalogue data and stock (stream `product-<id>`).
+//! - [`reservation`]: one order's stock reservation (stream `reservation-<order_id>`) and the
+//!   saga decisions that reserve or release stock across several products at once.
+//! - [`events`]: the events this service writes and their stable wire names.
+//! - [`order_events`]: the tolerant view of order-service's events it reacts to.
+
+pub mod commands;
+pub mod error;
+pub mod events;
+pub mod order_events;
+pub mod product;
+pub mod reservation;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+/// Schema version stored with every event this service writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Every event type name this service writes.
+pub const EVENT_TYPES: &[&str] = &[
+    "ProductCreated",
+    "PriceChanged",
+    "ProductRestocked",
+    "StockReserved",
+    "StockReleased",
+    "ReservationConfirmed",
+    "ReservationRejected",
+    "ReservationReleased",
+];
+
+/// Every event type name of order-service that this service reads.
+pub const CONSUMED_EVENT_TYPES: &[&str] = order_events::OrderEvent::TYPES;

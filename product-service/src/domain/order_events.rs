@@ -1,0 +1,42 @@
+//! product-service's own reading of the order-service events it reacts to. Only the fields it
+//! needs; unknown fields and unknown event types are ignored, so order-service can evolve freely.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::wire::wire_events;
+
+wire_events! {
+    /// The order events product-service consumes.
+    OrderEvent { OrderPlaced, OrderCancelled }
+}
+
+/// An order was placed and waits for its stock.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub lines: Vec<OrderedLine>,
+}
+
+/// One line of a placed order, as far as stock is concerned.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OrderedLine {
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+/// An order was cancelled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+}
+
+impl OrderPlaced {
+    /// The lines as `(product_id, quantity)`, the shape `reservation::reserve_order` takes.
+    pub fn quantities(&self) -> Vec<(Uuid, i64)> {
+        self.lines
+            .iter()
+            .map(|line| (line.product_id, line.quantity))
+            .collect()
+    }
+}

@@ -1,0 +1,191 @@
+//! The product aggregate: catalogue data and stock of one product.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::commands::ProductCommand;
+use super::error::DomainError;
+use super::events::{
+    PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReleased, StockReserved,
+};
+
+/// Longest product name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// The stream holding one product's events.
+pub fn stream_id(product_id: Uuid) -> String {
+    format!("product-{product_id}")
+}
+
+/// One product as folded from its events; `Default` is a product that does not exist yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductState {
+    pub exists: bool,
+    pub product_id: Uuid,
+    pub name: String,
+    pub price_cents: i64,
+    pub stock_available: i64,
+    pub stock_reserved: i64,
+    /// Quantity held per order, so a release gives back exactly what that order took.
+    pub reservations: BTreeMap<Uuid, i64>,
+}
+
+/// Decides what a command does to a product, without changing it.
+pub fn decide(
+    state: &ProductState,
+    command: ProductCommand,
+) -> Result<Vec<ProductEvent>, DomainError> {
+    match command {
+        ProductCommand::CreateProduct {
+            product_id,
+            name,
+            price_cents,
+            stock,
+        } => {
+            let name = validate_name(&name)?;
+            validate_price(price_cents)?;
+            if stock < 0 {
+                return Err(DomainError::InvalidQuantity { quantity: stock });
+            }
+            if state.exists {
+                return Err(DomainError::AlreadyExists { product_id });
+            }
+            Ok(vec![ProductCreated {
+                product_id,
+                name,
+                price_cents,
+                initial_stock: stock,
+            }
+            .into()])
+        }
+        ProductCommand::ChangePrice { price_cents } => {
+            let state = existing(state)?;
+            validate_price(price_cents)?;
+            if price_cents == state.price_cents {
+                return Ok(vec![]);
+            }
+            Ok(vec![PriceChanged {
+                product_id: state.product_id,
+                old_price_cents: state.price_cents,
+                price_cents,
+            }
+            .into()])
+        }
+        ProductCommand::Restock { quantity } => {
+            let state = existing(state)?;
+            validate_quantity(quantity)?;
+            let product_id = state.product_id;
+            if state.stock_available.checked_add(quantity).is_none() {
+                return Err(DomainError::StockOverflow { product_id });
+            }
+            Ok(vec![ProductRestocked {
+                product_id,
+                quantity,
+            }
+            .into()])
+        }
+        ProductCommand::ReserveStock { order_id, quantity } => {
+            let state = existing(state)?;
+            validate_quantity(quantity)?;
+            if state.reservations.contains_key(&order_id) {
+                return Ok(vec![]);
+            }
+            if quantity > state.stock_available {
+                return Err(DomainError::InsufficientStock {
+                    product_id: state.product_id,
+                    requested: quantity,
+                    available: state.stock_available,
+                });
+            }
+            Ok(vec![StockReserved {
+                product_id: state.product_id,
+                order_id,
+                quantity,
+            }
+            .into()])
+        }
+        ProductCommand::ReleaseStock { order_id } => {
+            let state = existing(state)?;
+            Ok(state
+                .reservations
+                .get(&order_id)
+                .map(|&quantity| {
+                    StockReleased {
+                        product_id: state.product_id,
+                        order_id,
+                        quantity,
+                    }
+                    .into()
+                })
+                .into_iter()
+                .collect())
+        }
+    }
+}
+
+/// Applies one event. Never fails: events are facts, and arithmetic saturates rather than panics.
+pub fn evolve(mut state: ProductState, event: &ProductEvent) -> ProductState {
+    match event {
+        ProductEvent::ProductCreated(e) => {
+            state.exists = true;
+            state.product_id = e.product_id;
+            state.name.clone_from(&e.name);
+            state.price_cents = e.price_cents;
+            state.stock_available = e.initial_stock;
+        }
+        ProductEvent::PriceChanged(e) => state.price_cents = e.price_cents,
+        ProductEvent::ProductRestocked(e) => {
+            state.stock_available = state.stock_available.saturating_add(e.quantity);
+        }
+        ProductEvent::StockReserved(e) => {
+            state.stock_available = state.stock_available.saturating_sub(e.quantity);
+            state.stock_reserved = state.stock_reserved.saturating_add(e.quantity);
+            let held = state.reservations.entry(e.order_id).or_default();
+            *held = held.saturating_add(e.quantity);
+        }
+        ProductEvent::StockReleased(e) => {
+            state.stock_available = state.stock_available.saturating_add(e.quantity);
+            state.stock_reserved = state.stock_reserved.saturating_sub(e.quantity);
+            state.reservations.remove(&e.order_id);
+        }
+    }
+    state
+}
+
+fn existing(state: &ProductState) -> Result<&ProductState, DomainError> {
+    if state.exists {
+        Ok(state)
+    } else {
+        Err(DomainError::ProductNotFound)
+    }
+}
+
+fn validate_name(name: &str) -> Result<String, DomainError> {
+    let name = name.trim();
+    let len = name.chars().count();
+    if len == 0 {
+        return Err(DomainError::EmptyName);
+    }
+    if len > MAX_NAME_CHARS {
+        return Err(DomainError::NameTooLong {
+            len,
+            max: MAX_NAME_CHARS,
+        });
+    }
+    Ok(name.to_owned())
+}
+
+fn validate_price(price_cents: i64) -> Result<(), DomainError> {
+    if price_cents <= 0 {
+        return Err(DomainError::InvalidPrice { price_cents });
+    }
+    Ok(())
+}
+
+fn validate_quantity(quantity: i64) -> Result<(), DomainError> {
+    if quantity <= 0 {
+        return Err(DomainError::InvalidQuantity { quantity });
+    }
+    Ok(())
+}
