@@ -96,14 +96,14 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let pool = self.pool.clone();
-        // Drop runs outside async context; a small runtime of its own does the cleanup.
+        // Drop may run on the test's runtime thread, so the cleanup gets a thread and runtime of
+        // its own. FORCE closes the pool's connections; closing the pool from here would wait
+        // on the blocked runtime.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
-                pool.close().await;
                 if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&mut admin)

@@ -1,0 +1,300 @@
+//! Appends and reads against a real Postgres, a fresh database per test.
+#![allow(clippy::unwrap_used)]
+
+use event_store::testing::TestDb;
+use event_store::{ExpectedVersion, NewEvent, StoreError, StreamAppend};
+use serde_json::json;
+
+fn event(n: i64) -> NewEvent {
+    NewEvent::new("Counted", json!({ "n": n }))
+}
+
+#[tokio::test]
+async fn appends_are_read_back_in_order_with_versions_and_positions() {
+    let db = TestDb::new().await;
+    let store = db.store();
+
+    let first = store
+        .append("counter-1", ExpectedVersion::NoStream, &[event(1), event(2)])
+        .await
+        .unwrap();
+    let second = store
+        .append("counter-1", ExpectedVersion::Exact(2), &[event(3)])
+        .await
+        .unwrap();
+
+    assert_eq!(first.stream_version, 2);
+    assert_eq!(second.stream_version, 3);
+    assert!(first.first_position < first.last_position);
+    assert!(first.last_position < second.first_position);
+    let stream = store.read_stream("counter-1", 1).await.unwrap();
+    let ns: Vec<i64> = stream.iter().map(|e| e.payload["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, [1, 2, 3]);
+    assert_eq!(
+        stream.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(store.read_stream("counter-1", 3).await.unwrap().len(), 1);
+    let all = store.read_all(0, 100).await.unwrap();
+    assert_eq!(all, stream);
+    assert!(store.read_all(second.last_position, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_expected_version_is_a_typed_conflict_with_expected_and_actual() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store
+        .append("s-1", ExpectedVersion::NoStream, &[event(1), event(2)])
+        .await
+        .unwrap();
+
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(1),
+        ExpectedVersion::Exact(5),
+    ] {
+        let err = store.append("s-1", expected, &[event(9)]).await.unwrap_err();
+        match err {
+            StoreError::Conflict {
+                stream_id,
+                expected: e,
+                actual,
+            } => {
+                assert_eq!(stream_id, "s-1");
+                assert_eq!(e, expected);
+                assert_eq!(actual, 2);
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    let err = store
+        .append("s-2", ExpectedVersion::Exact(1), &[event(1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: 0, .. }), "{err:?}");
+    assert_eq!(store.read_stream("s-1", 1).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_appends_with_the_same_expected_version_let_exactly_one_win() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store
+        .append("race-1", ExpectedVersion::NoStream, &[event(0)])
+        .await
+        .unwrap();
+
+    let attempts = (0..10).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append("race-1", ExpectedVersion::Exact(1), &[event(i)])
+                .await
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+
+    let wins = results.iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r.as_ref().unwrap(), Err(StoreError::Conflict { .. })))
+        .count();
+    assert_eq!((wins, conflicts), (1, 9));
+    assert_eq!(store.stream_version("race-1").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_appends_with_any_version_all_land_with_distinct_versions() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let writers = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for j in 0..20 {
+                store
+                    .append("shared-1", ExpectedVersion::Any, &[event(i * 100 + j)])
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    futures::future::join_all(writers).await;
+
+    let versions: Vec<i64> = store
+        .read_stream("shared-1", 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(versions, (1..=160).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn retrying_an_append_returns_the_original_result_and_stores_nothing_twice() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let events = [event(1), event(2)];
+    let original = store
+        .append("idem-1", ExpectedVersion::NoStream, &events)
+        .await
+        .unwrap();
+    store
+        .append("idem-1", ExpectedVersion::Exact(2), &[event(3)])
+        .await
+        .unwrap();
+
+    // The retry's expected version no longer matches, yet it is recognised as a retry.
+    let retried = store
+        .append("idem-1", ExpectedVersion::NoStream, &events)
+        .await
+        .unwrap();
+    let retried_any = store
+        .append("idem-1", ExpectedVersion::Any, &events)
+        .await
+        .unwrap();
+
+    assert_eq!(retried, original);
+    assert_eq!(retried_any, original);
+    assert_eq!(store.read_stream("idem-1", 1).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn reusing_an_event_id_with_other_content_is_an_error() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let original = event(1);
+    store
+        .append("idem-2", ExpectedVersion::NoStream, &[original.clone()])
+        .await
+        .unwrap();
+
+    let forged = NewEvent::new("Counted", json!({ "n": 666 })).with_id(original.event_id);
+    let err = store
+        .append("idem-2", ExpectedVersion::Any, &[forged.clone()])
+        .await
+        .unwrap_err();
+    let err_other_stream = store
+        .append("idem-3", ExpectedVersion::NoStream, &[forged])
+        .await
+        .unwrap_err();
+
+    for err in [err, err_other_stream] {
+        assert!(
+            matches!(err, StoreError::EventIdReused { event_id } if event_id == original.event_id),
+            "{err:?}"
+        );
+    }
+    assert_eq!(db.store().read_all(0, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_multi_stream_append_is_all_or_nothing() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store
+        .append("stock-a", ExpectedVersion::NoStream, &[event(10)])
+        .await
+        .unwrap();
+    store
+        .append("stock-b", ExpectedVersion::NoStream, &[event(20)])
+        .await
+        .unwrap();
+
+    let stale = vec![
+        StreamAppend {
+            stream_id: "stock-a".into(),
+            expected: ExpectedVersion::Exact(1),
+            events: vec![event(11)],
+        },
+        StreamAppend {
+            stream_id: "stock-b".into(),
+            expected: ExpectedVersion::Exact(7),
+            events: vec![event(21)],
+        },
+        StreamAppend {
+            stream_id: "reservation-1".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event(1)],
+        },
+    ];
+    let err = store.append_multi(&stale).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { stream_id, actual: 1, .. } if stream_id == "stock-b"),
+        "{err:?}"
+    );
+    assert_eq!(store.read_all(0, 100).await.unwrap().len(), 2);
+
+    let mut fresh = stale;
+    fresh[1].expected = ExpectedVersion::Exact(1);
+    let results = store.append_multi(&fresh).await.unwrap();
+    assert_eq!(
+        results.iter().map(|r| r.stream_version).collect::<Vec<_>>(),
+        [2, 2, 1]
+    );
+    // One transaction: consecutive positions of one transaction id.
+    let all = store.read_all(0, 100).await.unwrap();
+    assert_eq!(all.len(), 5);
+    let last_three: Vec<i64> = all[2..].iter().map(|e| e.position).collect();
+    assert_eq!(last_three[1] - last_three[0], 1);
+    assert_eq!(last_three[2] - last_three[1], 1);
+    // And its retry is recognised.
+    assert_eq!(store.append_multi(&fresh).await.unwrap(), results);
+}
+
+#[tokio::test]
+async fn bad_stream_ids_and_event_types_are_refused_before_touching_the_database() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    for bad in ["", "has space", "dot.ted", "star*", "gt>", &"x".repeat(201)] {
+        let err = store
+            .append(bad, ExpectedVersion::Any, &[event(1)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidStreamId(_)), "{bad:?}: {err:?}");
+    }
+    let err = store
+        .append("ok-1", ExpectedVersion::Any, &[NewEvent::new("Bad.Type", json!({}))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidEventType(_)), "{err:?}");
+    let err = store.append("ok-1", ExpectedVersion::Any, &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Empty), "{err:?}");
+}
+
+#[tokio::test]
+async fn read_all_withholds_events_committed_after_an_older_transaction_still_running() {
+    let db = TestDb::new().await;
+    let store = db.store();
+
+    // An appending transaction takes its transaction id (and so its positions) first...
+    let mut older = db.pool.begin().await.unwrap();
+    store
+        .append_in_tx(
+            &mut older,
+            &[StreamAppend {
+                stream_id: "slow-1".into(),
+                expected: ExpectedVersion::Any,
+                events: vec![event(1)],
+            }],
+        )
+        .await
+        .unwrap();
+    // ...a younger one commits a higher position while the older one is still open.
+    store
+        .append("fast-1", ExpectedVersion::Any, &[event(2)])
+        .await
+        .unwrap();
+
+    assert!(
+        store.read_all(0, 100).await.unwrap().is_empty(),
+        "handing out the younger event now would skip the older one for good"
+    );
+    older.commit().await.unwrap();
+    let all = store.read_all(0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>(),
+        ["slow-1", "fast-1"]
+    );
+}
