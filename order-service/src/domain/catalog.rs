@@ -52,7 +52,12 @@ pub fn evolve(entry: Option<CatalogEntry>, event: &ProductEvent) -> Option<Catal
 
 impl CatalogEntry {
     /// An entry whose `available` flag agrees with its stock.
-    pub fn with_stock(product_id: Uuid, name: String, price_cents: i64, stock_available: i64) -> Self {
+    pub fn with_stock(
+        product_id: Uuid,
+        name: String,
+        price_cents: i64,
+        stock_available: i64,
+    ) -> Self {
         CatalogEntry {
             product_id,
             name,

@@ -8,10 +8,7 @@ macro_rules! wire_events {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub enum $name {
-            $(
-                #[allow(missing_docs)]
-                $variant($variant),
-            )+
+            $($variant($variant),)+
         }
 
         impl $name {

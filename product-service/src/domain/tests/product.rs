@@ -1,7 +1,9 @@
 use uuid::Uuid;
 
 use super::{created, given, reserved};
-use crate::domain::commands::ProductCommand::{self, *};
+use crate::domain::commands::ProductCommand::{
+    self, ChangePrice, CreateProduct, ReleaseStock, ReserveStock, Restock,
+};
 use crate::domain::error::DomainError;
 use crate::domain::events::{PriceChanged, ProductCreated, ProductRestocked, StockReleased};
 use crate::domain::product::{evolve, stream_id, ProductState, MAX_NAME_CHARS};
