@@ -1,0 +1,201 @@
+//! The relay against real NATS JetStream: every stored event is published once, across relay
+//! crashes and a NATS outage.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use event_store::testing::{self, NatsServer, TestDb};
+use event_store::{checkpoint, EventStore, ExpectedVersion, NewEvent, Relay, RelayConfig};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct RunningRelay {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRelay {
+    fn start(store: &EventStore, js: &jetstream::Context, config: &RelayConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let relay = Relay::new(store.clone(), js.clone(), config.clone());
+        let task = tokio::spawn(relay.run(shutdown.clone()));
+        RunningRelay { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
+
+    /// Kills the relay wherever it is, as a crash would.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+fn unique_config() -> RelayConfig {
+    let ns = testing::unique("relay");
+    RelayConfig::new(format!("{ns}_events"), format!("{ns}.events"))
+}
+
+async fn append_events(store: &EventStore, streams: usize, per_stream: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for s in 0..streams {
+        let stream = format!("item-{}", Uuid::new_v4());
+        for i in 0..per_stream {
+            let event = NewEvent::new("ItemCounted", json!({ "i": i }));
+            ids.push(event.event_id);
+            store
+                .append(&stream, ExpectedVersion::Exact(i as i64), &[event])
+                .await
+                .unwrap();
+        }
+        let _ = s;
+    }
+    ids
+}
+
+/// Waits until the JetStream stream holds `count` messages (a liveness bound, not a benchmark).
+async fn wait_for_messages(js: &jetstream::Context, stream: &str, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let messages = match js.get_stream(stream).await {
+            Ok(s) => s.get_info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if messages >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream {stream} holds {messages} of {count} messages"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every message's `Nats-Msg-Id`, in stream order.
+async fn published_ids(js: &jetstream::Context, stream: &str) -> Vec<Uuid> {
+    let stream = js.get_stream(stream).await.unwrap();
+    let count = stream.get_info().await.unwrap().state.messages;
+    let mut ids = Vec::new();
+    for seq in 1..=count {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let id = message.headers.get("Nats-Msg-Id").unwrap().as_str();
+        ids.push(id.parse().unwrap());
+    }
+    ids
+}
+
+async fn wait_for_checkpoint(store: &EventStore, config: &RelayConfig) {
+    let head = store.head_position().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while checkpoint::load(store.pool(), &config.checkpoint)
+        .await
+        .unwrap()
+        < head
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not reach the head"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_appended_event_is_published_once_with_its_headers() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let js = jetstream::new(testing::connect_nats().await);
+    let config = unique_config();
+    let ids = append_events(&store, 5, 40).await;
+
+    let relay = RunningRelay::start(&store, &js, &config);
+    wait_for_checkpoint(&store, &config).await;
+    relay.stop().await;
+
+    let published = published_ids(&js, &config.stream).await;
+    assert_eq!(published, ids, "each event once, in position order");
+    let stream = js.get_stream(&config.stream).await.unwrap();
+    let first = store.read_all(0, 1).await.unwrap().remove(0);
+    let message = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        message.subject.as_str(),
+        format!("{}.{}.ItemCounted", config.subject_prefix, first.stream_id)
+    );
+    let header = |name: &str| message.headers.get(name).unwrap().as_str().to_owned();
+    assert_eq!(header("Es-Event-Type"), "ItemCounted");
+    assert_eq!(header("Es-Stream-Id"), first.stream_id);
+    assert_eq!(header("Es-Stream-Version"), "1");
+    assert_eq!(header("Es-Position"), first.position.to_string());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap(),
+        first.payload
+    );
+    js.delete_stream(&config.stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_relay_killed_between_publish_and_checkpoint_leaves_each_event_once_in_the_stream() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let js = jetstream::new(testing::connect_nats().await);
+    let config = unique_config();
+    let mut ids = append_events(&store, 4, 50).await;
+
+    // Publish everything, then lose the checkpoint: exactly the state a crash after the acks
+    // and before the checkpoint write leaves behind.
+    let relay = RunningRelay::start(&store, &js, &config);
+    wait_for_checkpoint(&store, &config).await;
+    relay.stop().await;
+    checkpoint::reset(store.pool(), &config.checkpoint, 0)
+        .await
+        .unwrap();
+
+    // And crash it at arbitrary points while it works through more events.
+    ids.extend(append_events(&store, 4, 50).await);
+    for delay_ms in [0, 3, 7, 15, 30] {
+        let relay = RunningRelay::start(&store, &js, &config);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        relay.kill().await;
+    }
+    let relay = RunningRelay::start(&store, &js, &config);
+    wait_for_checkpoint(&store, &config).await;
+    relay.stop().await;
+
+    let published = published_ids(&js, &config.stream).await;
+    let unique: HashSet<_> = published.iter().collect();
+    assert_eq!(unique.len(), published.len(), "duplicates in the stream");
+    assert_eq!(published, ids, "each event once, in position order");
+    js.delete_stream(&config.stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_nats_stopped_appends_succeed_and_the_backlog_is_published_when_it_returns() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let mut server = NatsServer::start();
+    let client = event_store::nats::connect(&server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let config = unique_config();
+    let relay = RunningRelay::start(&store, &js, &config);
+
+    let mut ids = append_events(&store, 2, 25).await;
+    wait_for_messages(&js, &config.stream, 50).await;
+
+    server.stop();
+    // Writes do not depend on NATS at all.
+    ids.extend(append_events(&store, 3, 50).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+
+    wait_for_messages(&js, &config.stream, ids.len() as u64).await;
+    wait_for_checkpoint(&store, &config).await;
+    relay.stop().await;
+    assert_eq!(published_ids(&js, &config.stream).await, ids);
+}
