@@ -8,21 +8,25 @@
 //!   LISTEN/NOTIFY), polling only as a fallback.
 //! - [`checkpoint`]: where each reader has got to, stored beside the events so a reader can
 //!   apply an event and advance in one transaction.
+//! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
 //!
 //! Data flows: a command handler appends -> the store commits -> the relay's tail wakes ->
 //! JetStream (deduplicated by event id) -> the other service's consumers.
 
+pub mod checkpoint;
+pub mod consumer;
 mod error;
 mod event;
-pub mod checkpoint;
 pub mod nats;
+pub mod pool;
+pub mod projection;
 pub mod relay;
 pub mod store;
 pub mod tail;
-mod wakeup;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod wakeup;
 
 pub use error::StoreError;
 pub use event::{AppendResult, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend};
