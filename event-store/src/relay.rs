@@ -97,7 +97,8 @@ impl Relay {
             }
             backoff = Backoff::default();
             let last = tail.position();
-            while let Err(e) = checkpoint::save(self.store.pool(), &self.config.checkpoint, last).await
+            while let Err(e) =
+                checkpoint::save(self.store.pool(), &self.config.checkpoint, last).await
             {
                 tracing::warn!(error = %e, "relay cannot store its checkpoint; retrying");
                 backoff.wait(&shutdown).await;
@@ -131,7 +132,11 @@ impl Relay {
                 .payload(serde_json::to_vec(&event.payload)?.into())
                 .headers(event_headers(event)?)
                 .message_id(event.event_id.to_string());
-            match self.js.send_publish(self.config.subject(event), message).await {
+            match self
+                .js
+                .send_publish(self.config.subject(event), message)
+                .await
+            {
                 Ok(ack) => acks.push(ack),
                 Err(e) => {
                     self.recreate_stream_if_missing(&e).await;

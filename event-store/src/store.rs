@@ -32,7 +32,8 @@ WHERE $2::bigint IS NULL OR current_version.version = $2
 RETURNING position, stream_version
 "#;
 
-pub(crate) const EVENT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, stream_id, stream_version, event_id, event_type, \
      schema_version, payload, metadata, recorded_at";
 
 /// Tries before an `Any` append that keeps losing races gives up.
@@ -109,7 +110,11 @@ impl EventStore {
                 return Err(conflict(stream_id, expected, actual));
             }
         }
-        Err(conflict(stream_id, expected, self.stream_version(stream_id).await?))
+        Err(conflict(
+            stream_id,
+            expected,
+            self.stream_version(stream_id).await?,
+        ))
     }
 
     /// Appends to several streams in one transaction: all or nothing, each stream with its own
@@ -286,17 +291,14 @@ impl EventStore {
     }
 
     async fn reused_id(&self, events: &[NewEvent]) -> Result<Option<Uuid>, StoreError> {
-        Ok(self
-            .stored_by_id(events)
-            .await?
-            .first()
-            .map(|r| r.event_id))
+        Ok(self.stored_by_id(events).await?.first().map(|r| r.event_id))
     }
 
     async fn stored_by_id(&self, events: &[NewEvent]) -> Result<Vec<RecordedEvent>, StoreError> {
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1) ORDER BY position");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1) ORDER BY position"
+        );
         Ok(sqlx::query_as(&sql)
             .bind(&ids)
             .fetch_all(&self.pool)
@@ -335,7 +337,12 @@ async fn attempt(
         .bind(stream_id)
         .bind(expected.required())
         .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
         .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
         .bind(metadata)

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
-const START_POSTGRES: &str = "start it with `pg_ctlcluster 15 main start` (or run `scripts/test.sh`, \
+const START_POSTGRES: &str =
+    "start it with `pg_ctlcluster 15 main start` (or run `scripts/test.sh`, \
      which installs and starts everything), or point DATABASE_URL at a server";
 const START_NATS: &str = "start it with `nats-server -js` (or run `scripts/test.sh`), \
      or point NATS_URL at a server with JetStream";
@@ -28,7 +29,10 @@ pub fn nats_url() -> String {
 
 /// A name no other test uses, valid as a database, JetStream stream or subject token.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
 }
 
 /// Logs to the test output when `TEST_LOG` is set.
@@ -68,11 +72,14 @@ impl TestDb {
     /// Creates a fresh database with no tables.
     pub async fn empty() -> TestDb {
         let admin_url = admin_database_url();
-        let mut admin = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url))
-            .await
-            .map_err(|_| "timed out".to_owned())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .unwrap_or_else(|e| panic!("Postgres is not reachable at {admin_url} ({e}): {START_POSTGRES}"));
+        let mut admin =
+            tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url))
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .unwrap_or_else(|e| {
+                    panic!("Postgres is not reachable at {admin_url} ({e}): {START_POSTGRES}")
+                });
         let name = unique("es_test");
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
@@ -100,7 +107,10 @@ impl Drop for TestDb {
         // its own. FORCE closes the pool's connections; closing the pool from here would wait
         // on the blocked runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -183,7 +193,14 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -197,7 +214,10 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "private nats-server did not start");
+            assert!(
+                Instant::now() < deadline,
+                "private nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -15,7 +15,11 @@ async fn appends_are_read_back_in_order_with_versions_and_positions() {
     let store = db.store();
 
     let first = store
-        .append("counter-1", ExpectedVersion::NoStream, &[event(1), event(2)])
+        .append(
+            "counter-1",
+            ExpectedVersion::NoStream,
+            &[event(1), event(2)],
+        )
         .await
         .unwrap();
     let second = store
@@ -28,7 +32,10 @@ async fn appends_are_read_back_in_order_with_versions_and_positions() {
     assert!(first.first_position < first.last_position);
     assert!(first.last_position < second.first_position);
     let stream = store.read_stream("counter-1", 1).await.unwrap();
-    let ns: Vec<i64> = stream.iter().map(|e| e.payload["n"].as_i64().unwrap()).collect();
+    let ns: Vec<i64> = stream
+        .iter()
+        .map(|e| e.payload["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(ns, [1, 2, 3]);
     assert_eq!(
         stream.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
@@ -37,7 +44,11 @@ async fn appends_are_read_back_in_order_with_versions_and_positions() {
     assert_eq!(store.read_stream("counter-1", 3).await.unwrap().len(), 1);
     let all = store.read_all(0, 100).await.unwrap();
     assert_eq!(all, stream);
-    assert!(store.read_all(second.last_position, 100).await.unwrap().is_empty());
+    assert!(store
+        .read_all(second.last_position, 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -54,7 +65,10 @@ async fn a_wrong_expected_version_is_a_typed_conflict_with_expected_and_actual()
         ExpectedVersion::Exact(1),
         ExpectedVersion::Exact(5),
     ] {
-        let err = store.append("s-1", expected, &[event(9)]).await.unwrap_err();
+        let err = store
+            .append("s-1", expected, &[event(9)])
+            .await
+            .unwrap_err();
         match err {
             StoreError::Conflict {
                 stream_id,
@@ -72,7 +86,10 @@ async fn a_wrong_expected_version_is_a_typed_conflict_with_expected_and_actual()
         .append("s-2", ExpectedVersion::Exact(1), &[event(1)])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { actual: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Conflict { actual: 0, .. }),
+        "{err:?}"
+    );
     assert_eq!(store.read_stream("s-1", 1).await.unwrap().len(), 2);
 }
 
@@ -95,7 +112,10 @@ async fn concurrent_appends_with_the_same_expected_version_let_exactly_one_win()
     });
     let results = futures::future::join_all(attempts).await;
 
-    let wins = results.iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+    let wins = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
     let conflicts = results
         .iter()
         .filter(|r| matches!(r.as_ref().unwrap(), Err(StoreError::Conflict { .. })))
@@ -252,14 +272,24 @@ async fn bad_stream_ids_and_event_types_are_refused_before_touching_the_database
             .append(bad, ExpectedVersion::Any, &[event(1)])
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::InvalidStreamId(_)), "{bad:?}: {err:?}");
+        assert!(
+            matches!(err, StoreError::InvalidStreamId(_)),
+            "{bad:?}: {err:?}"
+        );
     }
     let err = store
-        .append("ok-1", ExpectedVersion::Any, &[NewEvent::new("Bad.Type", json!({}))])
+        .append(
+            "ok-1",
+            ExpectedVersion::Any,
+            &[NewEvent::new("Bad.Type", json!({}))],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidEventType(_)), "{err:?}");
-    let err = store.append("ok-1", ExpectedVersion::Any, &[]).await.unwrap_err();
+    let err = store
+        .append("ok-1", ExpectedVersion::Any, &[])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Empty), "{err:?}");
 }
 
