@@ -71,6 +71,9 @@ ensure_nats
 ensure_current_nats
 debian_nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 
+# The end-to-end tests run the service binaries as processes.
+cargo build --workspace --bins --locked
+
 log "tests against nats-server $("$debian_nats" --version | awk '{print $2}') (Debian)"
 NATS_SERVER_BIN="$debian_nats" cargo test --workspace --locked
 

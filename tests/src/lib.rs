@@ -1,1 +1,206 @@
+//! End-to-end test support: both services started as processes (the binaries cargo built),
+//! each on a fresh database of its own, sharing a NATS namespace no other test uses.
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use event_store::testing::{self, TestDb};
+use serde_json::Value;
+
+/// How long eventual consistency may take before a test calls it a failure (a liveness bound).
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// A service binary built by cargo next to this test executable.
+pub fn service_binary(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test executable path");
+    dir.pop(); // the executable
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first with `cargo build --workspace --bins` \
+         (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// One running service process, killed on drop.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    pub base_url: String,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl ServiceProcess {
+    pub fn start(name: &'static str, env: Vec<(String, String)>) -> ServiceProcess {
+        let port = testing::free_port();
+        let mut service = ServiceProcess {
+            name,
+            base_url: format!("http://127.0.0.1:{port}"),
+            child: None,
+            env,
+        };
+        service
+            .env
+            .push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+        service.spawn();
+        service
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(service_binary(self.name));
+        command.arg("serve").envs(self.env.iter().cloned());
+        if std::env::var_os("TEST_LOG").is_none() {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        self.child = Some(command.spawn().expect("starting a service binary"));
+    }
+
+    /// Kills the process as a crash would (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Waits until the service answers ready.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let ready = client
+                .get(format!("{}/health/ready", self.base_url))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become ready",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Both services, their databases and an HTTP client.
+pub struct TestSystem {
+    pub products: ServiceProcess,
+    pub orders: ServiceProcess,
+    pub products_db: TestDb,
+    pub orders_db: TestDb,
+    pub namespace: String,
+    pub http: reqwest::Client,
+}
+
+impl TestSystem {
+    pub async fn start() -> TestSystem {
+        testing::init_tracing();
+        // Fail fast, with a hint, when NATS is down.
+        drop(testing::connect_nats().await);
+        let products_db = TestDb::empty().await;
+        let orders_db = TestDb::empty().await;
+        let namespace = testing::unique("e2e");
+        let env = |db: &TestDb| {
+            vec![
+                ("DATABASE_URL".to_owned(), db.url.clone()),
+                ("NATS_URL".to_owned(), testing::nats_url()),
+                ("EVENTS_NAMESPACE".to_owned(), namespace.clone()),
+                (
+                    "RUST_LOG".to_owned(),
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                ),
+            ]
+        };
+        let products = ServiceProcess::start("product-service", env(&products_db));
+        let orders = ServiceProcess::start("order-service", env(&orders_db));
+        products.wait_ready().await;
+        orders.wait_ready().await;
+        TestSystem {
+            products,
+            orders,
+            products_db,
+            orders_db,
+            namespace,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn post(&self, url: String, body: Value) -> (u16, Value) {
+        let response = self.http.post(url).json(&body).send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, url: String) -> (u16, Value) {
+        let response = self.http.get(url).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a product through product-service and returns its id.
+    pub async fn create_product(&self, name: &str, price_cents: i64, stock: i64) -> String {
+        let (status, body) = self
+            .post(
+                format!("{}/products", self.products.base_url),
+                serde_json::json!({ "name": name, "price_cents": price_cents, "stock": stock }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("product id").to_owned()
+    }
+
+    /// Polls `url` until `done` holds for its JSON body, and returns that body.
+    pub async fn eventually(&self, url: String, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let (status, body) = self.get(url.clone()).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not reach the expected state; last answer {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until order-service's catalogue knows the product at `version` or later.
+    pub async fn catalogue_has(&self, product_id: &str, version: i64) -> Value {
+        self.eventually(
+            format!("{}/catalog/products/{product_id}", self.orders.base_url),
+            |b| b["version"].as_i64().unwrap_or(0) >= version,
+        )
+        .await
+    }
+
+    /// Waits until the order leaves `pending`, returning it.
+    pub async fn settled_order(&self, order_id: &str) -> Value {
+        self.eventually(format!("{}/orders/{order_id}", self.orders.base_url), |b| {
+            b["status"] != "pending"
+        })
+        .await
+    }
+}

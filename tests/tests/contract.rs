@@ -1,0 +1,162 @@
+//! The contract between the services: every event one service emits is read by the other's
+//! tolerant view (or deliberately ignored), so a rename or a removed field fails here, not in
+//! production. Samples come from each service's own domain decisions, as real payloads.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap};
+
+use order_service::domain as orders;
+use product_service::domain as products;
+use uuid::Uuid;
+
+/// Every (type, payload) product-service writes, produced by its domain.
+fn product_service_samples() -> Vec<(&'static str, serde_json::Value)> {
+    use products::commands::ProductCommand;
+    use products::product::{decide, evolve, ProductState};
+    use products::reservation::{self, ReservationState};
+
+    let (product_id, order_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut samples = Vec::new();
+    let mut state = ProductState::default();
+    let mut run = |state: &mut ProductState, command| {
+        for e in decide(state, command).unwrap() {
+            samples.push((e.event_type(), e.payload()));
+            *state = evolve(std::mem::take(state), &e);
+        }
+    };
+    run(
+        &mut state,
+        ProductCommand::CreateProduct {
+            product_id,
+            name: "Mug".into(),
+            price_cents: 900,
+            stock: 3,
+        },
+    );
+    run(&mut state, ProductCommand::ChangePrice { price_cents: 950 });
+    run(&mut state, ProductCommand::Restock { quantity: 2 });
+    run(
+        &mut state,
+        ProductCommand::ReserveStock {
+            order_id,
+            quantity: 1,
+        },
+    );
+    run(&mut state, ProductCommand::ReleaseStock { order_id });
+
+    let catalogue = HashMap::from([(product_id, state)]);
+    let confirmed = reservation::reserve_order(
+        &ReservationState::None,
+        order_id,
+        &[(product_id, 2)],
+        &catalogue,
+    );
+    let rejected = reservation::reserve_order(
+        &ReservationState::None,
+        order_id,
+        &[(product_id, 99)],
+        &catalogue,
+    );
+    let mut reserved = ReservationState::None;
+    for e in &confirmed.reservation {
+        reserved = reservation::evolve(reserved, e);
+    }
+    let released = reservation::release_order(&reserved, order_id);
+    for decision in [confirmed, rejected, released] {
+        samples.extend(
+            decision
+                .reservation
+                .iter()
+                .map(|e| (e.event_type(), e.payload())),
+        );
+        samples.extend(
+            decision
+                .products
+                .iter()
+                .map(|(_, e)| (e.event_type(), e.payload())),
+        );
+    }
+    samples
+}
+
+/// Every (type, payload) order-service writes, produced by its domain.
+fn order_service_samples() -> Vec<(&'static str, serde_json::Value)> {
+    use orders::commands::OrderCommand;
+    use orders::events::OrderLine;
+    use orders::order::{decide, evolve, OrderState};
+
+    let place = || OrderCommand::PlaceOrder {
+        order_id: Uuid::new_v4(),
+        customer_id: "alice".into(),
+        lines: vec![OrderLine {
+            product_id: Uuid::new_v4(),
+            quantity: 2,
+            unit_price_cents: 450,
+        }],
+    };
+    let mut samples = Vec::new();
+    let mut history = |commands: Vec<OrderCommand>| {
+        let mut state = OrderState::default();
+        for command in commands {
+            for e in decide(&state, command).unwrap() {
+                samples.push((e.event_type(), e.payload()));
+                state = evolve(state, &e);
+            }
+        }
+    };
+    history(vec![place(), OrderCommand::Confirm, OrderCommand::Cancel]);
+    history(vec![
+        place(),
+        OrderCommand::Reject {
+            reason: "insufficient stock".into(),
+            product_id: Some(Uuid::new_v4()),
+        },
+    ]);
+    samples
+}
+
+fn check(
+    emitted_types: &[&str],
+    samples: &[(&'static str, serde_json::Value)],
+    consumed_types: &[&str],
+    read: impl Fn(&str, &serde_json::Value) -> Result<bool, serde_json::Error>,
+) {
+    let sampled: BTreeSet<&str> = samples.iter().map(|(t, _)| *t).collect();
+    let emitted: BTreeSet<&str> = emitted_types.iter().copied().collect();
+    assert_eq!(sampled, emitted, "every emitted type needs a sample here");
+    for consumed in consumed_types {
+        assert!(
+            emitted.contains(consumed),
+            "{consumed} is read but never written"
+        );
+    }
+    for (event_type, payload) in samples {
+        let understood = read(event_type, payload)
+            .unwrap_or_else(|e| panic!("{event_type} {payload} cannot be read: {e}"));
+        assert_eq!(
+            understood,
+            consumed_types.contains(event_type),
+            "{event_type}: read exactly the consumed types, ignore the rest"
+        );
+    }
+}
+
+#[test]
+fn every_event_product_service_emits_is_read_by_order_service() {
+    check(
+        products::EVENT_TYPES,
+        &product_service_samples(),
+        orders::CONSUMED_EVENT_TYPES,
+        |t, p| Ok(orders::product_events::ProductEvent::from_stored(t, p)?.is_some()),
+    );
+}
+
+#[test]
+fn every_event_order_service_emits_is_read_by_product_service() {
+    check(
+        orders::EVENT_TYPES,
+        &order_service_samples(),
+        products::CONSUMED_EVENT_TYPES,
+        |t, p| Ok(products::order_events::OrderEvent::from_stored(t, p)?.is_some()),
+    );
+}
