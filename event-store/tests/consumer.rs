@@ -1,0 +1,660 @@
+//! The JetStream consumer against a real Postgres and the shared NATS server: messages are
+//! published by hand, as the other service's relay would, and handled by a test reaction.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use event_store::consumer::{
+    dead_letter_headers, read_inbox, Consumer, ConsumerConfig, ForeignEvent, HandleError, Reaction,
+};
+use event_store::testing::{connect_nats, init_tracing, unique, NatsServer, TestDb};
+use event_store::Metadata;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Records each event it handles in `handled`. A payload `{"poison": true}` is poison; events
+/// registered with `fail` fail transiently that many times first.
+#[derive(Default)]
+struct RecordHandled {
+    failures: Mutex<HashMap<Uuid, u32>>,
+    attempts: Mutex<HashMap<Uuid, u32>>,
+}
+
+impl RecordHandled {
+    fn fail(&self, event_id: Uuid, times: u32) {
+        self.failures.lock().unwrap().insert(event_id, times);
+    }
+
+    fn attempts(&self, event_id: Uuid) -> u32 {
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(&event_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Reaction for RecordHandled {
+    fn name(&self) -> &str {
+        "record-handled"
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a ForeignEvent,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            *self
+                .attempts
+                .lock()
+                .unwrap()
+                .entry(event.event_id)
+                .or_default() += 1;
+            if event.payload["poison"] == json!(true) {
+                return Err(HandleError::Poison("the payload says poison".to_owned()));
+            }
+            if let Some(left) = self.failures.lock().unwrap().get_mut(&event.event_id) {
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(HandleError::Transient(anyhow::anyhow!("told to fail")));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO handled (event_id, stream_id, stream_version) VALUES ($1, $2, $3)",
+            )
+            .bind(event.event_id)
+            .bind(&event.stream_id)
+            .bind(event.stream_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| HandleError::Transient(e.into()))?;
+            Ok(())
+        })
+    }
+}
+
+struct Fixture {
+    db: TestDb,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    config: ConsumerConfig,
+    reaction: Arc<RecordHandled>,
+}
+
+impl Fixture {
+    /// A fixture whose source stream exists, as it does once the other service has started.
+    async fn new() -> Fixture {
+        let fx = Fixture::without_stream().await;
+        event_store::nats::ensure_stream(&fx.js, &fx.config.stream, &fx.config.subject_prefix)
+            .await
+            .unwrap();
+        fx
+    }
+
+    async fn without_stream() -> Fixture {
+        init_tracing();
+        let db = TestDb::new().await;
+        sqlx::query(
+            "CREATE TABLE handled (seq bigserial PRIMARY KEY, event_id uuid NOT NULL, \
+             stream_id text NOT NULL, stream_version bigint NOT NULL)",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let client = connect_nats().await;
+        let ns = unique("cons");
+        let config = ConsumerConfig {
+            stream: format!("{ns}_events"),
+            subject_prefix: format!("{ns}.events"),
+            durable: "test-consumer".to_owned(),
+            dead_letter_subject: format!("{ns}.deadletter"),
+            max_deliver: 10,
+        };
+        Fixture {
+            db,
+            js: jetstream::new(client.clone()),
+            client,
+            config,
+            reaction: Arc::default(),
+        }
+    }
+
+    fn start(&self) -> Running {
+        let consumer = Consumer::new(
+            self.db.store(),
+            self.js.clone(),
+            self.config.clone(),
+            vec![self.reaction.clone()],
+        );
+        let dead_letters = consumer.dead_letter_counter();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        Running {
+            shutdown,
+            task,
+            dead_letters,
+        }
+    }
+
+    /// Publishes to `<prefix>.<stream>.Happened` and waits for JetStream's ack; returns
+    /// whether JetStream dropped it as a duplicate.
+    async fn publish(
+        &self,
+        stream_id: &str,
+        headers: HeaderMap,
+        payload: impl Into<Bytes>,
+    ) -> bool {
+        let subject = format!("{}.{stream_id}.Happened", self.config.subject_prefix);
+        self.js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .duplicate
+    }
+
+    async fn publish_event(&self, event_id: Uuid, stream_id: &str, version: i64) {
+        let payload = json!({ "version": version }).to_string();
+        self.publish(stream_id, headers(event_id, stream_id, version), payload)
+            .await;
+    }
+
+    /// (event_id, stream_id, version) in the order the reaction handled them.
+    async fn handled(&self) -> Vec<(Uuid, String, i64)> {
+        sqlx::query_as("SELECT event_id, stream_id, stream_version FROM handled ORDER BY seq")
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn dead_letters(&self) -> Vec<(String, String, Vec<u8>)> {
+        sqlx::query_as("SELECT consumer, error, payload FROM dead_letters ORDER BY id")
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the durable consumer has nothing pending or unacknowledged.
+    async fn drained(&self) {
+        let stream = self.js.get_stream(&self.config.stream).await.unwrap();
+        eventually(
+            Duration::from_secs(20),
+            "every message is acknowledged",
+            || {
+                let stream = stream.clone();
+                let durable = self.config.durable.clone();
+                async move {
+                    let info = stream.consumer_info(&durable).await.unwrap();
+                    info.num_pending == 0 && info.num_ack_pending == 0
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for Fixture {
+    /// Deletes the test's stream, also when the test panicked. Like `TestDb`, on a thread and
+    /// runtime of its own, since the test's runtime may be blocked in this drop.
+    fn drop(&mut self) {
+        let stream = self.config.stream.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let client = connect_nats().await;
+                let _ = jetstream::new(client).delete_stream(&stream).await;
+            });
+        })
+        .join();
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    dead_letters: Arc<AtomicU64>,
+}
+
+impl Running {
+    async fn stop(self) -> u64 {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the consumer stops on shutdown")
+            .unwrap();
+        self.dead_letters.load(Ordering::SeqCst)
+    }
+}
+
+/// The headers the relay puts on an event's message.
+fn headers(event_id: Uuid, stream_id: &str, version: i64) -> HeaderMap {
+    headers_with(event_id, stream_id, &version.to_string(), &[])
+}
+
+fn headers_with(event_id: Uuid, stream_id: &str, version: &str, omit: &[&str]) -> HeaderMap {
+    let metadata = json!({ "correlation_id": "req-1" }).to_string();
+    let id = event_id.to_string();
+    let mut h = HeaderMap::new();
+    for (name, value) in [
+        ("Nats-Msg-Id", id.as_str()),
+        ("Es-Event-Type", "Happened"),
+        ("Es-Stream-Id", stream_id),
+        ("Es-Stream-Version", version),
+        ("Es-Position", "1048577"),
+        ("Es-Schema-Version", "1"),
+        ("Es-Metadata", metadata.as_str()),
+    ] {
+        if !omit.contains(&name) {
+            h.insert(name, value);
+        }
+    }
+    h
+}
+
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn handled_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM handled")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_event_is_handled_once_and_recorded_in_the_inbox() {
+    let fx = Fixture::new().await;
+    let running = fx.start();
+    let mut published = Vec::new();
+    for stream in ["thing-1", "thing-2"] {
+        for version in 1..=3 {
+            let id = Uuid::now_v7();
+            fx.publish_event(id, stream, version).await;
+            published.push((id, stream.to_owned(), version));
+        }
+    }
+
+    eventually(
+        Duration::from_secs(10),
+        "six events are handled",
+        || async { handled_count(&fx.db.pool).await == 6 },
+    )
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, 0);
+
+    let mut handled = fx.handled().await;
+    handled.sort_by(|a, b| (&a.1, a.2).cmp(&(&b.1, b.2)));
+    assert_eq!(handled, published);
+    let inbox = read_inbox(&fx.db.pool, 0, 100).await.unwrap();
+    assert_eq!(inbox.len(), 6);
+    let (_, first) = inbox
+        .iter()
+        .find(|(_, e)| e.event_id == published[0].0)
+        .unwrap();
+    assert_eq!(first.event_type, "Happened");
+    assert_eq!(first.source_position, 1048577);
+    assert_eq!(first.payload, json!({ "version": 1 }));
+    assert_eq!(
+        first.metadata,
+        Metadata {
+            correlation_id: Some("req-1".to_owned()),
+            ..Metadata::default()
+        }
+    );
+    assert!(inbox.windows(2).all(|w| w[0].0 < w[1].0), "seq ascends");
+    assert_eq!(
+        read_inbox(&fx.db.pool, inbox[3].0, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_recognised_by_the_inbox_after_jetstreams_window() {
+    let fx = Fixture::without_stream().await;
+    // The stream is created here with a short duplicate window, so JetStream stores the second
+    // copy of the event (its ack says it is no duplicate) and only the inbox can catch it.
+    fx.js
+        .create_stream(stream::Config {
+            name: fx.config.stream.clone(),
+            subjects: vec![format!("{}.>", fx.config.subject_prefix)],
+            duplicate_window: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let running = fx.start();
+    let id = Uuid::now_v7();
+    fx.publish_event(id, "thing-1", 1).await;
+    eventually(Duration::from_secs(10), "the event is handled", || async {
+        handled_count(&fx.db.pool).await == 1
+    })
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let payload = json!({ "version": 1 }).to_string();
+    let dropped = fx
+        .publish("thing-1", headers(id, "thing-1", 1), payload)
+        .await;
+    assert!(
+        !dropped,
+        "JetStream's window has passed, so it stores the copy"
+    );
+    // Another id for a version already recorded is acknowledged without effect too.
+    fx.publish_event(Uuid::now_v7(), "thing-1", 1).await;
+    let after = Uuid::now_v7();
+    fx.publish_event(after, "thing-1", 2).await;
+
+    eventually(
+        Duration::from_secs(10),
+        "the next event is handled",
+        || async { handled_count(&fx.db.pool).await == 2 },
+    )
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, 0);
+    let stream = fx.js.get_stream(&fx.config.stream).await.unwrap();
+    assert_eq!(stream.get_info().await.unwrap().state.messages, 4);
+    let handled: Vec<Uuid> = fx.handled().await.into_iter().map(|h| h.0).collect();
+    assert_eq!(handled, [id, after]);
+    assert_eq!(fx.reaction.attempts(id), 1);
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_the_messages_behind_them_still_handled() {
+    let fx = Fixture::new().await;
+    let mut dead_letter_subscription = fx
+        .client
+        .subscribe(fx.config.dead_letter_subject.clone())
+        .await
+        .unwrap();
+    fx.client.flush().await.unwrap();
+    let running = fx.start();
+
+    let good = |v: i64| json!({ "version": v }).to_string();
+    let cases: Vec<(&str, HeaderMap, String)> = vec![
+        (
+            "not-json",
+            headers(Uuid::now_v7(), "bad-1", 1),
+            "{ not json".to_owned(),
+        ),
+        (
+            "no-stream-id",
+            headers_with(Uuid::now_v7(), "bad-2", "1", &["Es-Stream-Id"]),
+            good(1),
+        ),
+        (
+            "no-message-id",
+            headers_with(Uuid::now_v7(), "bad-3", "1", &["Nats-Msg-Id"]),
+            good(1),
+        ),
+        (
+            "bad-version",
+            headers_with(Uuid::now_v7(), "bad-4", "first", &[]),
+            good(1),
+        ),
+        (
+            "nul-character",
+            headers(Uuid::now_v7(), "bad-6", 1),
+            json!({ "text": "a\u{0}b" }).to_string(),
+        ),
+        (
+            "handler-poison",
+            headers(Uuid::now_v7(), "bad-5", 1),
+            json!({ "poison": true }).to_string(),
+        ),
+    ];
+    for (case, headers, payload) in &cases {
+        fx.publish(&format!("bad-{case}"), headers.clone(), payload.clone())
+            .await;
+    }
+    let good_ids = [Uuid::now_v7(), Uuid::now_v7()];
+    fx.publish_event(good_ids[0], "thing-1", 1).await;
+    fx.publish_event(good_ids[1], "thing-1", 2).await;
+
+    let mut received = Vec::new();
+    while received.len() < cases.len() {
+        let message =
+            tokio::time::timeout(Duration::from_secs(10), dead_letter_subscription.next())
+                .await
+                .expect("a dead letter is published")
+                .unwrap();
+        received.push(message);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the good events are handled",
+        || async { handled_count(&fx.db.pool).await == 2 },
+    )
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, cases.len() as u64);
+
+    let handled: Vec<Uuid> = fx.handled().await.into_iter().map(|h| h.0).collect();
+    assert_eq!(handled, good_ids);
+    assert!(read_inbox(&fx.db.pool, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, e)| e.stream_id == "thing-1"));
+    let recorded = fx.dead_letters().await;
+    assert_eq!(recorded.len(), cases.len());
+    for ((case, _, payload), (consumer, error, stored)) in cases.iter().zip(&recorded) {
+        assert_eq!(consumer, "test-consumer", "{case}");
+        assert!(!error.is_empty(), "{case}");
+        assert_eq!(stored, payload.as_bytes(), "{case}");
+    }
+    assert!(recorded[0].1.contains("not JSON"), "{}", recorded[0].1);
+    assert!(recorded[1].1.contains("Es-Stream-Id"), "{}", recorded[1].1);
+    assert!(recorded[4].1.contains("NUL"), "{}", recorded[4].1);
+    let handler_poison = &recorded[5].1;
+    assert!(
+        handler_poison.contains("record-handled"),
+        "{handler_poison}"
+    );
+    for (message, (case, headers, payload)) in received.iter().zip(&cases) {
+        let h = message.headers.as_ref().unwrap();
+        assert_eq!(message.payload.as_ref(), payload.as_bytes(), "{case}");
+        assert_eq!(
+            h.get(dead_letter_headers::CONSUMER).unwrap().as_str(),
+            "test-consumer"
+        );
+        assert!(!h
+            .get(dead_letter_headers::ERROR)
+            .unwrap()
+            .as_str()
+            .is_empty());
+        for (name, values) in headers.iter() {
+            let forwarded = h.get(name.clone()).map(|v| v.as_str());
+            assert_eq!(
+                forwarded,
+                values.first().map(|v| v.as_str()),
+                "{case}: {name}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_arrives_before_its_predecessor_is_applied_after_it() {
+    let fx = Fixture::new().await;
+    let (v1, v2, v3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    fx.publish_event(v3, "thing-1", 3).await;
+    fx.publish_event(v2, "thing-1", 2).await;
+    fx.publish_event(v1, "thing-1", 1).await;
+    let running = fx.start();
+
+    eventually(Duration::from_secs(15), "all three are handled", || async {
+        handled_count(&fx.db.pool).await == 3
+    })
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, 0);
+
+    let versions: Vec<i64> = fx.handled().await.into_iter().map(|h| h.2).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    let inbox: Vec<i64> = read_inbox(&fx.db.pool, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.stream_version)
+        .collect();
+    assert_eq!(inbox, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_handler_failing_transiently_is_retried_and_applies_the_event_once() {
+    let fx = Fixture::new().await;
+    let id = Uuid::now_v7();
+    fx.reaction.fail(id, 2);
+    let running = fx.start();
+    fx.publish_event(id, "thing-1", 1).await;
+
+    eventually(Duration::from_secs(15), "the event is handled", || async {
+        handled_count(&fx.db.pool).await == 1
+    })
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, 0);
+
+    assert_eq!(fx.reaction.attempts(id), 3);
+    assert_eq!(fx.handled().await.len(), 1);
+    assert_eq!(read_inbox(&fx.db.pool, 0, 10).await.unwrap().len(), 1);
+    assert!(fx.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_handler_that_keeps_failing_is_dead_lettered_at_max_deliver_not_dropped() {
+    let mut fx = Fixture::new().await;
+    fx.config.max_deliver = 3;
+    let id = Uuid::now_v7();
+    fx.reaction.fail(id, u32::MAX);
+    let running = fx.start();
+    fx.publish_event(id, "thing-1", 1).await;
+
+    eventually(
+        Duration::from_secs(15),
+        "the event is dead-lettered",
+        || async { !fx.dead_letters().await.is_empty() },
+    )
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, 1);
+
+    assert_eq!(fx.reaction.attempts(id), 3);
+    assert!(fx.handled().await.is_empty());
+    let error = &fx.dead_letters().await[0].1;
+    assert!(
+        error.contains("3 deliveries") && error.contains("told to fail"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_durable_consumer_is_recreated_and_replays_without_effect() {
+    let fx = Fixture::new().await;
+    let running = fx.start();
+    let first = Uuid::now_v7();
+    fx.publish_event(first, "thing-1", 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "the first event is handled",
+        || async { handled_count(&fx.db.pool).await == 1 },
+    )
+    .await;
+
+    let stream = fx.js.get_stream(&fx.config.stream).await.unwrap();
+    stream.delete_consumer(&fx.config.durable).await.unwrap();
+    let second = Uuid::now_v7();
+    fx.publish_event(second, "thing-1", 2).await;
+
+    // The recreated consumer starts from the stream's beginning again: the inbox skips `first`.
+    eventually(
+        Duration::from_secs(30),
+        "the second event is handled",
+        || async { handled_count(&fx.db.pool).await == 2 },
+    )
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, 0);
+    let handled: Vec<Uuid> = fx.handled().await.into_iter().map(|h| h.0).collect();
+    assert_eq!(handled, [first, second]);
+}
+
+#[tokio::test]
+async fn a_consumer_started_while_nats_is_down_waits_and_then_consumes() {
+    let fx = Fixture::without_stream().await;
+    let mut server = NatsServer::start();
+    server.stop();
+    let client = event_store::nats::connect(&server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let consumer = Consumer::new(
+        fx.db.store(),
+        js.clone(),
+        fx.config.clone(),
+        vec![fx.reaction.clone()],
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!task.is_finished());
+
+    server.restart();
+    let id = Uuid::now_v7();
+    let subject = format!("{}.thing-1.Happened", fx.config.subject_prefix);
+    eventually(Duration::from_secs(30), "the event is published", || {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            let payload = Bytes::from(json!({ "version": 1 }).to_string());
+            match js
+                .publish_with_headers(subject, headers(id, "thing-1", 1), payload)
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the event is handled", || async {
+        handled_count(&fx.db.pool).await == 1
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
