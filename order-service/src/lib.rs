@@ -2,5 +2,28 @@
 //!
 //! - [`domain`]: pure decisions and state (orders), the wire format of the events this service
 //!   writes, a tolerant view of product-service's events, and the catalogue folded from them.
+//! - [`commands`]: load an order's stream, decide, append with optimistic concurrency.
+//! - [`api`]: the HTTP API (actix-web), its errors and its OpenAPI document.
+//! - [`projections`]: read models: `orders` (own events) and `catalog` (product-service's).
+//! - [`reactions`]: the saga: a reservation's outcome confirms or rejects the order.
+//! - [`app`], [`config`], [`db`], [`telemetry`]: wiring, configuration, database, logging.
+//!
+//! Data flow: `POST /orders` prices the lines from the local catalogue and appends
+//! `OrderPlaced` to the store -> the relay publishes it to `<ns>.order.events.*` and the
+//! `orders` projector updates the read model -> product-service reserves stock and publishes
+//! `ReservationConfirmed`/`ReservationRejected` (and stock events) on `<ns>.product.events.*`
+//! -> the consumer records each in the inbox and, in the same transaction, updates the
+//! catalogue and confirms or rejects the order (a new event, published by the relay in turn).
 
+pub mod api;
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod db;
 pub mod domain;
+pub mod projections;
+pub mod reactions;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,1 +1,18 @@
-fn main() {}
+//! The `order-service` binary: `order-service [serve]`, configured from the environment.
+
+use clap::Parser;
+use order_service::config::{Cli, Command};
+use order_service::{telemetry, Application};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(&cli.config.log_filter, cli.config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(cli.config).await?;
+            tracing::info!(port = app.port(), "serving");
+            app.run_until_stopped().await
+        }
+    }
+}

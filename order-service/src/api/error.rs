@@ -1,0 +1,276 @@
+//! The one error type of the HTTP API and its JSON body. Every error a client can cause is a
+//! 4xx naming the problem; 5xx are reserved for dependencies (503) and bugs (500, opaque).
+
+use actix_web::error::{JsonPayloadError, PayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use event_store::StoreError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::commands::CommandError;
+use crate::domain::error::DomainError;
+
+/// Largest JSON body accepted.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code: `malformed_json`, `validation_failed`, `unknown_product`,
+    /// `not_found`, `method_not_allowed`, `version_conflict`, `invalid_transition`,
+    /// `payload_too_large`, `unavailable`, `internal`.
+    #[schema(example = "validation_failed")]
+    pub error: String,
+    /// What went wrong, for people.
+    #[schema(example = "customer id must not be empty")]
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, is cut off, or is not sent as `application/json`.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// Well-formed input that is missing a field, has a field of the wrong type, or breaks a
+    /// rule of the domain.
+    #[error("{0}")]
+    Validation(String),
+    #[error("{}", unknown_products_message(.0))]
+    UnknownProduct(Vec<Uuid>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    VersionConflict(String),
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("the request body is larger than the {limit} bytes allowed")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0} is unavailable, try again later")]
+    Unavailable(&'static str),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+fn unknown_products_message(ids: &[Uuid]) -> String {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    match ids.as_slice() {
+        [one] => format!("product {one} is not in the catalogue"),
+        many => format!("products {} are not in the catalogue", many.join(", ")),
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::UnknownProduct(_) => "unknown_product",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::VersionConflict(_) => "version_conflict",
+            ApiError::InvalidTransition(_) => "invalid_transition",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) | ApiError::UnknownProduct(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::VersionConflict(_) | ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed")
+            }
+            ApiError::Unavailable(what) => {
+                tracing::warn!(dependency = what, "dependency unavailable")
+            }
+            _ => {}
+        }
+        HttpResponse::build(self.status_code()).json(self.body())
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::OrderNotFound => ApiError::NotFound(error.to_string()),
+            DomainError::AlreadyExists { .. } => ApiError::VersionConflict(error.to_string()),
+            DomainError::InvalidTransition { .. } => ApiError::InvalidTransition(error.to_string()),
+            DomainError::EmptyCustomerId
+            | DomainError::CustomerIdTooLong { .. }
+            | DomainError::InvalidLineCount { .. }
+            | DomainError::InvalidQuantity { .. }
+            | DomainError::InvalidPrice { .. }
+            | DomainError::TotalOverflow => ApiError::Validation(error.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict { .. } => ApiError::VersionConflict(
+                "the order was changed concurrently, retry the request".to_owned(),
+            ),
+            StoreError::Database(e) => e.into(),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if database_unavailable(&error) {
+            ApiError::Unavailable("the database")
+        } else {
+            ApiError::Internal(error.into())
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Domain(e) => e.into(),
+            CommandError::Store(e) => e.into(),
+            CommandError::Corrupt(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// True for errors that mean "the database cannot be reached right now" rather than a bug:
+/// refused or broken connections, an exhausted pool, a server shutting down or starting up.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P0x: shutdown, crash, starting up;
+            // 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// Turns actix's JSON extractor errors into [`ApiError`]: JSON syntax and content-type
+/// problems are 400, well-formed JSON of the wrong shape is 422, too large is 413.
+pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match error {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
+        JsonPayloadError::Payload(PayloadError::Overflow) => {
+            ApiError::PayloadTooLarge { limit: JSON_LIMIT }
+        }
+        JsonPayloadError::ContentType => ApiError::MalformedJson(
+            "the body must be sent as Content-Type: application/json".into(),
+        ),
+        JsonPayloadError::Deserialize(e) => match e.classify() {
+            serde_json::error::Category::Data => ApiError::Validation(format!("invalid body: {e}")),
+            _ => ApiError::MalformedJson(format!("the body is not valid JSON: {e}")),
+        },
+        other => ApiError::MalformedJson(format!("cannot read the body: {other}")),
+    };
+    api.into()
+}
+
+/// A path whose id is not a uuid names nothing, so it is a 404 like an unknown id.
+pub fn path_error(error: actix_web::error::PathError, req: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(format!("nothing at {}: {error}", req.path())).into()
+}
+
+pub fn query_error(
+    error: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::Validation(format!("invalid query string: {error}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_unknown_product_is_named_and_several_are_listed() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let one = ApiError::UnknownProduct(vec![a]).to_string();
+        assert_eq!(one, format!("product {a} is not in the catalogue"));
+        let two = ApiError::UnknownProduct(vec![a, b]).to_string();
+        assert_eq!(two, format!("products {a}, {b} are not in the catalogue"));
+    }
+
+    #[test]
+    fn an_internal_error_hides_its_cause() {
+        let error = ApiError::Internal(anyhow::anyhow!("password=secret"));
+        assert_eq!(error.body().message, "internal error");
+        assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn domain_errors_map_to_precise_statuses() {
+        use crate::domain::order::OrderStatus;
+        let cases = [
+            (DomainError::OrderNotFound, StatusCode::NOT_FOUND),
+            (
+                DomainError::EmptyCustomerId,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                DomainError::InvalidTransition {
+                    from: OrderStatus::Rejected,
+                    action: "cancel",
+                },
+                StatusCode::CONFLICT,
+            ),
+            (
+                DomainError::AlreadyExists {
+                    order_id: Uuid::nil(),
+                },
+                StatusCode::CONFLICT,
+            ),
+        ];
+        for (domain, status) in cases {
+            assert_eq!(
+                ApiError::from(domain.clone()).status_code(),
+                status,
+                "{domain}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_unavailable_not_internal() {
+        let error = ApiError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code(), "unavailable");
+    }
+}

@@ -1,0 +1,79 @@
+//! Read-your-writes: a client that wrote version N asks for `?min_version=N` and the read
+//! waits, briefly, until the read model has applied it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::HttpResponseBuilder;
+use serde::Deserialize;
+use tokio::time::Instant;
+use utoipa::IntoParams;
+
+use super::error::ApiError;
+
+const POLL: Duration = Duration::from_millis(20);
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Header set when a read gave up waiting and answers with an older version.
+pub const STALE_HEADER: &str = "X-Stale";
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MinVersion {
+    /// Wait (up to 5 s) until the entity exists with at least this version. On timeout the
+    /// response carries what is there with `X-Stale: true`, or is a 404 if nothing is.
+    pub min_version: Option<i64>,
+}
+
+/// A row read from a read model, and whether it is older than the caller asked for.
+pub struct Fresh<T> {
+    pub row: Option<T>,
+    pub stale: bool,
+}
+
+impl<T> Fresh<T> {
+    /// The row, or `not_found` when there is none.
+    pub fn found(self, not_found: impl FnOnce() -> ApiError) -> Result<(T, bool), ApiError> {
+        match self.row {
+            Some(row) => Ok((row, self.stale)),
+            None => Err(not_found()),
+        }
+    }
+}
+
+/// Reads with `fetch` until the row has `version(row) >= min_version` or the wait is over.
+/// Without `min_version` it reads once.
+pub async fn read_at_least<T, F, Fut>(
+    min_version: Option<i64>,
+    version: impl Fn(&T) -> i64,
+    fetch: F,
+) -> Result<Fresh<T>, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<T>, ApiError>>,
+{
+    let Some(min) = min_version else {
+        return Ok(Fresh {
+            row: fetch().await?,
+            stale: false,
+        });
+    };
+    let deadline = Instant::now() + MAX_WAIT;
+    loop {
+        let row = fetch().await?;
+        if row.as_ref().is_some_and(|r| version(r) >= min) {
+            return Ok(Fresh { row, stale: false });
+        }
+        if Instant::now() + POLL > deadline {
+            return Ok(Fresh { row, stale: true });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Marks a response as older than the version asked for.
+pub fn mark_stale(builder: &mut HttpResponseBuilder, stale: bool) {
+    if stale {
+        builder.insert_header((STALE_HEADER, "true"));
+    }
+}

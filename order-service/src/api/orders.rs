@@ -1,0 +1,272 @@
+//! `/orders`: place, read, list and cancel orders.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::fresh::{mark_stale, read_at_least, MinVersion};
+use super::request_id::RequestId;
+use super::{resource, AppState};
+use crate::commands;
+use crate::domain::commands::OrderCommand;
+use crate::domain::events::OrderLine;
+use crate::domain::order::{OrderState, OrderStatus};
+use crate::projections::{catalog, orders};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/orders")
+            .route(web::post().to(place_order))
+            .route(web::get().to(list_orders)),
+    )
+    .service(resource("/orders/{id}").route(web::get().to(get_order)))
+    .service(resource("/orders/{id}/cancel").route(web::post().to(cancel_order)));
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PlaceOrderRequest {
+    /// 1 to 100 characters; surrounding spaces are trimmed.
+    #[schema(example = "alice")]
+    pub customer_id: String,
+    /// 1 to 100 lines.
+    pub lines: Vec<LineRequest>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LineRequest {
+    /// A product of the catalogue (`GET /catalog/products`).
+    pub product_id: Uuid,
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub quantity: i64,
+}
+
+/// An order as the read model (or a write) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    /// Each line with the unit price taken from the catalogue when the order was placed.
+    pub lines: Vec<OrderLine>,
+    pub total_cents: i64,
+    /// Why the stock could not be reserved; only on rejected orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<String>,
+    /// The version of the order's stream this view reflects.
+    pub version: i64,
+}
+
+impl OrderView {
+    fn from_state(state: OrderState, version: i64) -> Self {
+        OrderView {
+            id: state.order_id,
+            customer_id: state.customer_id,
+            status: state.status.unwrap_or(OrderStatus::Pending),
+            lines: state.lines,
+            total_cents: state.total_cents,
+            rejection_reason: state.rejection_reason,
+            version,
+        }
+    }
+
+    fn from_row(row: orders::OrderRow) -> Result<Self, ApiError> {
+        let status = row.status().map_err(ApiError::Internal)?;
+        Ok(OrderView {
+            id: row.order_id,
+            customer_id: row.customer_id,
+            status,
+            lines: row.lines.0,
+            total_cents: row.total_cents,
+            rejection_reason: row.rejection_reason,
+            version: row.version,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderList {
+    /// Newest first.
+    pub orders: Vec<OrderView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListOrders {
+    /// Only this customer's orders (an empty value filters nothing).
+    pub customer_id: Option<String>,
+    /// At most this many orders, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// Postgres keeps no NUL character in text or jsonb; refused here, it would fail the write.
+fn storable(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::Validation(format!(
+            "{field} must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Place an order. Lines are checked against the local catalogue, which also gives the prices.
+/// The order starts `pending`; product-service then reserves its stock or rejects it.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    request_body = PlaceOrderRequest,
+    responses(
+        (status = 201, description = "Placed, pending", body = OrderView,
+            headers(("Location" = String, description = "`/orders/{id}`"))),
+        (status = 400, description = "`malformed_json`: not JSON, or not sent as JSON", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a field missing, of the wrong type or \
+            out of range; `unknown_product`: a product not in the catalogue", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the database is down", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(order_id = tracing::field::Empty))]
+pub async fn place_order(
+    state: web::Data<AppState>,
+    request_id: RequestId,
+    body: web::Json<PlaceOrderRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    storable("customer_id", &body.customer_id)?;
+    let ids: Vec<Uuid> = body.lines.iter().map(|l| l.product_id).collect();
+    let catalogue = catalog::find_many(&state.pool, &ids).await?;
+    let mut unknown: Vec<Uuid> = Vec::new();
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for line in &body.lines {
+        match catalogue.get(&line.product_id) {
+            Some(product) => lines.push(OrderLine {
+                product_id: line.product_id,
+                quantity: line.quantity,
+                unit_price_cents: product.price_cents,
+            }),
+            None if !unknown.contains(&line.product_id) => unknown.push(line.product_id),
+            None => {}
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::UnknownProduct(unknown));
+    }
+    let order_id = Uuid::now_v7();
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    let command = OrderCommand::PlaceOrder {
+        order_id,
+        customer_id: body.customer_id,
+        lines,
+    };
+    let done = commands::execute(&state.store, order_id, command, &request_id.metadata()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, format!("/orders/{order_id}")))
+        .json(OrderView::from_state(done.state, done.version)))
+}
+
+/// One order, from the read model.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id"), MinVersion),
+    responses(
+        (status = 200, description = "The order; `X-Stale: true` when `min_version` was not reached in time",
+            body = OrderView),
+        (status = 404, description = "`not_found`: no such order (or the id is not a uuid)", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: bad query string", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn get_order(
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    query: web::Query<MinVersion>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let fresh = read_at_least(
+        query.min_version,
+        |row: &orders::OrderRow| row.version,
+        || async { Ok(orders::find(&state.pool, id).await?) },
+    )
+    .await?;
+    let (row, stale) = fresh.found(|| ApiError::NotFound(format!("order {id} not found")))?;
+    let mut response = HttpResponse::Ok();
+    mark_stale(&mut response, stale);
+    Ok(response.json(OrderView::from_row(row)?))
+}
+
+/// Orders, newest first, optionally of one customer.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    params(ListOrders),
+    responses(
+        (status = 200, description = "Up to `limit` orders, newest first", body = OrderList),
+        (status = 422, description = "`validation_failed`: bad query string or limit", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn list_orders(
+    state: web::Data<AppState>,
+    query: web::Query<ListOrders>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Validation(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let customer = query
+        .customer_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    if let Some(customer) = customer {
+        storable("customer_id", customer)?;
+    }
+    let rows = orders::list(&state.pool, customer, limit).await?;
+    let orders = rows
+        .into_iter()
+        .map(OrderView::from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(HttpResponse::Ok().json(OrderList { orders }))
+}
+
+/// Cancel a pending or confirmed order; product-service then releases its stock.
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order, cancelled", body = OrderView),
+        (status = 404, description = "`not_found`: no such order", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`: the order is rejected or already \
+            cancelled; `version_conflict`: it kept changing concurrently", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn cancel_order(
+    state: web::Data<AppState>,
+    request_id: RequestId,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let done = commands::execute(
+        &state.store,
+        id,
+        OrderCommand::Cancel,
+        &request_id.metadata(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(OrderView::from_state(done.state, done.version)))
+}

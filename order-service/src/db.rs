@@ -1,0 +1,92 @@
+//! The service's database: created if missing, pooled, migrated (the store's tables, then this
+//! service's read models).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use event_store::EventStore;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+const MAX_CONNECTIONS: u32 = 10;
+/// Short, so that a database that is down answers requests with 503 quickly.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// SQLSTATE of "database does not exist" and "database already exists".
+const INVALID_CATALOG_NAME: &str = "3D000";
+const DUPLICATE_DATABASE: &str = "42P04";
+
+/// Connects to `url`, creating its database first when the server says it does not exist.
+pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a Postgres URL")?;
+    create_if_missing(&options).await?;
+    PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .context("connecting to the database")
+}
+
+async fn create_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let error = match options.connect().await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    if sqlstate(&error).as_deref() != Some(INVALID_CATALOG_NAME) {
+        return Err(anyhow::Error::new(error).context("connecting to the database"));
+    }
+    let name = options
+        .get_database()
+        .context("DATABASE_URL names no database")?
+        .to_owned();
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .context("connecting to the `postgres` database to create the service's database")?;
+    let created = sqlx::query(&format!(
+        "CREATE DATABASE \"{}\"",
+        name.replace('"', "\"\"")
+    ))
+    .execute(&mut admin)
+    .await;
+    let _ = admin.close().await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = %name, "created the database");
+            Ok(())
+        }
+        // Another replica created it meanwhile.
+        Err(e) if sqlstate(&e).as_deref() == Some(DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating database {name}"))),
+    }
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Runs the store's migrations, then this service's. Each migrator ignores the other's
+/// entries in the shared `_sqlx_migrations` table.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    EventStore::new(pool.clone())
+        .migrate()
+        .await
+        .context("running the event store's migrations")?;
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+        .run(pool)
+        .await
+        .context("running order-service's migrations")?;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! `TestApp`: order-service on a free port with a database of its own and a unique NATS
+//! namespace, plus typed helpers to play product-service's part by publishing its events.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use event_store::relay::headers;
+use event_store::testing::{self, TestDb};
+use event_store::EventStore;
+use order_service::config::NatsNames;
+use order_service::{Application, Config};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How long a test waits for something asynchronous (consumer, projector, relay).
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub js: jetstream::Context,
+    pub names: NatsNames,
+    pub nats_url: String,
+    shutdown: CancellationToken,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    next_position: AtomicI64,
+    // Dropped last: the app's connections go with it.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// The app on the shared NATS server.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with_nats(&testing::nats_url()).await
+    }
+
+    pub async fn spawn_with_nats(nats_url: &str) -> TestApp {
+        testing::init_tracing();
+        let db = TestDb::new().await;
+        let config = Config {
+            database_url: db.url.clone(),
+            nats_url: nats_url.to_owned(),
+            http_addr: "127.0.0.1:0".parse().expect("an address"),
+            events_namespace: testing::unique("ns"),
+            ..Config::defaults()
+        };
+        let names = config.nats_names();
+        let app = Application::build(config).await.expect("building the app");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        let running = tokio::spawn(app.run_until_stopped());
+        let client = async_nats::connect(nats_url)
+            .await
+            .expect("connecting to NATS");
+        let js = jetstream::new(client);
+        event_store::nats::ensure_stream(&js, &names.product_stream, &names.product_subjects)
+            .await
+            .expect("declaring product-service's stream");
+        TestApp {
+            address,
+            http: reqwest::Client::new(),
+            js,
+            names,
+            nats_url: nats_url.to_owned(),
+            shutdown,
+            running: Some(running),
+            next_position: AtomicI64::new(1 << 20),
+            db,
+        }
+    }
+
+    pub fn store(&self) -> EventStore {
+        self.db.store()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("sending a request")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("sending a request")
+    }
+
+    pub async fn place_order(&self, customer_id: &str, lines: &[(Uuid, i64)]) -> Response {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(product_id, quantity)| json!({ "product_id": product_id, "quantity": quantity }))
+            .collect();
+        self.post(
+            "/orders",
+            &json!({ "customer_id": customer_id, "lines": lines }),
+        )
+        .await
+    }
+
+    /// Places an order that must succeed; returns its body.
+    pub async fn placed(&self, customer_id: &str, lines: &[(Uuid, i64)]) -> Value {
+        let response = self.place_order(customer_id, lines).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("an order body")
+    }
+
+    pub async fn cancel(&self, order_id: &str) -> Response {
+        self.post(&format!("/orders/{order_id}/cancel"), &json!({}))
+            .await
+    }
+
+    /// Publishes an event as product-service's relay would.
+    pub async fn publish_product_event(
+        &self,
+        stream_id: &str,
+        version: i64,
+        event_type: &str,
+        payload: Value,
+    ) -> Uuid {
+        let event_id = Uuid::now_v7();
+        let correlation = format!("test-{event_id}");
+        let position = self.next_position.fetch_add(1 << 20, Ordering::SeqCst);
+        let mut h = HeaderMap::new();
+        h.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            event_id.to_string().as_str(),
+        );
+        h.insert(headers::EVENT_TYPE, event_type);
+        h.insert(headers::STREAM_ID, stream_id);
+        h.insert(headers::STREAM_VERSION, version.to_string().as_str());
+        h.insert(headers::POSITION, position.to_string().as_str());
+        h.insert(headers::SCHEMA_VERSION, "1");
+        h.insert(
+            headers::METADATA,
+            json!({ "correlation_id": correlation })
+                .to_string()
+                .as_str(),
+        );
+        h.insert(headers::CORRELATION_ID, correlation.as_str());
+        let subject = format!("{}.{stream_id}.{event_type}", self.names.product_subjects);
+        let payload = serde_json::to_vec(&payload).expect("a payload");
+        self.js
+            .publish_with_headers(subject, h, payload.into())
+            .await
+            .expect("publishing")
+            .await
+            .expect("the publish ack");
+        event_id
+    }
+
+    /// Publishes `ProductCreated` and waits until the catalogue shows the product.
+    pub async fn create_product(&self, name: &str, price_cents: i64, stock: i64) -> Uuid {
+        let product_id = Uuid::new_v4();
+        self.publish_product_event(
+            &format!("product-{product_id}"),
+            1,
+            "ProductCreated",
+            json!({ "product_id": product_id, "name": name, "price_cents": price_cents,
+                    "initial_stock": stock }),
+        )
+        .await;
+        self.catalogue_entry(product_id, 1).await;
+        product_id
+    }
+
+    /// The catalogue entry once it has reached `version`.
+    pub async fn catalogue_entry(&self, product_id: Uuid, version: i64) -> Value {
+        let path = format!("/catalog/products/{product_id}?min_version={version}");
+        eventually(|| async {
+            let response = self.get(&path).await;
+            let fresh = response.status() == StatusCode::OK && !is_stale(&response);
+            fresh.then_some(response)
+        })
+        .await
+        .json()
+        .await
+        .expect("a product body")
+    }
+
+    /// The order from the read model once `ready` holds for it.
+    pub async fn order_when(&self, order_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/orders/{order_id}");
+        eventually(|| async {
+            let response = self.get(&path).await;
+            if response.status() != StatusCode::OK {
+                return None;
+            }
+            let body: Value = response.json().await.ok()?;
+            ready(&body).then_some(body)
+        })
+        .await
+    }
+
+    pub async fn order_with_status(&self, order_id: &str, status: &str) -> Value {
+        self.order_when(order_id, |o| o["status"] == status).await
+    }
+
+    /// Stops the app as SIGTERM would and returns how `run_until_stopped` ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let running = self.running.take().expect("the app runs");
+        tokio::time::timeout(PATIENCE, running)
+            .await
+            .expect("the app stops in time")
+            .expect("the app task did not panic")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        // Remove the namespace's JetStream streams so test runs leave nothing behind.
+        let (url, names) = (self.nats_url.clone(), self.names.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let connect = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(1))
+                    .connect(url);
+                if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await
+                {
+                    let js = jetstream::new(client);
+                    for stream in [&names.order_stream, &names.product_stream] {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream))
+                                .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn is_stale(response: &Response) -> bool {
+    response
+        .headers()
+        .get("x-stale")
+        .is_some_and(|v| v == "true")
+}
+
+/// Polls `check` until it yields a value, failing the test after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An id taken from an order body.
+pub fn id_of(order: &Value) -> String {
+    order["id"].as_str().expect("an order id").to_owned()
+}

@@ -1,0 +1,14 @@
+//! order-service end to end within the crate: real Postgres, real NATS (JetStream), the app on a
+//! free port. product-service is played by publishing its events by hand.
+//!
+//! `handlers` runs the projections and the saga reaction directly on a database, without NATS.
+
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod catalog;
+mod handlers;
+mod health;
+mod helpers;
+mod orders;
+mod saga;
