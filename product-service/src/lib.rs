@@ -3,5 +3,28 @@
 //!
 //! - [`domain`]: pure decisions and state (products, reservations), the wire format of the events
 //!   this service writes, and a tolerant view of the order events it reacts to.
+//! - [`api`]: the HTTP API. Commands go through [`commands`] (load, decide, append with the
+//!   loaded version, retry on conflict); reads come from the read model.
+//! - [`projections`]: the `products` read model, folded from the product streams by a
+//!   `Projector` that stores its checkpoint in the same transaction.
+//! - [`reactions`]: order-service's `OrderPlaced`/`OrderCancelled`, received through a JetStream
+//!   `Consumer` and its inbox, reserve and release stock atomically across products.
+//! - [`app`]: wiring and graceful stop; [`config`], [`telemetry`].
+//!
+//! Data flow: HTTP command -> event store (the outbox) -> relay -> JetStream
+//! `<ns>.product.events.*` -> order-service; meanwhile the projector tails the same store into
+//! `products`. Order events arrive on `<ns>.order.events.*` -> consumer -> stock reservation ->
+//! event store -> relay -> order-service learns the outcome.
 
+pub mod api;
+pub mod app;
+pub mod commands;
+pub mod config;
 pub mod domain;
+pub mod projections;
+pub mod reactions;
+mod streams;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

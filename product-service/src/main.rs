@@ -1,1 +1,16 @@
-fn main() {}
+use clap::Parser;
+use product_service::config::{Cli, Command};
+use product_service::{telemetry, Application};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(&cli.config.log_filter, cli.config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(cli.config).await?;
+            tracing::info!(port = app.port(), "product-service listening");
+            app.run_until_stopped().await
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `POST /products`, `GET /products`, `GET /products/{id}`.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::request_id::RequestContext;
+use super::ApiState;
+use crate::commands::Outcome;
+use crate::domain::commands::ProductCommand;
+use crate::projections::products::{self, ProductRow};
+
+/// How long `?min_version=` waits for the read model at most, and how often it looks.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Set on a read that timed out before reaching the requested version.
+pub const STALE_HEADER: &str = "X-Stale";
+
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateProduct {
+    /// 1 to 200 characters after trimming.
+    #[schema(example = "Espresso cup")]
+    pub name: String,
+    /// Price in cents, > 0.
+    #[schema(example = 1250, minimum = 1)]
+    pub price_cents: i64,
+    /// Initial stock, >= 0.
+    #[schema(example = 10, minimum = 0)]
+    pub stock: i64,
+}
+
+/// A product, with the stream version it reflects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    pub id: Uuid,
+    pub name: String,
+    pub price_cents: i64,
+    pub stock_available: i64,
+    pub stock_reserved: i64,
+    /// The product stream's version this state includes. After a write, pass it as
+    /// `min_version` to a read to wait until the read model has caught up.
+    pub version: i64,
+}
+
+impl From<ProductRow> for Product {
+    fn from(row: ProductRow) -> Self {
+        Product {
+            id: row.id,
+            name: row.name,
+            price_cents: row.price_cents,
+            stock_available: row.stock_available,
+            stock_reserved: row.stock_reserved,
+            version: row.version,
+        }
+    }
+}
+
+impl From<Outcome> for Product {
+    fn from(outcome: Outcome) -> Self {
+        let state = outcome.state;
+        Product {
+            id: state.product_id,
+            name: state.name,
+            price_cents: state.price_cents,
+            stock_available: state.stock_available,
+            stock_reserved: state.stock_reserved,
+            version: outcome.version,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// At most this many products, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// Skip this many products first (default 0).
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetParams {
+    /// Wait (up to 5 s) until the read model holds at least this version. On timeout the
+    /// response carries what is there with `X-Stale: true`, or 404 if the product is not there.
+    pub min_version: Option<i64>,
+}
+
+/// Adds a product to the catalogue.
+#[utoipa::path(
+    post,
+    path = "/products",
+    tag = "products",
+    request_body = CreateProduct,
+    responses(
+        (status = 201, description = "Created; the body is the state the write produced",
+            body = Product, headers(("Location" = String, description = "/products/{id}"))),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Missing or invalid field", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    state: web::Data<ApiState>,
+    context: RequestContext,
+    body: web::Json<CreateProduct>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let product_id = Uuid::now_v7();
+    let command = ProductCommand::CreateProduct {
+        product_id,
+        name: body.name,
+        price_cents: body.price_cents,
+        stock: body.stock,
+    };
+    let outcome = state
+        .commands
+        .execute(product_id, command, &context.metadata())
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/products/{product_id}")))
+        .json(Product::from(outcome)))
+}
+
+/// Lists products by name, then id.
+#[utoipa::path(
+    get,
+    path = "/products",
+    tag = "products",
+    params(ListParams),
+    responses(
+        (status = 200, body = [Product]),
+        (status = 422, description = "limit or offset out of range", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    state: web::Data<ApiState>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    let offset = params.offset.unwrap_or(0);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Validation(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    if offset < 0 {
+        return Err(ApiError::Validation(format!(
+            "offset must not be negative, got {offset}"
+        )));
+    }
+    let rows = products::list(&state.pool, limit, offset).await?;
+    let body: Vec<Product> = rows.into_iter().map(Product::from).collect();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// One product from the read model.
+#[utoipa::path(
+    get,
+    path = "/products/{id}",
+    tag = "products",
+    params(("id" = Uuid, Path, description = "Product id"), GetParams),
+    responses(
+        (status = 200, body = Product,
+            headers(("X-Stale" = String, description = "`true` when min_version was not reached in time"))),
+        (status = 404, description = "Unknown product (or malformed id)", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    state: web::Data<ApiState>,
+    id: web::Path<Uuid>,
+    params: web::Query<GetParams>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let deadline = Instant::now() + MAX_WAIT;
+    loop {
+        let row = products::get(&state.pool, id).await?;
+        let fresh = match (&row, params.min_version) {
+            (Some(row), Some(min)) => row.version >= min,
+            (Some(_), None) => true,
+            (None, None) => return Err(ApiError::product_not_found()),
+            (None, Some(_)) => false,
+        };
+        if fresh || Instant::now() >= deadline {
+            let row = row.ok_or_else(ApiError::product_not_found)?;
+            let mut response = HttpResponse::Ok();
+            if !fresh {
+                response.insert_header((STALE_HEADER, "true"));
+            }
+            return Ok(response.json(Product::from(row)));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}

@@ -1,0 +1,122 @@
+//! One typed configuration, read from the command line and the environment.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The command line: `product-service [serve]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "product-service",
+    version,
+    about = "Product catalogue and stock"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Serve HTTP and run the relay, projections and reactions (the default).
+    Serve,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Postgres database of this service; created at start if missing.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/products"
+    )]
+    pub database_url: String,
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Where the HTTP server listens; port 0 picks a free port.
+    #[arg(long, global = true, env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
+    pub http_addr: SocketAddr,
+    /// Prefix of every NATS stream and subject, so several deployments can share a server.
+    #[arg(long, global = true, env = "EVENTS_NAMESPACE", default_value = "shop")]
+    pub events_namespace: String,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    /// The documented defaults, ignoring the environment.
+    fn default() -> Self {
+        Config {
+            database_url: "postgres://postgres@127.0.0.1:5432/products".to_owned(),
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8082)),
+            events_namespace: "shop".to_owned(),
+            log_filter: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The durable consumer name, also the inbox's and the dead-letter subject's suffix.
+pub const SERVICE_NAME: &str = "product-service";
+
+/// NATS names derived from the namespace `ns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsNames {
+    /// This service's stream and subject prefix (published by the relay).
+    pub own_stream: String,
+    pub own_prefix: String,
+    /// order-service's stream and subject prefix (consumed).
+    pub order_stream: String,
+    pub order_prefix: String,
+    pub durable: String,
+    pub dead_letter_subject: String,
+}
+
+impl Config {
+    pub fn nats_names(&self) -> NatsNames {
+        let ns = &self.events_namespace;
+        NatsNames {
+            own_stream: format!("{ns}_product_events"),
+            own_prefix: format!("{ns}.product.events"),
+            order_stream: format!("{ns}_order_events"),
+            order_prefix: format!("{ns}.order.events"),
+            durable: SERVICE_NAME.to_owned(),
+            dead_letter_subject: format!("{ns}.deadletter.{SERVICE_NAME}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_serve_and_flags_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from(["product-service"]).expect("parses");
+        assert_eq!(cli.command, None);
+        assert_eq!(Config::default().http_addr.port(), 8082);
+        let cli = Cli::try_parse_from(["product-service", "serve", "--events-namespace", "t1"])
+            .expect("parses");
+        assert_eq!(cli.command, Some(Command::Serve));
+        assert_eq!(cli.config.nats_names().order_stream, "t1_order_events");
+    }
+}

@@ -1,0 +1,239 @@
+//! A running product-service per test: its own database, its own NATS namespace on the shared
+//! server, typed helpers for the calls the tests make.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::HeaderMap;
+use event_store::relay::headers;
+use event_store::testing::{self, TestDb};
+use product_service::api::products::Product;
+use product_service::{Application, Config};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub namespace: String,
+    pub js: jetstream::Context,
+    pub nats: async_nats::Client,
+    shutdown: CancellationToken,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        testing::init_tracing();
+        let db = TestDb::new().await;
+        let namespace = testing::unique("ns");
+        let config = Config {
+            database_url: db.url.clone(),
+            nats_url: testing::nats_url(),
+            http_addr: "127.0.0.1:0".parse().expect("an address"),
+            events_namespace: namespace.clone(),
+            ..Config::default()
+        };
+        let app = Application::build(config).await.expect("the app starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        tokio::spawn(app.run_until_stopped());
+        let nats = testing::connect_nats().await;
+        let js = jetstream::new(nats.clone());
+        TestApp {
+            address,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a client"),
+            db,
+            namespace,
+            js,
+            nats,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a product through the API and returns the 201 body.
+    pub async fn create_product(&self, name: &str, price_cents: i64, stock: i64) -> Product {
+        let response = self
+            .post_json(
+                "/products",
+                &json!({ "name": name, "price_cents": price_cents, "stock": stock }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "creating {name}");
+        response.json().await.expect("a product body")
+    }
+
+    /// Reads a product, waiting for the read model to reach `min_version`.
+    pub async fn product(&self, id: Uuid, min_version: i64) -> Product {
+        let response = self
+            .get(&format!("/products/{id}?min_version={min_version}"))
+            .await;
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers().get("x-stale").is_none(),
+            "the read model did not reach version {min_version} in time"
+        );
+        response.json().await.expect("a product body")
+    }
+
+    /// Polls the read model until `done` holds for the product, for at most `timeout`.
+    pub async fn wait_for_product(
+        &self,
+        id: Uuid,
+        timeout: Duration,
+        done: impl Fn(&Product) -> bool,
+    ) -> Product {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let response = self.get(&format!("/products/{id}")).await;
+            if response.status() == 200 {
+                let product: Product = response.json().await.expect("a product body");
+                if done(&product) {
+                    return product;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "product never reached the expected state; last seen {product:?}"
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "product never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The types of the events in `stream_id`, straight from the store.
+    pub async fn event_types(&self, stream_id: &str) -> Vec<String> {
+        self.db
+            .store()
+            .read_stream(stream_id, 1)
+            .await
+            .expect("reading a stream")
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    /// Publishes an order-service event by hand, as order-service's relay would.
+    pub async fn publish_order_event(
+        &self,
+        order_id: Uuid,
+        stream_version: i64,
+        event_type: &str,
+        payload: &Value,
+    ) {
+        let ack = self
+            .send_order_event(order_id, stream_version, event_type, payload)
+            .await;
+        ack.await.expect("JetStream stored the event");
+    }
+
+    /// Sends without waiting for the ack, so many events can be in flight at once.
+    pub async fn send_order_event(
+        &self,
+        order_id: Uuid,
+        stream_version: i64,
+        event_type: &str,
+        payload: &Value,
+    ) -> jetstream::context::PublishAckFuture {
+        let stream = format!("{}_order_events", self.namespace);
+        let prefix = format!("{}.order.events", self.namespace);
+        event_store::nats::ensure_stream(&self.js, &stream, &prefix)
+            .await
+            .expect("the order events stream exists");
+        let stream_id = format!("order-{order_id}");
+        let event_id = Uuid::now_v7();
+        let correlation_id = format!("test-{order_id}");
+        let mut h = HeaderMap::new();
+        h.insert(headers::EVENT_TYPE, event_type);
+        h.insert(headers::STREAM_ID, stream_id.as_str());
+        h.insert(headers::STREAM_VERSION, stream_version.to_string());
+        h.insert(
+            headers::POSITION,
+            chrono::Utc::now().timestamp_micros().to_string(),
+        );
+        h.insert(headers::SCHEMA_VERSION, "1");
+        h.insert(
+            headers::METADATA,
+            json!({ "correlation_id": correlation_id }).to_string(),
+        );
+        h.insert(headers::CORRELATION_ID, correlation_id.as_str());
+        let message = PublishMessage::build()
+            .payload(payload.to_string().into_bytes().into())
+            .headers(h)
+            .message_id(event_id.to_string());
+        self.js
+            .send_publish(format!("{prefix}.{stream_id}.{event_type}"), message)
+            .await
+            .expect("published")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        // Leave nothing behind on the shared NATS server.
+        let namespace = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(client) = async_nats::connect(testing::nats_url()).await else {
+                    return;
+                };
+                let js = jetstream::new(client);
+                for stream in ["product_events", "order_events"] {
+                    let _ = js.delete_stream(format!("{namespace}_{stream}")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// An `OrderPlaced` payload as order-service writes it (with fields product-service ignores).
+pub fn order_placed(order_id: Uuid, lines: &[(Uuid, i64)]) -> Value {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(product_id, quantity)| {
+            json!({ "product_id": product_id, "quantity": quantity, "unit_price_cents": 100 })
+        })
+        .collect();
+    json!({
+        "order_id": order_id,
+        "customer_id": "customer-1",
+        "lines": lines,
+        "total_cents": 100,
+    })
+}
