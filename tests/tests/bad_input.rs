@@ -1,4 +1,5 @@
 //! Bad requests to both running services get a clear 4xx with a JSON body, never a 5xx.
+//! Broken JSON is 400; well-formed JSON of the wrong shape or out of range is 422.
 #![allow(clippy::unwrap_used)]
 
 use tests::TestSystem;
@@ -26,13 +27,13 @@ async fn bad_requests_to_either_service_get_a_named_4xx_error() {
             "POST",
             format!("{p}/products"),
             Some(r#"{"name":"A","price_cents":"ten","stock":1}"#.into()),
-            400,
+            422,
         ),
         (
             "POST",
             format!("{p}/products"),
             Some(r#"{"name":"A","stock":1}"#.into()),
-            400,
+            422,
         ),
         (
             "POST",
@@ -67,12 +68,17 @@ async fn bad_requests_to_either_service_get_a_named_4xx_error() {
         ),
         ("GET", format!("{p}/products/{missing}"), None, 404),
         ("GET", format!("{p}/products/not-a-uuid"), None, 404),
-        ("POST", format!("{o}/orders"), Some("[1,2".into()), 400),
+        (
+            "POST",
+            format!("{o}/orders"),
+            Some(r#"{"customer_id": "c", "lines": ["#.into()),
+            400,
+        ),
         (
             "POST",
             format!("{o}/orders"),
             Some(r#"{"customer_id":"c"}"#.into()),
-            400,
+            422,
         ),
         (
             "POST",
@@ -92,7 +98,7 @@ async fn bad_requests_to_either_service_get_a_named_4xx_error() {
             "POST",
             format!("{o}/orders"),
             Some(r#"{"customer_id":"c","lines":[{"product_id":"nope","quantity":1}]}"#.into()),
-            400,
+            422,
         ),
         ("POST", format!("{o}/orders"), Some(big), 413),
         ("GET", format!("{o}/orders/{missing}"), None, 404),
