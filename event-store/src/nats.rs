@@ -12,16 +12,15 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 9);
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-published duplicate.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Connects to `url`, retrying in the background when the server goes away, and checks the
-/// server version.
+/// Connects to `url` without waiting for the server: the client keeps retrying in the
+/// background, so a service starts (and takes writes) while NATS is down. The server version
+/// is checked by [`ensure_stream`], the first call that needs an answer from the server.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let client = async_nats::ConnectOptions::new()
+    Ok(async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .connect(url)
-        .await?;
-    check_version(&client.server_info().version)?;
-    Ok(client)
+        .await?)
 }
 
 /// Fails for servers older than [`MIN_SERVER_VERSION`]; an unparsable version is let through.
@@ -36,17 +35,19 @@ pub fn check_version(version: &str) -> anyhow::Result<()> {
             );
         }
     }
-    tracing::info!(version, "connected to nats-server");
+    tracing::debug!(version, "nats-server version supported");
     Ok(())
 }
 
-/// Creates the file-backed stream `name` capturing `<subject_prefix>.>` if it is missing.
+/// Creates the file-backed stream `name` capturing `<subject_prefix>.>` if it is missing, and
+/// refuses a server older than [`MIN_SERVER_VERSION`] (checked here because the server has
+/// answered by now, so its version is known).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
     subject_prefix: &str,
 ) -> anyhow::Result<stream::Stream> {
-    Ok(js
+    let stream = js
         .get_or_create_stream(stream::Config {
             name: name.to_owned(),
             subjects: vec![format!("{subject_prefix}.>")],
@@ -54,7 +55,9 @@ pub async fn ensure_stream(
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         })
-        .await?)
+        .await?;
+    check_version(&js.client().server_info().version)?;
+    Ok(stream)
 }
 
 #[cfg(test)]

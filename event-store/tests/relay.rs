@@ -199,3 +199,22 @@ async fn with_nats_stopped_appends_succeed_and_the_backlog_is_published_when_it_
     relay.stop().await;
     assert_eq!(published_ids(&js, &config.stream).await, ids);
 }
+
+#[tokio::test]
+async fn declaring_a_stream_checks_the_server_version_once_connected() {
+    let server = NatsServer::start();
+    let client = event_store::nats::connect(&server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let name = testing::unique("version");
+
+    event_store::nats::ensure_stream(&js, &name, &format!("{name}.events"))
+        .await
+        .unwrap();
+
+    let version = client.server_info().version;
+    assert!(
+        !version.is_empty(),
+        "the server's version is known once it answered"
+    );
+    event_store::nats::check_version(&version).unwrap();
+}
