@@ -115,17 +115,23 @@ pub struct TestSystem {
 }
 
 impl TestSystem {
+    /// Both services on the shared NATS server.
     pub async fn start() -> TestSystem {
-        testing::init_tracing();
         // Fail fast, with a hint, when NATS is down.
         drop(testing::connect_nats().await);
+        TestSystem::start_with_nats(testing::nats_url()).await
+    }
+
+    /// Both services on the NATS server at `nats_url` (a private one for tests that stop it).
+    pub async fn start_with_nats(nats_url: String) -> TestSystem {
+        testing::init_tracing();
         let products_db = TestDb::empty().await;
         let orders_db = TestDb::empty().await;
         let namespace = testing::unique("e2e");
         let env = |db: &TestDb| {
             vec![
                 ("DATABASE_URL".to_owned(), db.url.clone()),
-                ("NATS_URL".to_owned(), testing::nats_url()),
+                ("NATS_URL".to_owned(), nats_url.clone()),
                 ("EVENTS_NAMESPACE".to_owned(), namespace.clone()),
                 (
                     "RUST_LOG".to_owned(),
