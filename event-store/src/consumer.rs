@@ -28,8 +28,10 @@ use crate::{nats, EventStore, Metadata, StoreError};
 
 /// Delay before a nak'd message (predecessor missing, transient failure) is redelivered.
 const NAK_DELAY: Duration = Duration::from_secs(1);
-/// How long the server waits for an ack before redelivering.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long a delivered message stays with this consumer before the server redelivers it: after
+/// a crash, in-flight messages wait this long. Short, because a premature redelivery costs
+/// nothing (the inbox recognises the duplicate).
+const ACK_WAIT: Duration = Duration::from_secs(5);
 /// Messages asked for per pull request; small enough to finish well inside `ACK_WAIT`.
 const PULL_BATCH: usize = 50;
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -371,7 +373,12 @@ impl Consumer {
         if event.stream_version > recorded + 1 {
             return Ok(Outcome::Early { recorded });
         }
-        insert_inbox(&mut tx, event).await?;
+        // The inbox row is written last: a transaction gets its id at its first write, and a
+        // reaction's append must not carry an id older than the stream's last event (the store
+        // refuses such an append as a conflict, see `store::APPEND_SQL`). Writing first would
+        // widen that window to the whole handler. The inbox lock is taken before any write,
+        // so the catalogue-style handlers and the `seq` drawn below are both under it.
+        lock_inbox_shared(&mut tx).await?;
         for handler in &self.handlers {
             match handler.handle(&mut tx, event).await {
                 Ok(()) => {}
@@ -389,6 +396,7 @@ impl Consumer {
                 }
             }
         }
+        insert_inbox(&mut tx, event).await?;
         tx.commit().await?;
         Ok(Outcome::Applied)
     }
@@ -472,6 +480,37 @@ impl Consumer {
 /// the projectors' one-key leadership locks).
 const STREAM_LOCK_CLASS: i32 = 0x696e_626f; // "inbo"
 
+/// The inbox lock (two-key advisory lock space, apart from the per-stream locks above).
+/// Every transaction that records an event takes it shared before it draws an inbox `seq` and
+/// keeps it to its end; a rebuild of a projection of foreign events takes it exclusive
+/// ([`lock_inbox_exclusive`]). Holding it exclusive therefore means no recording transaction
+/// is in flight: every `seq` drawn so far is committed or rolled back for good, and no handler
+/// is writing its projection. That gives `seq` (an identity, visible in commit order, not
+/// draw order) a safe horizon, and gives the rebuild its moment to swap tables.
+/// See docs/adr/0002-online-rebuild.md.
+const INBOX_LOCK_CLASS: i32 = 0x696e_6278; // "inbx"
+const INBOX_LOCK_KEY: i32 = 0;
+
+async fn lock_inbox_shared(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+        .bind(INBOX_LOCK_CLASS)
+        .bind(INBOX_LOCK_KEY)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Waits until no transaction is recording a foreign event, and keeps new ones out until the
+/// caller's transaction ends. Keep that transaction short: consumers wait meanwhile.
+pub(crate) async fn lock_inbox_exclusive(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(INBOX_LOCK_CLASS)
+        .bind(INBOX_LOCK_KEY)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_inbox(conn: &mut PgConnection, event: &ForeignEvent) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO inbox (event_id, stream_id, stream_version, event_type, schema_version, \
@@ -498,12 +537,23 @@ pub async fn read_inbox<'e>(
     after_seq: i64,
     limit: i64,
 ) -> Result<Vec<(i64, ForeignEvent)>, sqlx::Error> {
+    read_inbox_range(executor, after_seq, i64::MAX, limit).await
+}
+
+/// Like [`read_inbox`], but only rows with `seq <= up_to`.
+pub async fn read_inbox_range<'e>(
+    executor: impl PgExecutor<'e>,
+    after_seq: i64,
+    up_to: i64,
+    limit: i64,
+) -> Result<Vec<(i64, ForeignEvent)>, sqlx::Error> {
     let rows: Vec<InboxRow> = sqlx::query_as(
         "SELECT seq, event_id, stream_id, stream_version, event_type, schema_version, payload, \
                 metadata, source_position \
-         FROM inbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+         FROM inbox WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
     )
     .bind(after_seq)
+    .bind(up_to)
     .bind(limit)
     .fetch_all(executor)
     .await?;

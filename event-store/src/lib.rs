@@ -10,6 +10,10 @@
 //!   apply an event and advance in one transaction.
 //! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
+//! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
+//!   projection) and handlers of the other service's events (through an inbox).
+//! - [`replay`]: rebuilds a projection from the events held in the database, online, by
+//!   building beside the live tables and swapping (docs/adr/0002-online-rebuild.md).
 //!
 //! Data flows: a command handler appends -> the store commits -> the relay's tail wakes ->
 //! JetStream (deduplicated by event id) -> the other service's consumers.
@@ -22,6 +26,7 @@ pub mod nats;
 pub mod pool;
 pub mod projection;
 pub mod relay;
+pub mod replay;
 pub mod store;
 pub mod tail;
 #[cfg(feature = "testing")]

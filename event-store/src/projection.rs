@@ -36,6 +36,28 @@ pub trait Projection: Send + Sync + 'static {
         tx: &'a mut PgConnection,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Applies a page of events in position order, with the same result as `apply` on each
+    /// in turn. A rebuild ([`crate::replay`]) hands over pages of hundreds of events, so a
+    /// projection whose rows fold many events may override this with set-based SQL (one read
+    /// and one write per page instead of per event); the live projector keeps using `apply`.
+    fn apply_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            for event in events {
+                self.apply(&mut *tx, event).await.with_context(|| {
+                    format!(
+                        "applying event {} ({} {}@{})",
+                        event.position, event.event_type, event.stream_id, event.stream_version
+                    )
+                })?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The checkpoint name of a projection.
@@ -47,8 +69,13 @@ pub fn checkpoint_name(projection: &str) -> String {
 /// FNV-1a hash of its checkpoint name, the same in every process and release. A rebuild that
 /// must not run beside the live projector takes the same lock.
 pub fn leadership_key(projection: &str) -> i64 {
+    lock_key(&checkpoint_name(projection))
+}
+
+/// A stable 64-bit FNV-1a hash of `text`, for one-key advisory locks.
+pub(crate) fn lock_key(text: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in checkpoint_name(projection).bytes() {
+    for byte in text.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }

@@ -11,9 +11,19 @@ use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, 
 /// Appends to one stream, drawing positions from the writing transaction's id (see the
 /// migration). The version check and the insert are one statement; a concurrent append to the
 /// same stream loses on the unique (stream_id, stream_version) constraint.
+///
+/// A stream's versions must also be in position order, or a reader in position order meets
+/// version n+1 before n (and a projection that skips versions it has passed loses n). A
+/// transaction that took its id before the stream's last event was committed would place its
+/// events below that event, so such an append inserts nothing and is reported as a conflict:
+/// the caller retries in a new transaction, with a newer id. Only transactions that wrote
+/// something before appending (a consumer's inbox entry, an earlier stream of
+/// `append_multi`) can meet this; a single-statement append takes its id after the stream's
+/// last writer committed.
 const APPEND_SQL: &str = r#"
 WITH current_version AS (
-    SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1
+    SELECT coalesce(max(stream_version), 0) AS version, coalesce(max(position), 0) AS position
+    FROM events WHERE stream_id = $1
 ), base AS (
     SELECT pg_current_xact_id()::text::bigint << 20 AS position
 ), last_used AS (
@@ -28,7 +38,8 @@ SELECT last_used.position + t.ord, $1, current_version.version + t.ord,
 FROM current_version, last_used,
      unnest($3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
          WITH ORDINALITY AS t(event_id, event_type, schema_version, payload, metadata, ord)
-WHERE $2::bigint IS NULL OR current_version.version = $2
+WHERE ($2::bigint IS NULL OR current_version.version = $2)
+  AND current_version.position <= last_used.position
 RETURNING position, stream_version
 "#;
 

@@ -360,3 +360,65 @@ async fn read_all_withholds_events_committed_after_an_older_transaction_still_ru
         ["slow-1", "fast-1"]
     );
 }
+
+#[tokio::test]
+async fn an_append_that_would_land_below_the_streams_last_event_conflicts_and_its_retry_lands_above(
+) {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store
+        .append("s-1", ExpectedVersion::NoStream, &[event(1)])
+        .await
+        .unwrap();
+    // A transaction takes its id (as a consumer does with its inbox entry) ...
+    let mut early = db.pool.begin().await.unwrap();
+    store
+        .append_in_tx(
+            &mut early,
+            &[StreamAppend {
+                stream_id: "other".into(),
+                expected: ExpectedVersion::Any,
+                events: vec![event(0)],
+            }],
+        )
+        .await
+        .unwrap();
+    // ... version 2 is committed by a younger transaction meanwhile ...
+    store
+        .append("s-1", ExpectedVersion::Exact(1), &[event(2)])
+        .await
+        .unwrap();
+
+    // ... so version 3 from the older transaction would come before version 2 in position order.
+    let err = store
+        .append_in_tx(
+            &mut early,
+            &[StreamAppend {
+                stream_id: "s-1".into(),
+                expected: ExpectedVersion::Exact(2),
+                events: vec![event(3)],
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    drop(early);
+
+    let mut retry = db.pool.begin().await.unwrap();
+    store
+        .append_in_tx(
+            &mut retry,
+            &[StreamAppend {
+                stream_id: "s-1".into(),
+                expected: ExpectedVersion::Exact(2),
+                events: vec![event(3)],
+            }],
+        )
+        .await
+        .unwrap();
+    retry.commit().await.unwrap();
+    let stream = store.read_stream("s-1", 1).await.unwrap();
+    let positions: Vec<i64> = stream.iter().map(|e| e.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert_eq!(stream.len(), 3);
+}

@@ -4,7 +4,8 @@
 //! - the store's notifier (LISTEN/NOTIFY between processes),
 //! - the relay: this service's events to `<ns>_order_events`,
 //! - the `orders` projector,
-//! - the consumer of `<ns>_product_events` with the catalogue projection and the saga reaction.
+//! - the consumer of `<ns>_product_events` with the catalogue projection and the saga reaction;
+//! - and, when started over `/admin`, projection rebuilds (`crate::replay`).
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use anyhow::Context;
 use async_nats::jetstream;
 use event_store::consumer::{Consumer, ConsumerConfig, Reaction};
 use event_store::projection::Projector;
+use event_store::replay::Rebuilds;
 use event_store::{nats, EventStore, Relay, RelayConfig};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,7 @@ use crate::db;
 use crate::projections::catalog::CatalogProjection;
 use crate::projections::orders::OrdersProjection;
 use crate::reactions::reservation::ReservationOutcome;
+use crate::replay;
 
 /// Redeliveries of one message before the consumer gives up on it.
 const MAX_DELIVER: i64 = 10;
@@ -41,6 +44,7 @@ pub struct Application {
     store: EventStore,
     js: jetstream::Context,
     names: NatsNames,
+    rebuilds: Rebuilds,
     shutdown: CancellationToken,
 }
 
@@ -56,10 +60,16 @@ impl Application {
             .await
             .context("connecting to NATS")?;
         let js = jetstream::new(client.clone());
+        let shutdown = CancellationToken::new();
+        let rebuilds = Rebuilds::new(store.clone(), replay::targets(), shutdown.clone());
+        let admin_token = config.admin_token();
+        let admin = admin_token.is_some();
         let state = web::Data::new(AppState {
             pool,
             store: store.clone(),
             nats: client,
+            rebuilds: rebuilds.clone(),
+            admin_token,
         });
         let listener = TcpListener::bind(config.http_addr)
             .with_context(|| format!("binding {}", config.http_addr))?;
@@ -69,6 +79,11 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(from_fn(request_id::middleware))
                 .configure(api::configure)
+                .configure(|cfg| {
+                    if admin {
+                        api::configure_admin(cfg);
+                    }
+                })
         })
         .listen(listener)?
         .disable_signals()
@@ -81,7 +96,8 @@ impl Application {
             store,
             js,
             names: config.nats_names(),
-            shutdown: CancellationToken::new(),
+            rebuilds,
+            shutdown,
         })
     }
 
@@ -99,6 +115,7 @@ impl Application {
     /// stops the background tasks and waits for them.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
+        let rebuilds = self.rebuilds.clone();
         let tasks = TaskTracker::new();
         let failure = Arc::new(Mutex::new(None));
         self.spawn_background(&tasks, &failure);
@@ -119,6 +136,8 @@ impl Application {
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
+        // A rebuild stops between pages and drops its shadow tables; the live ones stay.
+        rebuilds.stop().await;
         tracing::info!("stopped");
         server_result
             .context("the HTTP server task failed")?

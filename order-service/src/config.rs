@@ -23,6 +23,54 @@ pub struct Cli {
 pub enum Command {
     /// Serve HTTP and run the relay, projector and consumer (the default).
     Serve,
+    /// Rebuild projections from the events in this service's database (own events from the
+    /// store, product-service's from the inbox), while the service may keep running. Needs
+    /// only DATABASE_URL.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// A projection to rebuild; repeat for several. All of them when none is named.
+    #[arg(long = "projection", value_name = "NAME")]
+    pub projections: Vec<String>,
+    /// Print the names of the projections and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Events read and applied per page (each page is one short transaction).
+    #[arg(long, default_value_t = event_store::replay::DEFAULT_PAGE_SIZE,
+          value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub page_size: i64,
+}
+
+/// The token that opens `/admin/*`. Never printed: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        AdminToken(token.into())
+    }
+
+    /// Whether `candidate` is the token, comparing in time independent of where they differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(hidden)")
+    }
+}
+
+impl std::str::FromStr for AdminToken {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(AdminToken(s.to_owned()))
+    }
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
@@ -54,6 +102,11 @@ pub struct Config {
 
     #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Bearer token for `/admin/*` (projection rebuilds). Unset or empty: the admin routes
+    /// do not exist (404).
+    #[arg(long, env = "ADMIN_TOKEN", global = true, hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,7 +125,13 @@ impl Config {
             events_namespace: DEFAULT_NAMESPACE.to_owned(),
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             log_format: LogFormat::Text,
+            admin_token: None,
         }
+    }
+
+    /// The admin token, if one is configured (an empty one counts as none).
+    pub fn admin_token(&self) -> Option<AdminToken> {
+        self.admin_token.clone().filter(|t| !t.0.is_empty())
     }
 
     /// The NATS names derived from the namespace.
@@ -135,6 +194,39 @@ mod tests {
             assert!(matches!(cli.command, Some(Command::Serve)));
             assert_eq!(cli.config.events_namespace, "t1");
         }
+    }
+
+    #[test]
+    fn replay_takes_repeated_projections_and_list() {
+        let cli = Cli::try_parse_from([
+            "order-service",
+            "replay",
+            "--projection",
+            "orders",
+            "--projection",
+            "catalog",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Some(Command::Replay(args)) = cli.command else {
+            panic!("not replay: {:?}", cli.command)
+        };
+        assert_eq!(args.projections, ["orders", "catalog"]);
+        assert!(!args.list);
+        let cli = Cli::try_parse_from(["order-service", "replay", "--list"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.command, Some(Command::Replay(args)) if args.list));
+    }
+
+    #[test]
+    fn the_admin_token_is_hidden_and_an_empty_one_disables_admin() {
+        let token = AdminToken::new("s3cret");
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!token.matches("s3creT"));
+        assert!(!format!("{token:?}").contains("s3cret"));
+        let mut config = Config::defaults();
+        config.admin_token = Some(AdminToken::new(""));
+        assert_eq!(config.admin_token(), None);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`api`]: the HTTP API (actix-web), its errors and its OpenAPI document.
 //! - [`projections`]: read models: `orders` (own events) and `catalog` (product-service's).
 //! - [`reactions`]: the saga: a reservation's outcome confirms or rejects the order.
+//! - [`replay`]: rebuilds the projections from the store and the inbox, online (the `replay`
+//!   command and `/admin/projections`).
 //! - [`app`], [`config`], [`db`], [`telemetry`]: wiring, configuration, database, logging.
 //!
 //! Data flow: `POST /orders` prices the lines from the local catalogue and appends
@@ -23,6 +25,7 @@ pub mod db;
 pub mod domain;
 pub mod projections;
 pub mod reactions;
+pub mod replay;
 pub mod telemetry;
 
 pub use app::Application;

@@ -1,8 +1,9 @@
-//! The `order-service` binary: `order-service [serve]`, configured from the environment.
+//! The `order-service` binary: `order-service [serve]` or `order-service replay`, configured
+//! from the environment.
 
 use clap::Parser;
 use order_service::config::{Cli, Command};
-use order_service::{telemetry, Application};
+use order_service::{replay, telemetry, Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,5 +15,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(port = app.port(), "serving");
             app.run_until_stopped().await
         }
+        Command::Replay(args) => replay::run(&cli.config, &args).await,
     }
 }

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use event_store::consumer::{Consumer, ConsumerConfig};
 use event_store::projection::Projector;
+use event_store::replay::Rebuilds;
 use event_store::{nats, EventStore, Relay, RelayConfig};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
@@ -23,6 +24,7 @@ use crate::commands::ProductCommands;
 use crate::config::{Config, NatsNames};
 use crate::projections::products::ProductsProjection;
 use crate::reactions::StockReservation;
+use crate::replay;
 
 const POOL_SIZE: u32 = 10;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,6 +43,7 @@ pub struct Application {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     pool: PgPool,
+    rebuilds: Rebuilds,
 }
 
 impl Application {
@@ -60,12 +63,7 @@ impl Application {
             .migrate()
             .await
             .context("running the event store's migrations")?;
-        let mut migrator = sqlx::migrate!("./migrations");
-        migrator.set_ignore_missing(true);
-        migrator
-            .run(&pool)
-            .await
-            .context("running product-service's migrations")?;
+        migrate(&pool).await?;
 
         let nats = nats::connect(&config.nats_url)
             .await
@@ -92,17 +90,27 @@ impl Application {
         let listener = TcpListener::bind(config.http_addr)
             .with_context(|| format!("binding {}", config.http_addr))?;
         let port = listener.local_addr()?.port();
+        let rebuilds = Rebuilds::new(store.clone(), replay::targets(), shutdown.clone());
+        let admin_token = config.admin_token();
+        let admin = admin_token.is_some();
         let state = web::Data::new(ApiState {
             pool: pool.clone(),
             store: store.clone(),
             commands: ProductCommands::new(store),
             nats,
+            rebuilds: rebuilds.clone(),
+            admin_token,
         });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(request_id::middleware))
                 .app_data(state.clone())
                 .configure(api::configure)
+                .configure(|cfg| {
+                    if admin {
+                        api::configure_admin(cfg);
+                    }
+                })
                 .default_service(web::to(api::not_found))
         })
         .listen(listener)?
@@ -115,6 +123,7 @@ impl Application {
             shutdown,
             tasks,
             pool,
+            rebuilds,
         })
     }
 
@@ -157,6 +166,13 @@ impl Application {
         {
             tracing::warn!("background tasks did not stop in time; exiting anyway");
         }
+        // A rebuild stops between pages and drops its shadow tables; the live ones stay.
+        if tokio::time::timeout(TASKS_SHUTDOWN, self.rebuilds.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a rebuild did not stop in time; exiting anyway");
+        }
         self.pool.close().await;
         tracing::info!("stopped");
         match served {
@@ -164,6 +180,16 @@ impl Application {
             None => Ok(()),
         }
     }
+}
+
+/// Runs product-service's own migrations (after the event store's).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+        .run(pool)
+        .await
+        .context("running product-service's migrations")
 }
 
 /// Declares both JetStream streams (retrying while NATS is away), then runs the relay of this

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// The command line: `product-service [serve]`.
+/// The command line: `product-service [serve]` or `product-service replay`.
 #[derive(Debug, Parser)]
 #[command(
     name = "product-service",
@@ -18,10 +18,57 @@ pub struct Cli {
     pub config: Config,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Serve HTTP and run the relay, projections and reactions (the default).
     Serve,
+    /// Rebuild projections from the events in this service's database, while the service may
+    /// keep running. Needs only DATABASE_URL.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ReplayArgs {
+    /// A projection to rebuild; repeat for several. All of them when none is named.
+    #[arg(long = "projection", value_name = "NAME")]
+    pub projections: Vec<String>,
+    /// Print the names of the projections and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Events read and applied per page (each page is one short transaction).
+    #[arg(long, default_value_t = event_store::replay::DEFAULT_PAGE_SIZE,
+          value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub page_size: i64,
+}
+
+/// The token that opens `/admin/*`. Never printed: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        AdminToken(token.into())
+    }
+
+    /// Whether `candidate` is the token, comparing in time independent of where they differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(hidden)")
+    }
+}
+
+impl std::str::FromStr for AdminToken {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(AdminToken(s.to_owned()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -59,6 +106,10 @@ pub struct Config {
     pub log_filter: String,
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Bearer token for `/admin/*` (projection rebuilds). Unset or empty: the admin routes
+    /// do not exist (404).
+    #[arg(long, global = true, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for Config {
@@ -71,6 +122,7 @@ impl Default for Config {
             events_namespace: "shop".to_owned(),
             log_filter: "info".to_owned(),
             log_format: LogFormat::Text,
+            admin_token: None,
         }
     }
 }
@@ -92,6 +144,11 @@ pub struct NatsNames {
 }
 
 impl Config {
+    /// The admin token, if one is configured (an empty one counts as none).
+    pub fn admin_token(&self) -> Option<AdminToken> {
+        self.admin_token.clone().filter(|t| !t.0.is_empty())
+    }
+
     pub fn nats_names(&self) -> NatsNames {
         let ns = &self.events_namespace;
         NatsNames {
@@ -118,5 +175,31 @@ mod tests {
             .expect("parses");
         assert_eq!(cli.command, Some(Command::Serve));
         assert_eq!(cli.config.nats_names().order_stream, "t1_order_events");
+    }
+
+    #[test]
+    fn replay_takes_repeated_projections_or_list() {
+        let cli = Cli::try_parse_from(["product-service", "replay", "--projection", "products"])
+            .expect("parses");
+        let Some(Command::Replay(args)) = cli.command else {
+            panic!("not replay: {:?}", cli.command)
+        };
+        assert_eq!(args.projections, ["products"]);
+        assert!(!args.list);
+        let cli = Cli::try_parse_from(["product-service", "replay", "--list"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Replay(args)) if args.list));
+    }
+
+    #[test]
+    fn the_admin_token_is_hidden_and_an_empty_one_disables_admin() {
+        let token = AdminToken::new("s3cret");
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!format!("{token:?}").contains("s3cret"));
+        let config = Config {
+            admin_token: Some(AdminToken::new("")),
+            ..Config::default()
+        };
+        assert_eq!(config.admin_token(), None);
     }
 }

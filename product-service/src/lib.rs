@@ -9,6 +9,8 @@
 //!   `Projector` that stores its checkpoint in the same transaction.
 //! - [`reactions`]: order-service's `OrderPlaced`/`OrderCancelled`, received through a JetStream
 //!   `Consumer` and its inbox, reserve and release stock atomically across products.
+//! - [`replay`]: rebuilds `products` from the store, online (the `replay` command and
+//!   `/admin/projections`).
 //! - [`app`]: wiring and graceful stop; [`config`], [`telemetry`].
 //!
 //! Data flow: HTTP command -> event store (the outbox) -> relay -> JetStream
@@ -23,6 +25,7 @@ pub mod config;
 pub mod domain;
 pub mod projections;
 pub mod reactions;
+pub mod replay;
 mod streams;
 pub mod telemetry;
 

@@ -1,6 +1,6 @@
 use clap::Parser;
 use product_service::config::{Cli, Command};
-use product_service::{telemetry, Application};
+use product_service::{replay, telemetry, Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,5 +12,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(port = app.port(), "product-service listening");
             app.run_until_stopped().await
         }
+        Command::Replay(args) => replay::run(&cli.config, &args).await,
     }
 }

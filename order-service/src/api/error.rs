@@ -20,7 +20,7 @@ pub const JSON_LIMIT: usize = 64 * 1024;
 pub struct ErrorBody {
     /// Stable machine-readable code: `malformed_json`, `validation_failed`, `unknown_product`,
     /// `not_found`, `method_not_allowed`, `version_conflict`, `invalid_transition`,
-    /// `payload_too_large`, `unavailable`, `internal`.
+    /// `payload_too_large`, `unauthorized`, `rebuild_in_progress`, `unavailable`, `internal`.
     #[schema(example = "validation_failed")]
     pub error: String,
     /// What went wrong, for people.
@@ -49,6 +49,11 @@ pub enum ApiError {
     InvalidTransition(String),
     #[error("the request body is larger than the {limit} bytes allowed")]
     PayloadTooLarge { limit: usize },
+    /// An admin route without the right bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    RebuildInProgress(String),
     #[error("{0} is unavailable, try again later")]
     Unavailable(&'static str),
     #[error("internal error")]
@@ -74,6 +79,8 @@ impl ApiError {
             ApiError::VersionConflict(_) => "version_conflict",
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::RebuildInProgress(_) => "rebuild_in_progress",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -96,7 +103,10 @@ impl ResponseError for ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::VersionConflict(_) | ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
+            ApiError::VersionConflict(_)
+            | ApiError::InvalidTransition(_)
+            | ApiError::RebuildInProgress(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,7 +123,11 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        HttpResponse::build(self.status_code()).json(self.body())
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(self.body())
     }
 }
 

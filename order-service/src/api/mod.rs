@@ -4,10 +4,12 @@
 //!   from the `orders` read model.
 //! - [`catalog`]: the local catalogue of products.
 //! - [`health`]: liveness and readiness.
+//! - [`admin`]: projection status and online rebuilds, behind `ADMIN_TOKEN`.
 //! - [`openapi`]: the document at `/openapi.json`.
 //! - [`request_id`]: `X-Request-Id` in, correlation id of the events, echoed out.
 //! - [`fresh`]: `?min_version=` waits for a read model to catch up with a write.
 
+pub mod admin;
 pub mod catalog;
 pub mod error;
 pub mod fresh;
@@ -17,8 +19,11 @@ pub mod orders;
 pub mod request_id;
 
 use actix_web::{web, HttpResponse};
+use event_store::replay::Rebuilds;
 use event_store::EventStore;
 use sqlx::PgPool;
+
+use crate::config::AdminToken;
 
 use error::{json_error, path_error, query_error, ApiError, JSON_LIMIT};
 
@@ -29,6 +34,10 @@ pub struct AppState {
     pub store: EventStore,
     /// For readiness only; publishing is the relay's job.
     pub nats: async_nats::Client,
+    /// Rebuilds started over `/admin`.
+    pub rebuilds: Rebuilds,
+    /// `None`: the admin routes are not registered.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// Registers every route and the extractor configuration that turns their errors into JSON.
@@ -45,6 +54,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(health::routes)
     .configure(openapi::routes)
     .default_service(web::to(not_found));
+}
+
+/// The admin routes, registered only when an admin token is configured.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.configure(admin::routes);
 }
 
 /// A resource whose other methods answer 405 with the JSON error body.

@@ -1,7 +1,8 @@
 //! The OpenAPI document of every route, served at `/openapi.json`.
 
 use actix_web::{web, HttpResponse};
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use super::resource;
 
@@ -22,6 +23,8 @@ use super::resource;
         super::catalog::get_product,
         super::health::live,
         super::health::ready,
+        super::admin::list_projections,
+        super::admin::rebuild_projection,
         openapi_json,
     ),
     components(schemas(
@@ -34,6 +37,9 @@ use super::resource;
         super::catalog::ProductList,
         super::health::Live,
         super::health::Ready,
+        super::admin::ProjectionList,
+        super::admin::ProjectionView,
+        super::admin::RebuildView,
         crate::domain::events::OrderLine,
         crate::domain::order::OrderStatus,
     )),
@@ -41,10 +47,27 @@ use super::resource;
         (name = "orders", description = "Place, read and cancel orders"),
         (name = "catalog", description = "The local catalogue built from product-service's events"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "admin", description = "Projection status and online rebuilds; needs \
+            `Authorization: Bearer <ADMIN_TOKEN>`, and exists only when ADMIN_TOKEN is set"),
         (name = "meta", description = "This document"),
-    )
+    ),
+    modifiers(&AdminSecurity)
 )]
 pub struct ApiDoc;
+
+/// The `admin_token` bearer scheme the admin routes name.
+struct AdminSecurity;
+
+impl Modify for AdminSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("The value of the service's ADMIN_TOKEN.".to_owned());
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/openapi.json").route(web::get().to(openapi_json)));

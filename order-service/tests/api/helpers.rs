@@ -10,7 +10,7 @@ use async_nats::HeaderMap;
 use event_store::relay::headers;
 use event_store::testing::{self, TestDb};
 use event_store::EventStore;
-use order_service::config::NatsNames;
+use order_service::config::{AdminToken, NatsNames};
 use order_service::{Application, Config};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -41,15 +41,28 @@ impl TestApp {
     }
 
     pub async fn spawn_with_nats(nats_url: &str) -> TestApp {
+        TestApp::spawn_with(nats_url, |_| {}).await
+    }
+
+    /// The app with `ADMIN_TOKEN` set to `token`.
+    pub async fn spawn_with_admin_token(token: &str) -> TestApp {
+        TestApp::spawn_with(&testing::nats_url(), |config| {
+            config.admin_token = Some(AdminToken::new(token));
+        })
+        .await
+    }
+
+    pub async fn spawn_with(nats_url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
         testing::init_tracing();
         let db = TestDb::new().await;
-        let config = Config {
+        let mut config = Config {
             database_url: db.url.clone(),
             nats_url: nats_url.to_owned(),
             http_addr: "127.0.0.1:0".parse().expect("an address"),
             events_namespace: testing::unique("ns"),
             ..Config::defaults()
         };
+        adjust(&mut config);
         let names = config.nats_names();
         let app = Application::build(config).await.expect("building the app");
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -2,6 +2,7 @@
 //! free port. product-service is played by publishing its events by hand.
 //!
 //! `handlers` runs the projections and the saga reaction directly on a database, without NATS.
+//! `replay` rebuilds the projections, online, through the library, the CLI and `/admin`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,4 +12,5 @@ mod handlers;
 mod health;
 mod helpers;
 mod orders;
+mod replay;
 mod saga;

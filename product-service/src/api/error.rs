@@ -28,6 +28,11 @@ pub enum ApiError {
     VersionConflict(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// An admin route without the right bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    RebuildInProgress(String),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(anyhow::Error),
     #[error("internal error: {0}")]
@@ -38,7 +43,8 @@ pub enum ApiError {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code: `malformed_json`, `validation_failed`, `not_found`,
-    /// `method_not_allowed`, `version_conflict`, `payload_too_large`, `unavailable`, `internal`.
+    /// `method_not_allowed`, `version_conflict`, `payload_too_large`, `unauthorized`,
+    /// `rebuild_in_progress`, `unavailable`, `internal`.
     #[schema(example = "validation_failed")]
     pub error: String,
     /// What went wrong, for people.
@@ -55,6 +61,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::VersionConflict(_) => "version_conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::RebuildInProgress(_) => "rebuild_in_progress",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -72,7 +80,8 @@ impl ResponseError for ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::VersionConflict(_) => StatusCode::CONFLICT,
+            ApiError::VersionConflict(_) | ApiError::RebuildInProgress(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,7 +100,11 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(ErrorBody {
             error: self.code().to_owned(),
             message,
         })

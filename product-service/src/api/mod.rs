@@ -1,8 +1,11 @@
 //! The HTTP API (actix-web): one module per route group, one error type.
 //!
+//! `admin` (projection status and online rebuilds) exists only when `ADMIN_TOKEN` is set.
+//!
 //! Writes run a command (`crate::commands`) and answer with the state and stream version they
 //! produced; reads come from the `products` read model and carry the version it reflects.
 
+pub mod admin;
 pub mod commands;
 pub mod error;
 pub mod events;
@@ -12,10 +15,12 @@ pub mod products;
 pub mod request_id;
 
 use actix_web::{web, HttpResponse};
+use event_store::replay::Rebuilds;
 use event_store::EventStore;
 use sqlx::PgPool;
 
 use crate::commands::ProductCommands;
+use crate::config::AdminToken;
 use error::ApiError;
 
 /// Largest JSON body accepted.
@@ -27,6 +32,10 @@ pub struct ApiState {
     pub store: EventStore,
     pub commands: ProductCommands,
     pub nats: async_nats::Client,
+    /// Rebuilds started over `/admin`.
+    pub rebuilds: Rebuilds,
+    /// `None`: the admin routes are not registered.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// Registers every route, and makes actix's own extractor errors answer in the API's format.
@@ -67,6 +76,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/health/live", web::get().to(health::live))
     .route("/health/ready", web::get().to(health::ready))
     .route("/openapi.json", web::get().to(openapi::document));
+}
+
+/// The admin routes, registered only when an admin token is configured.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    admin::routes(cfg);
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

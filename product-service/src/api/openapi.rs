@@ -1,9 +1,10 @@
 //! `GET /openapi.json`: the OpenAPI document of every route.
 
 use actix_web::HttpResponse;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
-use super::{commands, error, events, health, products};
+use super::{admin, commands, error, events, health, products};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +24,8 @@ use super::{commands, error, events, health, products};
         events::history,
         health::live,
         health::ready,
+        admin::list_projections,
+        admin::rebuild_projection,
         document,
     ),
     components(schemas(
@@ -34,13 +37,33 @@ use super::{commands, error, events, health, products};
         error::ErrorBody,
         health::Liveness,
         health::Readiness,
+        admin::ProjectionList,
+        admin::ProjectionView,
+        admin::RebuildView,
     )),
     tags(
         (name = "products", description = "Catalogue and stock"),
         (name = "health", description = "Liveness and readiness"),
-    )
+        (name = "admin", description = "Projection status and online rebuilds; needs \
+            `Authorization: Bearer <ADMIN_TOKEN>`, and exists only when ADMIN_TOKEN is set"),
+    ),
+    modifiers(&AdminSecurity)
 )]
 pub struct ApiDoc;
+
+/// The `admin_token` bearer scheme the admin routes name.
+struct AdminSecurity;
+
+impl Modify for AdminSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("The value of the service's ADMIN_TOKEN.".to_owned());
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "health",

@@ -1,7 +1,8 @@
-//! product-service against real Postgres and NATS: the HTTP API, bad input, and the stock
-//! reservation saga driven by hand-published order events.
+//! product-service against real Postgres and NATS: the HTTP API, bad input, the stock
+//! reservation saga driven by hand-published order events, and replay (rebuilds).
 
 mod bad_input;
 mod products;
+mod replay;
 mod saga;
 mod support;

@@ -8,6 +8,7 @@ use async_nats::HeaderMap;
 use event_store::relay::headers;
 use event_store::testing::{self, TestDb};
 use product_service::api::products::Product;
+use product_service::config::AdminToken;
 use product_service::{Application, Config};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -25,16 +26,26 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// The app with `ADMIN_TOKEN` set to `token`.
+    pub async fn spawn_with_admin_token(token: &str) -> TestApp {
+        TestApp::spawn_with(|config| config.admin_token = Some(AdminToken::new(token))).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         testing::init_tracing();
         let db = TestDb::new().await;
         let namespace = testing::unique("ns");
-        let config = Config {
+        let mut config = Config {
             database_url: db.url.clone(),
             nats_url: testing::nats_url(),
             http_addr: "127.0.0.1:0".parse().expect("an address"),
             events_namespace: namespace.clone(),
             ..Config::default()
         };
+        adjust(&mut config);
         let app = Application::build(config).await.expect("the app starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
