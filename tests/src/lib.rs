@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use event_store::testing::{self, TestDb};
 use serde_json::Value;
+pub mod loadgen;
 
 /// How long eventual consistency may take before a test calls it a failure (a liveness bound).
 pub const SETTLE: Duration = Duration::from_secs(20);

@@ -1,0 +1,31 @@
+//! The load generator behind `cargo run --release -p tests --bin loadgen` (see BENCHMARKS.md).
+//!
+//! - [`cli`]: flags. [`run`]: one run, phase by phase, then [`report`].
+//! - [`bench`]: the system under test, started with [`crate::TestSystem`], and its products.
+//! - [`schedule`]: rate control, an open loop (fixed send instants, no coordinated omission)
+//!   and a closed loop (N clients back to back). [`stats`]: HdrHistogram latencies.
+//! - Scenarios: [`baseline`] (raw Postgres inserts), [`commands`], [`propagation`], [`reads`]
+//!   (beside the [`ceiling`] server), all through [`api`]; [`watch`] sees propagated changes;
+//!   [`pipeline`] reads how fast each consumer went; [`horizon`] watches other databases'
+//!   long transactions, which hold every relay back.
+//! - [`process`]: finding the service processes, starting the ceiling; [`memory`]: their
+//!   resident sizes from `/proc`; [`cpu`]: where the CPU went, the machine's noise included.
+
+pub mod api;
+pub mod baseline;
+pub mod bench;
+pub mod ceiling;
+pub mod cli;
+pub mod commands;
+pub mod cpu;
+pub mod horizon;
+pub mod memory;
+pub mod pipeline;
+pub mod process;
+pub mod propagation;
+pub mod reads;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod stats;
+pub mod watch;
