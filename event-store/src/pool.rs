@@ -18,3 +18,9 @@ pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Err
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(options))
 }
+
+/// The session settings every connection of a service needs: an abandoned transaction is
+/// ended after 10 s, so it cannot hold back the horizon readers wait on for long.
+pub fn with_session_settings(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("idle_in_transaction_session_timeout", "10s")])
+}

@@ -24,7 +24,7 @@ pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
+        .connect_with(event_store::pool::with_session_settings(options))
         .await
         .context("connecting to the database")
 }

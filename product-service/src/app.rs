@@ -55,7 +55,10 @@ impl Application {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(&config.database_url)
+            .connect_with(event_store::pool::with_session_settings(
+                PgConnectOptions::from_str(&config.database_url)
+                    .context("DATABASE_URL is not a Postgres URL")?,
+            ))
             .await
             .context("connecting to the database")?;
         let store = EventStore::new(pool.clone());
