@@ -48,7 +48,18 @@ pub(crate) const EVENT_COLUMNS: &str =
      schema_version, payload, metadata, recorded_at";
 
 /// Tries before an `Any` append that keeps losing races gives up.
-const ANY_RETRIES: usize = 16;
+const ANY_RETRIES: usize = 32;
+
+/// A short, growing, jittered pause between `Any` retries, so writers racing on one stream
+/// stop colliding in lockstep.
+async fn retry_pause(attempt: usize) {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()) % 1_000)
+        .unwrap_or(0);
+    let micros = 200 * (attempt as u64).min(10) + jitter;
+    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+}
 
 /// The event store of one service database. Cheap to clone.
 #[derive(Clone)]
@@ -103,7 +114,10 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
         validate(stream_id, events)?;
-        for _ in 0..ANY_RETRIES {
+        for tries in 0..ANY_RETRIES {
+            if tries > 0 {
+                retry_pause(tries).await;
+            }
             let mut conn = self.pool.acquire().await?;
             match attempt(&mut conn, stream_id, expected, events).await? {
                 Attempt::Appended(result) => {
