@@ -19,7 +19,7 @@ use uuid::Uuid;
 /// Rows looked up per second at most: with a backlog of thousands awaited, the period stretches
 /// (and the resolution with it, to a small fraction of latencies that are then seconds long)
 /// so the probe's own load on Postgres stays bounded.
-const MAX_LOOKUPS_PER_SECOND: f64 = 20_000.0;
+const MAX_LOOKUPS_PER_SECOND: f64 = 5_000.0;
 
 /// Which read model to watch.
 #[derive(Debug, Clone, Copy)]
@@ -200,8 +200,8 @@ mod tests {
     fn the_period_stretches_only_for_a_large_backlog() {
         let ms = Duration::from_millis(1);
         assert_eq!(period_for(ms, 0), ms);
-        assert_eq!(period_for(ms, 20), ms);
-        assert_eq!(period_for(ms, 5_000), Duration::from_millis(250));
+        assert_eq!(period_for(ms, 5), ms);
+        assert_eq!(period_for(ms, 5_000), Duration::from_secs(1));
     }
 
     #[tokio::test]
