@@ -59,3 +59,38 @@ pub async fn reset<'e>(
     .await?;
     Ok(())
 }
+
+/// How far a reader of the store (the relay, a projection) is behind it.
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct Lag {
+    /// The reader's checkpoint (0 when it has none yet).
+    pub position: i64,
+    /// Events stored beyond the checkpoint, counted up to the `cap` given to [`lag`].
+    pub events: i64,
+    /// Age of the oldest event beyond the checkpoint (by its `recorded_at`); 0 when none.
+    pub seconds: f64,
+}
+
+/// `name`'s checkpoint against the events table. Counting stops at `cap` events, so a reader
+/// far behind costs a bounded index scan; the age needs only the first event past it.
+pub async fn lag<'e>(
+    executor: impl PgExecutor<'e>,
+    name: &str,
+    cap: i64,
+) -> Result<Lag, sqlx::Error> {
+    sqlx::query_as(
+        "WITH c AS (SELECT coalesce((SELECT position FROM checkpoints WHERE name = $1), 0) \
+                           AS position) \
+         SELECT c.position, \
+                (SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.position > c.position \
+                                       ORDER BY e.position LIMIT $2) AS t) AS events, \
+                coalesce((SELECT greatest(extract(epoch FROM now() - e.recorded_at), 0)::float8 \
+                          FROM events e WHERE e.position > c.position \
+                          ORDER BY e.position LIMIT 1), 0) AS seconds \
+         FROM c",
+    )
+    .bind(name)
+    .bind(cap)
+    .fetch_one(executor)
+    .await
+}

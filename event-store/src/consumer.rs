@@ -5,13 +5,16 @@
 //! also records the event in the inbox (event id unique): a duplicate is acknowledged without
 //! effect, forever, not only inside JetStream's de-duplication window. The ack is sent after
 //! the commit. Per-stream order is enforced with the inbox's stream versions: an event whose
-//! predecessor has not been recorded yet is nak'd with a delay. A message that cannot be
+//! predecessor has not been recorded yet is parked (held unacknowledged, kept alive with
+//! progress acks) and applied as soon as the predecessor is, whether this process or another
+//! replica records it; only after [`PARK_LIMIT`] is it nak'd for redelivery. A message that cannot be
 //! decoded or applied (poison) is recorded in `dead_letters`, published to the dead-letter
 //! subject with its error, counted, and acknowledged, so it never blocks what follows.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use async_nats::HeaderMap;
@@ -22,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::projection::Backoff;
+use crate::leader::Backoff;
 use crate::relay::headers;
-use crate::{nats, EventStore, Metadata, StoreError};
+use crate::{metrics, nats, EventStore, Metadata, StoreError};
 
 /// Delay before a nak'd message (predecessor missing, transient failure) is redelivered.
 const NAK_DELAY: Duration = Duration::from_secs(1);
@@ -32,6 +35,16 @@ const NAK_DELAY: Duration = Duration::from_secs(1);
 /// a crash, in-flight messages wait this long. Short, because a premature redelivery costs
 /// nothing (the inbox recognises the duplicate).
 const ACK_WAIT: Duration = Duration::from_secs(5);
+/// How long a message may wait parked for its stream's predecessor before it is nak'd (and,
+/// on its last delivery, dead-lettered). Covers a crashed replica's in-flight messages, which
+/// come back after `ACK_WAIT`.
+const PARK_LIMIT: Duration = Duration::from_secs(30);
+/// Most messages parked at once; beyond it, early messages are nak'd as a fallback. Parked
+/// messages count against the consumer's `max_ack_pending` (1000 by default).
+const MAX_PARKED: usize = 500;
+/// How often parked messages are retried (a replica may have recorded their predecessor) and
+/// kept alive.
+const PARK_RETRY: Duration = Duration::from_millis(200);
 /// Messages asked for per pull request; small enough to finish well inside `ACK_WAIT`.
 const PULL_BATCH: usize = 50;
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -122,6 +135,73 @@ enum Outcome {
     Transient(String),
 }
 
+/// What became of a message handed to [`Consumer::process_event`].
+enum Disposition {
+    /// Acknowledged, nak'd or dead-lettered; `applied` when its event took effect now.
+    Done { applied: bool },
+    /// Its stream's predecessor is not recorded yet: the caller parks it.
+    Park,
+}
+
+/// A message waiting for its stream's predecessor.
+struct ParkedMessage {
+    message: jetstream::Message,
+    event: ForeignEvent,
+    parked_at: Instant,
+    kept_alive: Instant,
+}
+
+/// Early messages by stream, in version order (then stream sequence, for redelivered copies).
+#[derive(Default)]
+struct Parked {
+    streams: HashMap<String, BTreeMap<(i64, u64), ParkedMessage>>,
+    count: usize,
+}
+
+impl Parked {
+    fn has_room(&self) -> bool {
+        self.count < MAX_PARKED
+    }
+
+    fn insert(&mut self, message: jetstream::Message, event: ForeignEvent) {
+        let now = Instant::now();
+        self.put_back(ParkedMessage {
+            message,
+            event,
+            parked_at: now,
+            kept_alive: now,
+        });
+    }
+
+    /// Takes the earliest parked message of `stream`.
+    fn take_first(&mut self, stream: &str) -> Option<ParkedMessage> {
+        let messages = self.streams.get_mut(stream)?;
+        let (_, first) = messages.pop_first()?;
+        if messages.is_empty() {
+            self.streams.remove(stream);
+        }
+        self.count -= 1;
+        Some(first)
+    }
+
+    /// Parks `parked` (again); a redelivered copy of a parked message replaces it.
+    fn put_back(&mut self, parked: ParkedMessage) {
+        let sequence = parked
+            .message
+            .info()
+            .map(|i| i.stream_sequence)
+            .unwrap_or(0);
+        let key = (parked.event.stream_version, sequence);
+        let stream = self
+            .streams
+            .entry(parked.event.stream_id.clone())
+            .or_default();
+        if stream.insert(key, parked).is_none() {
+            self.count += 1;
+        }
+    }
+}
+
 /// The database is unreachable: the message is retried in place, without spending a delivery.
 struct Unreachable(String);
 
@@ -172,6 +252,8 @@ impl Consumer {
 
     async fn run_instrumented(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
+        // Parked messages outlive a recreated subscription: their acks go to reply subjects.
+        let mut parked = Parked::default();
         while !shutdown.is_cancelled() {
             let consumer = match self.consumer().await {
                 Ok(consumer) => consumer,
@@ -201,16 +283,28 @@ impl Consumer {
             };
             tracing::info!("consumer started");
             let mut errors = 0;
+            let mut retry = tokio::time::interval(PARK_RETRY);
+            retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = retry.tick(), if parked.count > 0 => {
+                        self.retry_parked(&mut parked, &shutdown).await;
+                        continue;
+                    }
+                    // Something was recorded here or by a replica (LISTEN/NOTIFY): maybe a
+                    // parked message's predecessor.
+                    _ = self.store.wakeup.local.notified(), if parked.count > 0 => {
+                        self.retry_parked(&mut parked, &shutdown).await;
+                        continue;
+                    }
                     next = messages.next() => next,
                 };
                 match next {
                     Some(Ok(message)) => {
                         errors = 0;
                         backoff = Backoff::default();
-                        self.process(&message, &shutdown).await;
+                        self.process(message, &mut parked, &shutdown).await;
                     }
                     Some(Err(e)) => {
                         errors += 1;
@@ -248,23 +342,82 @@ impl Consumer {
             .await?)
     }
 
-    /// Handles one message to its end: acked (applied, duplicate or dead-lettered) or nak'd
-    /// with a delay. Only shutdown during a database outage leaves it to be redelivered.
-    async fn process(&self, message: &jetstream::Message, shutdown: &CancellationToken) {
-        match decode(&message.message) {
-            Ok(event) => {
-                let span = tracing::info_span!(
-                    "consume",
-                    event_id = %event.event_id,
-                    stream_id = %event.stream_id,
-                    version = event.stream_version,
-                    event_type = %event.event_type,
-                );
-                self.process_event(message, &event, shutdown)
-                    .instrument(span)
-                    .await;
+    /// Handles one message to its end: acked (applied, duplicate or dead-lettered), nak'd
+    /// with a delay, or parked until its stream's predecessor is recorded. Only shutdown during
+    /// a database outage leaves it to be redelivered.
+    async fn process(
+        &self,
+        message: jetstream::Message,
+        parked: &mut Parked,
+        shutdown: &CancellationToken,
+    ) {
+        let event = match decode(&message.message) {
+            Ok(event) => event,
+            Err(error) => return self.dead_letter(&message, &error, shutdown).await,
+        };
+        let may_park = parked.has_room();
+        match self
+            .process_event(&message, &event, may_park, shutdown)
+            .instrument(consume_span(&event))
+            .await
+        {
+            Disposition::Park => {
+                metrics::consumed(&self.config.durable, "parked");
+                parked.insert(message, event);
             }
-            Err(error) => self.dead_letter(message, &error, shutdown).await,
+            Disposition::Done { applied: true } => {
+                self.apply_parked(&event.stream_id, parked, shutdown).await;
+            }
+            Disposition::Done { applied: false } => {}
+        }
+    }
+
+    /// Applies the parked successors of `stream` that have become next in line.
+    async fn apply_parked(&self, stream: &str, parked: &mut Parked, shutdown: &CancellationToken) {
+        while let Some(next) = parked.take_first(stream) {
+            let disposition = self
+                .process_event(&next.message, &next.event, true, shutdown)
+                .instrument(consume_span(&next.event))
+                .await;
+            if let Disposition::Park = disposition {
+                parked.put_back(next);
+                return;
+            }
+        }
+    }
+
+    /// Retries the head of every parked stream (another replica may have recorded its
+    /// predecessor), keeps parked messages from being redelivered, and naks those parked too
+    /// long.
+    async fn retry_parked(&self, parked: &mut Parked, shutdown: &CancellationToken) {
+        let streams: Vec<String> = parked.streams.keys().cloned().collect();
+        for stream in streams {
+            self.apply_parked(&stream, parked, shutdown).await;
+        }
+        let mut expired = Vec::new();
+        for messages in parked.streams.values_mut() {
+            let keys: Vec<(i64, u64)> = messages.keys().copied().collect();
+            for key in keys {
+                let Some(waiting) = messages.get_mut(&key) else {
+                    continue;
+                };
+                if waiting.parked_at.elapsed() >= PARK_LIMIT {
+                    if let Some(waiting) = messages.remove(&key) {
+                        expired.push(waiting);
+                    }
+                } else if waiting.kept_alive.elapsed() >= ACK_WAIT / 3 {
+                    let _ = waiting.message.ack_with(AckKind::Progress).await;
+                    waiting.kept_alive = Instant::now();
+                }
+            }
+        }
+        parked.streams.retain(|_, messages| !messages.is_empty());
+        parked.count -= expired.len();
+        for waiting in expired {
+            // Redelivered later, or dead-lettered on its last delivery.
+            self.process_event(&waiting.message, &waiting.event, false, shutdown)
+                .instrument(consume_span(&waiting.event))
+                .await;
         }
     }
 
@@ -272,8 +425,9 @@ impl Consumer {
         &self,
         message: &jetstream::Message,
         event: &ForeignEvent,
+        may_park: bool,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Disposition {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         let last_delivery = self.config.max_deliver > 0 && delivered >= self.config.max_deliver;
         let mut backoff = Backoff::default();
@@ -286,7 +440,7 @@ impl Consumer {
                     backoff.wait(shutdown).await;
                     if shutdown.is_cancelled() {
                         let _ = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await;
-                        return;
+                        return Disposition::Done { applied: false };
                     }
                 }
                 Ok(outcome) => break outcome,
@@ -294,13 +448,20 @@ impl Consumer {
         };
         match outcome {
             Outcome::Applied => {
+                metrics::consumed(&self.config.durable, "applied");
                 self.ack(message).await;
                 self.store.notify_appended();
                 tracing::debug!("foreign event applied");
+                return Disposition::Done { applied: true };
             }
             Outcome::Duplicate => {
                 tracing::debug!("duplicate foreign event acknowledged without effect");
+                metrics::consumed(&self.config.durable, "duplicate");
                 self.ack(message).await;
+            }
+            Outcome::Early { recorded } if may_park => {
+                tracing::debug!(recorded, "predecessor not recorded yet; parked");
+                return Disposition::Park;
             }
             Outcome::Early { recorded } if last_delivery => {
                 let error = format!(
@@ -311,6 +472,7 @@ impl Consumer {
             }
             Outcome::Early { recorded } => {
                 tracing::debug!(recorded, "predecessor not recorded yet; redelivering later");
+                metrics::consumed(&self.config.durable, "retried");
                 self.nak(message).await;
             }
             Outcome::Poison(error) => self.dead_letter(message, &error, shutdown).await,
@@ -320,9 +482,11 @@ impl Consumer {
             }
             Outcome::Transient(error) => {
                 tracing::warn!(delivered, error, "handler failed; redelivering later");
+                metrics::consumed(&self.config.durable, "retried");
                 self.nak(message).await;
             }
         }
+        Disposition::Done { applied: false }
     }
 
     /// Records the event in the inbox and runs every handler, in one transaction that is
@@ -472,8 +636,24 @@ impl Consumer {
             tracing::warn!(error = %e, "cannot publish a dead letter (it is in dead_letters)");
         }
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        metrics::dead_lettered(&self.config.durable);
+        metrics::consumed(&self.config.durable, "dead_lettered");
         self.ack(message).await;
     }
+}
+
+/// The span of one event's handling: every log line of the handlers names the request that
+/// started the saga.
+fn consume_span(event: &ForeignEvent) -> tracing::Span {
+    tracing::info_span!(
+        "consume",
+        event_id = %event.event_id,
+        stream_id = %event.stream_id,
+        version = event.stream_version,
+        event_type = %event.event_type,
+        correlation_id = event.metadata.correlation_id.as_deref(),
+        traceparent = event.metadata.traceparent.as_deref(),
+    )
 }
 
 /// First key of the per-stream transaction locks (the two-key advisory lock space, apart from

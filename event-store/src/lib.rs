@@ -12,6 +12,8 @@
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
 //!   projection) and handlers of the other service's events (through an inbox).
+//! - [`metrics`]: counters of appends and consumed messages, and the relay's and projections'
+//!   lag measured from their checkpoints at scrape time.
 //! - [`replay`]: rebuilds a projection from the events held in the database, online, by
 //!   building beside the live tables and swapping (docs/adr/0002-online-rebuild.md).
 //!
@@ -22,6 +24,8 @@ pub mod checkpoint;
 pub mod consumer;
 mod error;
 mod event;
+pub mod leader;
+pub mod metrics;
 pub mod nats;
 pub mod pool;
 pub mod projection;

@@ -4,13 +4,12 @@
 //! drops the duplicates), never loses. While NATS is down appends still succeed; the relay
 //! retries with backoff and catches up when it returns.
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::HeaderMap;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::wakeup::sleep_or_cancel;
+use crate::leader::{Backoff, Leadership};
 use crate::{checkpoint, nats, EventStore, RecordedEvent, Tail};
 
 /// Headers every published event carries besides `Nats-Msg-Id`.
@@ -26,8 +25,6 @@ pub mod headers {
     /// The whole metadata object as JSON.
     pub const METADATA: &str = "Es-Metadata";
 }
-
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -69,57 +66,80 @@ impl Relay {
         Relay { store, js, config }
     }
 
-    /// Runs until `shutdown`, finishing the batch in hand first.
+    /// Runs until `shutdown`, finishing the batch in hand first. Among replicas of a service
+    /// only the [`leader`](crate::leader) for the relay's checkpoint publishes; the others wait to take over.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Some(start) = self.load_checkpoint(&shutdown).await else {
-            return;
-        };
-        tracing::info!(position = start, stream = %self.config.stream, "relay started");
-        let mut tail = Tail::new(self.store.clone(), start, self.config.batch_size);
-        let mut backoff = Backoff::default();
+        let span = tracing::info_span!("relay", stream = %self.config.stream);
+        self.run_instrumented(shutdown).instrument(span).await
+    }
+
+    async fn run_instrumented(self, shutdown: CancellationToken) {
         loop {
-            let batch = match tail.next_batch(&shutdown).await {
-                Ok(Some(batch)) => batch,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay cannot read the store; retrying");
-                    backoff.wait(&shutdown).await;
-                    continue;
-                }
+            let Some(mut leadership) =
+                Leadership::acquire(&self.store, &self.config.checkpoint, &shutdown).await
+            else {
+                return;
             };
-            backoff = Backoff::default();
-            while let Err(e) = self.publish(&batch).await {
-                tracing::warn!(error = %e, "relay cannot publish; retrying the batch");
-                backoff.wait(&shutdown).await;
-                if shutdown.is_cancelled() {
-                    return;
-                }
+            if self.lead(&mut leadership, &shutdown).await {
+                leadership.release().await;
+                return;
             }
-            backoff = Backoff::default();
-            let last = tail.position();
-            while let Err(e) =
-                checkpoint::save(self.store.pool(), &self.config.checkpoint, last).await
-            {
-                tracing::warn!(error = %e, "relay cannot store its checkpoint; retrying");
-                backoff.wait(&shutdown).await;
-                if shutdown.is_cancelled() {
-                    return;
-                }
-            }
-            tracing::debug!(position = last, events = batch.len(), "relay published");
         }
     }
 
-    async fn load_checkpoint(&self, shutdown: &CancellationToken) -> Option<i64> {
+    /// Publishes from the checkpoint on, saving the checkpoint on the lock connection so a
+    /// replica that lost leadership stores nothing. Returns `true` on shutdown, `false` when
+    /// leadership was lost.
+    async fn lead(&self, leadership: &mut Leadership, shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::default();
-        loop {
-            match checkpoint::load(self.store.pool(), &self.config.checkpoint).await {
-                Ok(position) => return Some(position),
-                Err(e) => tracing::warn!(error = %e, "relay cannot load its checkpoint"),
-            }
-            backoff.wait(shutdown).await;
+        'resume: loop {
             if shutdown.is_cancelled() {
-                return None;
+                return true;
+            }
+            let start =
+                match checkpoint::load(&mut *leadership.conn(), &self.config.checkpoint).await {
+                    Ok(position) => position,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "relay cannot load its checkpoint");
+                        if !leadership.still_held_after(&mut backoff, shutdown).await {
+                            return false;
+                        }
+                        continue 'resume;
+                    }
+                };
+            tracing::info!(position = start, "relay started");
+            let mut tail = Tail::new(self.store.clone(), start, self.config.batch_size);
+            loop {
+                let Some(batch) = leadership
+                    .next_batch(&mut tail, &mut backoff, shutdown)
+                    .await
+                else {
+                    return shutdown.is_cancelled();
+                };
+                backoff = Backoff::default();
+                while let Err(e) = self.publish(&batch).await {
+                    tracing::warn!(error = %e, "relay cannot publish; retrying the batch");
+                    if !leadership.still_held_after(&mut backoff, shutdown).await {
+                        return false;
+                    }
+                    if shutdown.is_cancelled() {
+                        return true;
+                    }
+                }
+                backoff = Backoff::default();
+                let last = tail.position();
+                while let Err(e) =
+                    checkpoint::save(&mut *leadership.conn(), &self.config.checkpoint, last).await
+                {
+                    tracing::warn!(error = %e, "relay cannot store its checkpoint; retrying");
+                    if !leadership.still_held_after(&mut backoff, shutdown).await {
+                        return false;
+                    }
+                    if shutdown.is_cancelled() {
+                        return true;
+                    }
+                }
+                tracing::debug!(position = last, events = batch.len(), "relay published");
             }
         }
     }
@@ -187,19 +207,4 @@ pub fn event_headers(event: &RecordedEvent) -> anyhow::Result<HeaderMap> {
         h.insert(headers::TRACEPARENT, tp.as_str());
     }
     Ok(h)
-}
-
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
-}
-
-impl Backoff {
-    async fn wait(&mut self, shutdown: &CancellationToken) {
-        sleep_or_cancel(self.0, shutdown).await;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use crate::metrics;
 use crate::wakeup::Wakeup;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
@@ -122,6 +123,7 @@ impl EventStore {
             match attempt(&mut conn, stream_id, expected, events).await? {
                 Attempt::Appended(result) => {
                     self.wakeup.appended();
+                    metrics::appended(stream_id, events.len());
                     return Ok(result);
                 }
                 Attempt::VersionMismatch | Attempt::UniqueViolation => {}
@@ -151,10 +153,11 @@ impl EventStore {
     ) -> Result<Vec<AppendResult>, StoreError> {
         for _ in 0..ANY_RETRIES {
             let mut tx = self.pool.begin().await?;
-            match self.append_in_tx(&mut tx, appends).await {
+            match self.append_uncounted(&mut tx, appends).await {
                 Ok(results) => {
                     tx.commit().await?;
                     self.wakeup.appended();
+                    count_appended(appends);
                     return Ok(results);
                 }
                 Err(StoreError::Conflict { .. } | StoreError::EventIdReused { .. }) => {
@@ -187,8 +190,19 @@ impl EventStore {
     /// Appends inside the caller's transaction, so a reaction can record its events, its inbox
     /// entry and its checkpoint atomically. On failure the transaction is aborted: the caller
     /// rolls back, reloads and decides again. Readers are woken once the caller commits and
-    /// calls [`EventStore::notify_appended`].
+    /// calls [`EventStore::notify_appended`]. The appended-events counter counts them when the
+    /// statements succeed, before the caller commits.
     pub async fn append_in_tx(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        let results = self.append_uncounted(conn, appends).await?;
+        count_appended(appends);
+        Ok(results)
+    }
+
+    async fn append_uncounted(
         &self,
         conn: &mut PgConnection,
         appends: &[StreamAppend],
@@ -396,6 +410,12 @@ async fn attempt(
         result.last_position = result.last_position.max(position);
     }
     Ok(Attempt::Appended(result))
+}
+
+fn count_appended(appends: &[StreamAppend]) {
+    for a in appends {
+        metrics::appended(&a.stream_id, a.events.len());
+    }
 }
 
 fn summarise(rows: &[RecordedEvent]) -> AppendResult {

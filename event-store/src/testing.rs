@@ -1,5 +1,10 @@
 //! Test support shared by every crate's tests: a fresh database per test, unique NATS names,
-//! and private nats-servers for tests that must stop one. Enabled by the `testing` feature.
+//! and private nats-servers and Postgres clusters ([`PgServer`]) for tests that must stop one.
+//! Enabled by the `testing` feature.
+
+mod pg_server;
+
+pub use pg_server::PgServer;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -56,6 +61,8 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    /// The server's maintenance database, from which the test database is dropped.
+    admin_url: String,
 }
 
 impl TestDb {
@@ -69,9 +76,15 @@ impl TestDb {
         db
     }
 
-    /// Creates a fresh database with no tables.
+    /// Creates a fresh database with no tables on the shared server.
     pub async fn empty() -> TestDb {
-        let admin_url = admin_database_url();
+        TestDb::empty_on(&admin_database_url()).await
+    }
+
+    /// Creates a fresh database with no tables on the server of `admin_url` (a private
+    /// [`PgServer`], say).
+    pub async fn empty_on(admin_url: &str) -> TestDb {
+        let admin_url = admin_url.to_owned();
         let mut admin =
             tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url))
                 .await
@@ -92,7 +105,12 @@ impl TestDb {
             .connect(&url)
             .await
             .expect("connecting to the test database");
-        TestDb { name, url, pool }
+        TestDb {
+            name,
+            url,
+            pool,
+            admin_url,
+        }
     }
 
     pub fn store(&self) -> crate::EventStore {
@@ -102,7 +120,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin_url) = (self.name.clone(), self.admin_url.clone());
         // Drop may run on the test's runtime thread, so the cleanup gets a thread and runtime of
         // its own. FORCE closes the pool's connections; closing the pool from here would wait
         // on the blocked runtime.
@@ -114,7 +132,11 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                // A private server may be gone already, so the attempt is bounded.
+                let connect = PgConnection::connect(&admin_url);
+                if let Ok(Ok(mut admin)) =
+                    tokio::time::timeout(Duration::from_secs(5), connect).await
+                {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&mut admin)
                         .await;

@@ -658,3 +658,28 @@ async fn a_consumer_started_while_nats_is_down_waits_and_then_consumes() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn two_replicas_apply_a_long_out_of_order_stream_in_order_without_dead_letters() {
+    let mut fx = Fixture::new().await;
+    // Few deliveries: nak'ing early messages until their predecessor came would use them up.
+    fx.config.max_deliver = 3;
+    let ids: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    let (first, second) = (fx.start(), fx.start());
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        fx.publish_event(*id, "thing-1", i as i64 + 1).await;
+    }
+    // Longer than three nak delays: the successors wait parked, not redelivered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    fx.publish_event(ids[0], "thing-1", 1).await;
+
+    eventually(Duration::from_secs(20), "all 40 are handled", || async {
+        handled_count(&fx.db.pool).await == 40
+    })
+    .await;
+    fx.drained().await;
+    assert_eq!(first.stop().await + second.stop().await, 0);
+    assert!(fx.dead_letters().await.is_empty());
+    let versions: Vec<i64> = fx.handled().await.into_iter().map(|h| h.2).collect();
+    assert_eq!(versions, (1..=40).collect::<Vec<i64>>());
+}

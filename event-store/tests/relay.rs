@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use event_store::testing::{self, NatsServer, TestDb};
-use event_store::{checkpoint, EventStore, ExpectedVersion, NewEvent, Relay, RelayConfig};
+use event_store::{checkpoint, leader, EventStore, ExpectedVersion, NewEvent, Relay, RelayConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -217,4 +217,68 @@ async fn declaring_a_stream_checks_the_server_version_once_connected() {
         "the server's version is known once it answered"
     );
     event_store::nats::check_version(&version).unwrap();
+}
+
+/// Waits until some session in the store's database leads `role`, returning its name.
+async fn wait_for_leader(store: &EventStore, role: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(name) = leader::holder(store.pool(), role).await.unwrap() {
+            return name;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the {role} leadership"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn of_two_relays_one_leads_and_the_other_takes_over_when_it_dies() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let js = jetstream::new(testing::connect_nats().await);
+    let config = unique_config();
+
+    let first = RunningRelay::start(&store, &js, &config);
+    wait_for_leader(&store, &config.checkpoint).await;
+    let second = RunningRelay::start(&store, &js, &config);
+    let mut ids = append_events(&store, 4, 25).await;
+    wait_for_checkpoint(&store, &config).await;
+    // One session holds the relay's lock; the second relay is waiting, not publishing.
+    let locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(locks, 1, "exactly one relay leads");
+
+    // The leader dies as a crash would: its lock connection is dropped with it.
+    first.kill().await;
+    let died = Instant::now();
+    ids.extend(append_events(&store, 4, 25).await);
+    wait_for_checkpoint(&store, &config).await;
+    eprintln!("relay handover and catch-up took {:?}", died.elapsed());
+    assert!(leader::holder(store.pool(), &config.checkpoint)
+        .await
+        .unwrap()
+        .is_some());
+    second.stop().await;
+    // After a clean stop the lock is released at once, not when the session times out.
+    assert_eq!(
+        leader::holder(store.pool(), &config.checkpoint)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let published = published_ids(&js, &config.stream).await;
+    assert_eq!(published.len(), ids.len(), "each event exactly once");
+    assert_eq!(
+        published.iter().collect::<HashSet<_>>(),
+        ids.iter().collect::<HashSet<_>>()
+    );
 }

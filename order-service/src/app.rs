@@ -21,11 +21,13 @@ use event_store::projection::Projector;
 use event_store::replay::Rebuilds;
 use event_store::{nats, EventStore, Relay, RelayConfig};
 use futures::FutureExt;
+use service_kit::admin::{self, AdminState};
+use service_kit::prometheus::{self, Scrape};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, request_id, AppState};
-use crate::config::{Config, NatsNames};
+use crate::config::{Config, NatsNames, SERVICE_NAME};
 use crate::db;
 use crate::projections::catalog::CatalogProjection;
 use crate::projections::orders::OrdersProjection;
@@ -36,6 +38,8 @@ use crate::replay;
 const MAX_DELIVER: i64 = 10;
 /// How long in-flight requests get to finish on shutdown.
 const HTTP_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+/// The relay's checkpoint name (also where `/metrics` and readiness read its lag).
+const RELAY_CHECKPOINT: &str = "relay";
 
 /// A built service: the listener is bound and the database migrated, nothing runs yet.
 pub struct Application {
@@ -62,14 +66,17 @@ impl Application {
         let js = jetstream::new(client.clone());
         let shutdown = CancellationToken::new();
         let rebuilds = Rebuilds::new(store.clone(), replay::targets(), shutdown.clone());
-        let admin_token = config.admin_token();
-        let admin = admin_token.is_some();
+        let admin = config.admin_token().map(|token| {
+            AdminState::new(rebuilds.clone(), move |candidate| token.matches(candidate))
+        });
+        let readers = event_store::metrics::readers(RELAY_CHECKPOINT, rebuilds.targets());
+        let scrape = Scrape::new(SERVICE_NAME, pool.clone(), readers.clone());
         let state = web::Data::new(AppState {
             pool,
             store: store.clone(),
             nats: client,
-            rebuilds: rebuilds.clone(),
-            admin_token,
+            readers,
+            ready_max_lag: config.ready_max_lag(),
         });
         let listener = TcpListener::bind(config.http_addr)
             .with_context(|| format!("binding {}", config.http_addr))?;
@@ -79,9 +86,10 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(from_fn(request_id::middleware))
                 .configure(api::configure)
+                .configure(|cfg| prometheus::routes(cfg, scrape.clone()))
                 .configure(|cfg| {
-                    if admin {
-                        api::configure_admin(cfg);
+                    if let Some(state) = &admin {
+                        admin::routes(cfg, state.clone());
                     }
                 })
         })
@@ -186,7 +194,7 @@ impl Application {
             store.clone(),
             js.clone(),
             RelayConfig {
-                checkpoint: "relay".to_owned(),
+                checkpoint: RELAY_CHECKPOINT.to_owned(),
                 stream: names.order_stream.clone(),
                 subject_prefix: names.order_subjects.clone(),
                 batch_size: 500,

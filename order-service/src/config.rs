@@ -78,6 +78,7 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8081";
 pub const DEFAULT_NAMESPACE: &str = "shop";
 pub const DEFAULT_LOG_FILTER: &str = "info";
+pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
 
 #[derive(Debug, Clone, Parser)]
 pub struct Config {
@@ -107,6 +108,11 @@ pub struct Config {
     /// do not exist (404).
     #[arg(long, env = "ADMIN_TOKEN", global = true, hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
+
+    /// `/health/ready` answers 503 when the relay or a projector has left an event
+    /// unprocessed for longer than this many seconds (0: never for lag).
+    #[arg(long, env = "READY_MAX_LAG_SECONDS", global = true, default_value_t = DEFAULT_READY_MAX_LAG_SECONDS)]
+    pub ready_max_lag_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,12 +132,19 @@ impl Config {
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             log_format: LogFormat::Text,
             admin_token: None,
+            ready_max_lag_seconds: DEFAULT_READY_MAX_LAG_SECONDS,
         }
     }
 
     /// The admin token, if one is configured (an empty one counts as none).
     pub fn admin_token(&self) -> Option<AdminToken> {
         self.admin_token.clone().filter(|t| !t.0.is_empty())
+    }
+
+    /// How old an unprocessed event may get before readiness fails; `None`: no limit.
+    pub fn ready_max_lag(&self) -> Option<std::time::Duration> {
+        (self.ready_max_lag_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.ready_max_lag_seconds))
     }
 
     /// The NATS names derived from the namespace.
@@ -227,6 +240,17 @@ mod tests {
         let mut config = Config::defaults();
         config.admin_token = Some(AdminToken::new(""));
         assert_eq!(config.admin_token(), None);
+    }
+
+    #[test]
+    fn the_readiness_lag_limit_defaults_to_30_seconds_and_0_turns_it_off() {
+        assert_eq!(
+            Config::defaults().ready_max_lag(),
+            Some(std::time::Duration::from_secs(30))
+        );
+        let cli = Cli::try_parse_from(["order-service", "--ready-max-lag-seconds", "0"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.config.ready_max_lag(), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use order_service::{replay, telemetry, Application};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(&cli.config.log_filter, cli.config.log_format);
+    let _telemetry = telemetry::init(&cli.config.log_filter, cli.config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(cli.config).await?;

@@ -14,6 +14,8 @@ use event_store::consumer::{Consumer, ConsumerConfig};
 use event_store::projection::Projector;
 use event_store::replay::Rebuilds;
 use event_store::{nats, EventStore, Relay, RelayConfig};
+use service_kit::admin::{self, AdminState};
+use service_kit::prometheus::{self, Scrape};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, request_id, ApiState};
 use crate::commands::ProductCommands;
-use crate::config::{Config, NatsNames};
+use crate::config::{Config, NatsNames, SERVICE_NAME};
 use crate::projections::products::ProductsProjection;
 use crate::reactions::StockReservation;
 use crate::replay;
@@ -35,6 +37,8 @@ const HTTP_SHUTDOWN_SECS: u64 = 10;
 /// How long the relay, projector and consumer get to finish on shutdown.
 const TASKS_SHUTDOWN: Duration = Duration::from_secs(15);
 const STREAM_DECLARE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The relay's checkpoint name (also where `/metrics` and readiness read its lag).
+const RELAY_CHECKPOINT: &str = "relay";
 
 /// A built service: listening, with its background tasks running, until stopped.
 pub struct Application {
@@ -94,24 +98,28 @@ impl Application {
             .with_context(|| format!("binding {}", config.http_addr))?;
         let port = listener.local_addr()?.port();
         let rebuilds = Rebuilds::new(store.clone(), replay::targets(), shutdown.clone());
-        let admin_token = config.admin_token();
-        let admin = admin_token.is_some();
+        let admin = config.admin_token().map(|token| {
+            AdminState::new(rebuilds.clone(), move |candidate| token.matches(candidate))
+        });
+        let readers = event_store::metrics::readers(RELAY_CHECKPOINT, rebuilds.targets());
+        let scrape = Scrape::new(SERVICE_NAME, pool.clone(), readers.clone());
         let state = web::Data::new(ApiState {
             pool: pool.clone(),
             store: store.clone(),
             commands: ProductCommands::new(store),
             nats,
-            rebuilds: rebuilds.clone(),
-            admin_token,
+            readers,
+            ready_max_lag: config.ready_max_lag(),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(request_id::middleware))
                 .app_data(state.clone())
                 .configure(api::configure)
+                .configure(|cfg| prometheus::routes(cfg, scrape.clone()))
                 .configure(|cfg| {
-                    if admin {
-                        api::configure_admin(cfg);
+                    if let Some(state) = &admin {
+                        admin::routes(cfg, state.clone());
                     }
                 })
                 .default_service(web::to(api::not_found))
@@ -232,7 +240,7 @@ async fn messaging(
         store.clone(),
         js.clone(),
         RelayConfig {
-            checkpoint: "relay".to_owned(),
+            checkpoint: RELAY_CHECKPOINT.to_owned(),
             stream: names.own_stream,
             subject_prefix: names.own_prefix,
             batch_size: 500,

@@ -110,6 +110,11 @@ pub struct Config {
     /// do not exist (404).
     #[arg(long, global = true, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
+
+    /// `/health/ready` answers 503 when the relay or a projector has left an event
+    /// unprocessed for longer than this many seconds (0: never for lag).
+    #[arg(long, env = "READY_MAX_LAG_SECONDS", global = true, default_value_t = DEFAULT_READY_MAX_LAG_SECONDS)]
+    pub ready_max_lag_seconds: u64,
 }
 
 impl Default for Config {
@@ -123,9 +128,12 @@ impl Default for Config {
             log_filter: "info".to_owned(),
             log_format: LogFormat::Text,
             admin_token: None,
+            ready_max_lag_seconds: DEFAULT_READY_MAX_LAG_SECONDS,
         }
     }
 }
+
+pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
 
 /// The durable consumer name, also the inbox's and the dead-letter subject's suffix.
 pub const SERVICE_NAME: &str = "product-service";
@@ -147,6 +155,12 @@ impl Config {
     /// The admin token, if one is configured (an empty one counts as none).
     pub fn admin_token(&self) -> Option<AdminToken> {
         self.admin_token.clone().filter(|t| !t.0.is_empty())
+    }
+
+    /// How old an unprocessed event may get before readiness fails; `None`: no limit.
+    pub fn ready_max_lag(&self) -> Option<std::time::Duration> {
+        (self.ready_max_lag_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.ready_max_lag_seconds))
     }
 
     pub fn nats_names(&self) -> NatsNames {

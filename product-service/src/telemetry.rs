@@ -1,19 +1,12 @@
-//! Logging: `tracing` events to stdout as text or JSON, filtered by `RUST_LOG`.
+//! Logging (and, with the `otel` feature, span export): the shared setup of the
+//! `service-kit` crate, with this service's name and configured format.
 
-use tracing_subscriber::EnvFilter;
+use service_kit::logging::Telemetry;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, SERVICE_NAME};
 
-/// Installs the global subscriber. Call once, from `main`; a second call is ignored, so tests may
-/// call it freely.
-pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("invalid log filter {filter:?} ({e}); using \"info\"");
-        EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+/// Installs the global subscriber; keep the result until exit (it flushes exported spans). A
+/// second call (tests build many applications in one process) leaves the first in place.
+pub fn init(filter: &str, format: LogFormat) -> Telemetry {
+    service_kit::logging::init(SERVICE_NAME, filter, format == LogFormat::Json)
 }

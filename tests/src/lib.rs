@@ -1,5 +1,6 @@
 //! End-to-end test support: both services started as processes (the binaries cargo built),
 //! each on a fresh database of its own, sharing a NATS namespace no other test uses.
+//! [`faults`] holds what the fault tests share: their load, invariants and summary line.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use event_store::testing::{self, TestDb};
 use serde_json::Value;
+pub mod faults;
 pub mod loadgen;
 
 /// How long eventual consistency may take before a test calls it a failure (a liveness bound).
@@ -70,6 +72,23 @@ impl ServiceProcess {
         }
     }
 
+    /// Another process of the same service with the same settings (database, NATS,
+    /// namespace) on a port of its own: a second replica.
+    pub fn replica(&self) -> ServiceProcess {
+        let env = self
+            .env
+            .iter()
+            .filter(|(name, _)| name != "HTTP_ADDR")
+            .cloned()
+            .collect();
+        ServiceProcess::start(self.name, env)
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -125,9 +144,16 @@ impl TestSystem {
 
     /// Both services on the NATS server at `nats_url` (a private one for tests that stop it).
     pub async fn start_with_nats(nats_url: String) -> TestSystem {
+        TestSystem::start_on(&testing::admin_database_url(), nats_url).await
+    }
+
+    /// Both services on databases of the Postgres server at `postgres_url` (any database of
+    /// it; a private [`testing::PgServer`] for tests that stop it) and the NATS server at
+    /// `nats_url`.
+    pub async fn start_on(postgres_url: &str, nats_url: String) -> TestSystem {
         testing::init_tracing();
-        let products_db = TestDb::empty().await;
-        let orders_db = TestDb::empty().await;
+        let products_db = TestDb::empty_on(postgres_url).await;
+        let orders_db = TestDb::empty_on(postgres_url).await;
         let namespace = testing::unique("e2e");
         let env = |db: &TestDb| {
             vec![
@@ -181,15 +207,36 @@ impl TestSystem {
     /// Polls `url` until `done` holds for its JSON body, and returns that body.
     pub async fn eventually(&self, url: String, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + SETTLE;
-        loop {
-            let (status, body) = self.get(url.clone()).await;
-            if status == 200 && done(&body) {
-                return body;
+        match self.poll(url.clone(), deadline, done).await {
+            Ok(body) => body,
+            Err((status, body)) => {
+                panic!("{url} did not reach the expected state; last answer {status}: {body}")
             }
-            assert!(
-                Instant::now() < deadline,
-                "{url} did not reach the expected state; last answer {status}: {body}"
-            );
+        }
+    }
+
+    /// Polls `url` until `done` holds for its JSON body (`Ok` with it) or `deadline` passes
+    /// (`Err` with the last status and body). Requests that fail count as status 0.
+    pub async fn poll(
+        &self,
+        url: String,
+        deadline: Instant,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value, (u16, Value)> {
+        loop {
+            let (status, body) = match self.http.get(&url).send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    (status, response.json().await.unwrap_or(Value::Null))
+                }
+                Err(e) => (0, Value::String(e.to_string())),
+            };
+            if status == 200 && done(&body) {
+                return Ok(body);
+            }
+            if Instant::now() >= deadline {
+                return Err((status, body));
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

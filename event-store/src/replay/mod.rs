@@ -36,7 +36,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{self, ForeignEvent, Reaction};
-use crate::projection::{checkpoint_name, lock_key, Projection};
+use crate::leader::lock_key;
+use crate::projection::{checkpoint_name, Projection};
 use crate::{checkpoint, EventStore, RecordedEvent};
 
 pub use registry::{ProjectionStatus, RebuildState, RebuildStatus, Rebuilds};

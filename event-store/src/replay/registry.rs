@@ -199,13 +199,9 @@ impl Rebuilds {
         for target in self.targets.iter() {
             let (checkpoint, lag) = match target.source() {
                 Source::Store(_) => {
-                    let position = checkpoint::load(pool, &checkpoint_name(target.name())).await?;
-                    let lag: i64 =
-                        sqlx::query_scalar("SELECT count(*) FROM events WHERE position > $1")
-                            .bind(position)
-                            .fetch_one(pool)
-                            .await?;
-                    (position, lag)
+                    let name = checkpoint_name(target.name());
+                    let lag = checkpoint::lag(pool, &name, i64::MAX).await?;
+                    (lag.position, lag.events)
                 }
                 Source::Inbox(_) => {
                     let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM inbox")

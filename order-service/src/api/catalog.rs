@@ -55,6 +55,7 @@ pub struct ProductList {
 #[into_params(parameter_in = Query)]
 pub struct ListProducts {
     /// At most this many products, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -5,8 +5,8 @@ use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use event_store::StoreError;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use service_kit::error::database_unavailable;
+pub use service_kit::error::ErrorBody;
 use uuid::Uuid;
 
 use crate::commands::CommandError;
@@ -14,19 +14,6 @@ use crate::domain::error::DomainError;
 
 /// Largest JSON body accepted.
 pub const JSON_LIMIT: usize = 64 * 1024;
-
-/// The body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable machine-readable code: `malformed_json`, `validation_failed`, `unknown_product`,
-    /// `not_found`, `method_not_allowed`, `version_conflict`, `invalid_transition`,
-    /// `payload_too_large`, `unauthorized`, `rebuild_in_progress`, `unavailable`, `internal`.
-    #[schema(example = "validation_failed")]
-    pub error: String,
-    /// What went wrong, for people.
-    #[schema(example = "customer id must not be empty")]
-    pub message: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -41,8 +28,6 @@ pub enum ApiError {
     UnknownProduct(Vec<Uuid>),
     #[error("{0}")]
     NotFound(String),
-    #[error("method {0} is not allowed here")]
-    MethodNotAllowed(String),
     #[error("{0}")]
     VersionConflict(String),
     #[error("{0}")]
@@ -75,7 +60,6 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::UnknownProduct(_) => "unknown_product",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::VersionConflict(_) => "version_conflict",
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -102,7 +86,6 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::VersionConflict(_)
             | ApiError::InvalidTransition(_)
             | ApiError::RebuildInProgress(_) => StatusCode::CONFLICT,
@@ -176,23 +159,6 @@ impl From<CommandError> for ApiError {
             CommandError::Store(e) => e.into(),
             CommandError::Corrupt(e) => ApiError::Internal(e),
         }
-    }
-}
-
-/// True for errors that mean "the database cannot be reached right now" rather than a bug:
-/// refused or broken connections, an exhausted pool, a server shutting down or starting up.
-pub fn database_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            // Class 08: connection exception; 57P0x: shutdown, crash, starting up;
-            // 53300: too many connections.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300"
-        }),
-        _ => false,
     }
 }
 

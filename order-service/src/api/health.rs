@@ -1,4 +1,5 @@
-//! Liveness (the process answers) and readiness (its dependencies answer).
+//! Liveness (the process answers) and readiness (its dependencies answer, and the relay and
+//! projectors are not stuck: no event waits longer than `READY_MAX_LAG_SECONDS` for them).
 
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ pub struct Ready {
     pub database: String,
     /// `up` or `down`.
     pub nats: String,
+    /// The relay or projectors holding an event unprocessed for longer than the limit, such
+    /// as `projection orders (41 s)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub behind: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,11 +52,12 @@ pub async fn live() -> HttpResponse {
     })
 }
 
-/// The database answers `SELECT 1` and the NATS connection is up.
+/// The database answers `SELECT 1`, the NATS connection is up, and neither the relay nor a
+/// projector has left an event unprocessed for longer than `READY_MAX_LAG_SECONDS`.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Ready),
-        (status = 503, description = "A dependency is down; the body says which", body = Ready),
+        (status = 503, description = "A dependency is down or a reader is behind; the body says which", body = Ready),
     ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let probe = sqlx::query("SELECT 1").execute(&state.pool);
@@ -60,15 +66,20 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Ok(Ok(_))
     );
     let nats = state.nats.connection_state() == State::Connected;
+    let behind = match state.ready_max_lag {
+        Some(max) if database => behind(&state, max).await,
+        _ => Vec::new(),
+    };
     let word = |up: bool| if up { "up" } else { "down" }.to_owned();
     let mut body = Ready {
         status: "ready".to_owned(),
         database: word(database),
         nats: word(nats),
+        behind,
         error: None,
         message: None,
     };
-    if database && nats {
+    if database && nats && body.behind.is_empty() {
         return HttpResponse::Ok().json(body);
     }
     let down: Vec<&str> = [(database, "database"), (nats, "nats")]
@@ -76,8 +87,28 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .filter(|(up, _)| !up)
         .map(|(_, name)| name)
         .collect();
+    let mut problems = Vec::new();
+    if !down.is_empty() {
+        problems.push(format!("down: {}", down.join(", ")));
+    }
+    if !body.behind.is_empty() {
+        problems.push(format!("behind: {}", body.behind.join(", ")));
+    }
     body.status = "unavailable".to_owned();
     body.error = Some("unavailable".to_owned());
-    body.message = Some(format!("down: {}", down.join(", ")));
+    body.message = Some(problems.join("; "));
     HttpResponse::ServiceUnavailable().json(body)
+}
+
+/// The readers further behind than `max` (none when the lag cannot be measured in time: the
+/// database probe above reports that).
+async fn behind(state: &AppState, max: Duration) -> Vec<String> {
+    let stuck = event_store::metrics::stuck(&state.pool, &state.readers, max);
+    match tokio::time::timeout(DB_PROBE_TIMEOUT, stuck).await {
+        Ok(Ok(stuck)) => stuck
+            .iter()
+            .map(|(reader, lag)| format!("{reader} ({:.0} s)", lag.seconds))
+            .collect(),
+        _ => Vec::new(),
+    }
 }

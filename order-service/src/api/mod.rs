@@ -4,12 +4,12 @@
 //!   from the `orders` read model.
 //! - [`catalog`]: the local catalogue of products.
 //! - [`health`]: liveness and readiness.
-//! - [`admin`]: projection status and online rebuilds, behind `ADMIN_TOKEN`.
-//! - [`openapi`]: the document at `/openapi.json`.
-//! - [`request_id`]: `X-Request-Id` in, correlation id of the events, echoed out.
+//! - [`openapi`]: the document at `/openapi.json`, which also describes the admin routes
+//!   (`service_kit::admin`, behind `ADMIN_TOKEN`).
+//! - [`request_id`]: `X-Request-Id` and `traceparent` in, correlation id and trace context of
+//!   the events, echoed out; also times each request (`/metrics`, from `service-kit`).
 //! - [`fresh`]: `?min_version=` waits for a read model to catch up with a write.
 
-pub mod admin;
 pub mod catalog;
 pub mod error;
 pub mod fresh;
@@ -18,12 +18,13 @@ pub mod openapi;
 pub mod orders;
 pub mod request_id;
 
-use actix_web::{web, HttpResponse};
-use event_store::replay::Rebuilds;
-use event_store::EventStore;
-use sqlx::PgPool;
+use std::time::Duration;
 
-use crate::config::AdminToken;
+use actix_web::{web, HttpResponse};
+use event_store::metrics::Reader;
+use event_store::EventStore;
+use service_kit::error::resource;
+use sqlx::PgPool;
 
 use error::{json_error, path_error, query_error, ApiError, JSON_LIMIT};
 
@@ -34,10 +35,10 @@ pub struct AppState {
     pub store: EventStore,
     /// For readiness only; publishing is the relay's job.
     pub nats: async_nats::Client,
-    /// Rebuilds started over `/admin`.
-    pub rebuilds: Rebuilds,
-    /// `None`: the admin routes are not registered.
-    pub admin_token: Option<AdminToken>,
+    /// The relay and projectors whose lag readiness checks.
+    pub readers: Vec<Reader>,
+    /// Readiness fails when one of them is this far behind; `None`: never for lag.
+    pub ready_max_lag: Option<Duration>,
 }
 
 /// Registers every route and the extractor configuration that turns their errors into JSON.
@@ -56,24 +57,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-/// The admin routes, registered only when an admin token is configured.
-pub fn configure_admin(cfg: &mut web::ServiceConfig) {
-    cfg.configure(admin::routes);
-}
-
-/// A resource whose other methods answer 405 with the JSON error body.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),
         req.path()
     )))
-}
-
-async fn method_not_allowed(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(req.method().to_string()))
 }

@@ -8,13 +8,14 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::fresh::{mark_stale, read_at_least, MinVersion};
-use super::request_id::RequestId;
+use super::request_id::RequestContext;
 use super::{resource, AppState};
 use crate::commands;
 use crate::domain::commands::OrderCommand;
 use crate::domain::events::OrderLine;
 use crate::domain::order::{OrderState, OrderStatus};
 use crate::projections::{catalog, orders};
+use service_kit::whole_number;
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
@@ -31,10 +32,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PlaceOrderRequest {
-    /// 1 to 100 characters; surrounding spaces are trimmed.
-    #[schema(example = "alice")]
+    /// 1 to 100 characters; surrounding spaces are trimmed. No NUL characters.
+    #[schema(
+        example = "alice",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\x00\s][^\x00]*$"
+    )]
     pub customer_id: String,
     /// 1 to 100 lines.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<LineRequest>,
 }
 
@@ -43,6 +50,7 @@ pub struct LineRequest {
     /// A product of the catalogue (`GET /catalog/products`).
     pub product_id: Uuid,
     #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "whole_number::i64")]
     pub quantity: i64,
 }
 
@@ -98,9 +106,11 @@ pub struct OrderList {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListOrders {
-    /// Only this customer's orders (an empty value filters nothing).
+    /// Only this customer's orders (an empty value filters nothing). No NUL characters.
+    #[param(pattern = r"^[^\x00]*$")]
     pub customer_id: Option<String>,
     /// At most this many orders, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -134,7 +144,7 @@ fn storable(field: &str, value: &str) -> Result<(), ApiError> {
 #[tracing::instrument(skip_all, fields(order_id = tracing::field::Empty))]
 pub async fn place_order(
     state: web::Data<AppState>,
-    request_id: RequestId,
+    request_id: RequestContext,
     body: web::Json<PlaceOrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -257,7 +267,7 @@ pub async fn list_orders(
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn cancel_order(
     state: web::Data<AppState>,
-    request_id: RequestId,
+    request_id: RequestContext,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();

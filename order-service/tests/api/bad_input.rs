@@ -337,3 +337,42 @@ async fn bad_input_gets_a_precise_4xx_with_a_json_error() {
         "no bad request appended anything"
     );
 }
+
+#[tokio::test]
+async fn a_whole_quantity_written_with_a_fraction_is_an_integer() {
+    // JSON Schema, which the OpenAPI document uses, counts 2.0 as the integer 2.
+    let app = TestApp::spawn().await;
+    let p = app.create_product("Widget", 100, 10).await;
+    let body =
+        serde_json::json!({ "customer_id": "a", "lines": [{ "product_id": p, "quantity": 2.0 }] });
+    let response = app.post("/orders", &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["lines"][0]["quantity"], 2);
+    assert_eq!(order["total_cents"], 200);
+}
+
+#[tokio::test]
+async fn a_method_a_resource_does_not_take_gets_405_naming_the_ones_it_does() {
+    let app = TestApp::spawn().await;
+    for (method, path, allow) in [
+        (Method::DELETE, "/orders", "POST, GET"),
+        (Method::PUT, "/health/live", "GET"),
+        (Method::TRACE, "/openapi.json", "GET"),
+    ] {
+        let response = app
+            .http
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed", "{method} {path}");
+    }
+}

@@ -10,11 +10,13 @@ use super::products::Product;
 use super::request_id::RequestContext;
 use super::ApiState;
 use crate::domain::commands::ProductCommand;
+use service_kit::whole_number;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangePrice {
     /// New price in cents, > 0. The current price again changes nothing.
     #[schema(example = 1490, minimum = 1)]
+    #[serde(deserialize_with = "whole_number::i64")]
     pub price_cents: i64,
 }
 
@@ -22,6 +24,7 @@ pub struct ChangePrice {
 pub struct Restock {
     /// Units added to the available stock, > 0.
     #[schema(example = 5, minimum = 1)]
+    #[serde(deserialize_with = "whole_number::i64")]
     pub quantity: i64,
 }
 

@@ -5,11 +5,10 @@
 //! type) and for values the domain refuses (price 0, empty name).
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use event_store::StoreError;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+pub use service_kit::error::ErrorBody;
 
 use crate::commands::CommandError;
 use crate::domain::error::DomainError;
@@ -22,8 +21,6 @@ pub enum ApiError {
     Validation(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    MethodNotAllowed(String),
     #[error("{0}")]
     VersionConflict(String),
     #[error("the request body is larger than {limit} bytes")]
@@ -39,26 +36,12 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
-/// Every error response.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable machine-readable code: `malformed_json`, `validation_failed`, `not_found`,
-    /// `method_not_allowed`, `version_conflict`, `payload_too_large`, `unauthorized`,
-    /// `rebuild_in_progress`, `unavailable`, `internal`.
-    #[schema(example = "validation_failed")]
-    pub error: String,
-    /// What went wrong, for people.
-    #[schema(example = "price must be positive, got 0 cents")]
-    pub message: String,
-}
-
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::Validation(_) => "validation_failed",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::VersionConflict(_) => "version_conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -79,7 +62,6 @@ impl ResponseError for ApiError {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::VersionConflict(_) | ApiError::RebuildInProgress(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -102,7 +84,7 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::Unauthorized(_) = self {
-            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(ErrorBody {
             error: self.code().to_owned(),

@@ -1,4 +1,8 @@
-//! `GET /health/live` and `GET /health/ready`.
+//! `GET /health/live` and `GET /health/ready`: ready when the database and NATS answer and
+//! neither the relay nor a projector has left an event unprocessed for longer than
+//! `READY_MAX_LAG_SECONDS`.
+
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -21,6 +25,10 @@ pub struct Readiness {
     pub database: &'static str,
     /// `up` or `down`.
     pub nats: &'static str,
+    /// The relay or projectors holding an event unprocessed for longer than the limit, such
+    /// as `projection products (41 s)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub behind: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -34,32 +42,54 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(Liveness { status: "ok" })
 }
 
-/// The database answers and NATS is connected.
+/// The database answers, NATS is connected, and no reader is behind by more than the limit.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
     let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let behind = match state.ready_max_lag {
+        Some(max) if database => behind(&state, max).await,
+        _ => Vec::new(),
+    };
     let up = |ok: bool| if ok { "up" } else { "down" };
     let down: Vec<&str> = [(database, "database"), (nats, "nats")]
         .into_iter()
         .filter(|(ok, _)| !ok)
         .map(|(_, name)| name)
         .collect();
+    let mut problems = Vec::new();
+    if !down.is_empty() {
+        problems.push(format!("down: {}", down.join(", ")));
+    }
+    if !behind.is_empty() {
+        problems.push(format!("behind: {}", behind.join(", ")));
+    }
+    let ready = problems.is_empty();
     let body = Readiness {
-        status: if down.is_empty() {
-            "ready"
-        } else {
-            "unavailable"
-        },
+        status: if ready { "ready" } else { "unavailable" },
         database: up(database),
         nats: up(nats),
-        error: (!down.is_empty()).then_some("unavailable"),
-        message: (!down.is_empty()).then(|| format!("down: {}", down.join(", "))),
+        behind,
+        error: (!ready).then_some("unavailable"),
+        message: (!ready).then(|| problems.join("; ")),
     };
-    if down.is_empty() {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// The readers further behind than `max` (none when the lag cannot be measured: the database
+/// probe reports that).
+async fn behind(state: &ApiState, max: Duration) -> Vec<String> {
+    let stuck = event_store::metrics::stuck(&state.pool, &state.readers, max);
+    match tokio::time::timeout(Duration::from_secs(2), stuck).await {
+        Ok(Ok(stuck)) => stuck
+            .iter()
+            .map(|(reader, lag)| format!("{reader} ({:.0} s)", lag.seconds))
+            .collect(),
+        _ => Vec::new(),
     }
 }

@@ -1,11 +1,11 @@
 //! The HTTP API (actix-web): one module per route group, one error type.
 //!
-//! `admin` (projection status and online rebuilds) exists only when `ADMIN_TOKEN` is set.
+//! The admin routes (projection status and online rebuilds) are `service_kit::admin`; `app`
+//! registers them only when `ADMIN_TOKEN` is set, and [`openapi`] describes them.
 //!
 //! Writes run a command (`crate::commands`) and answer with the state and stream version they
 //! produced; reads come from the `products` read model and carry the version it reflects.
 
-pub mod admin;
 pub mod commands;
 pub mod error;
 pub mod events;
@@ -14,13 +14,15 @@ pub mod openapi;
 pub mod products;
 pub mod request_id;
 
+use std::time::Duration;
+
 use actix_web::{web, HttpResponse};
-use event_store::replay::Rebuilds;
+use event_store::metrics::Reader;
 use event_store::EventStore;
+use service_kit::error::resource;
 use sqlx::PgPool;
 
 use crate::commands::ProductCommands;
-use crate::config::AdminToken;
 use error::ApiError;
 
 /// Largest JSON body accepted.
@@ -32,10 +34,10 @@ pub struct ApiState {
     pub store: EventStore,
     pub commands: ProductCommands,
     pub nats: async_nats::Client,
-    /// Rebuilds started over `/admin`.
-    pub rebuilds: Rebuilds,
-    /// `None`: the admin routes are not registered.
-    pub admin_token: Option<AdminToken>,
+    /// The relay and projectors whose lag readiness checks.
+    pub readers: Vec<Reader>,
+    /// Readiness fails when one of them is this far behind; `None`: never for lag.
+    pub ready_max_lag: Option<Duration>,
 }
 
 /// Registers every route, and makes actix's own extractor errors answer in the API's format.
@@ -48,45 +50,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(error::path_error))
     .app_data(web::QueryConfig::default().error_handler(error::query_error))
     .service(
-        web::resource("/products")
+        resource("/products")
             .route(web::post().to(products::create))
-            .route(web::get().to(products::list))
-            .default_service(web::to(method_not_allowed)),
+            .route(web::get().to(products::list)),
     )
-    .service(
-        web::resource("/products/{id}")
-            .route(web::get().to(products::get))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/products/{id}/price")
-            .route(web::post().to(commands::change_price))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/products/{id}/restock")
-            .route(web::post().to(commands::restock))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/products/{id}/events")
-            .route(web::get().to(events::history))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route("/health/live", web::get().to(health::live))
-    .route("/health/ready", web::get().to(health::ready))
-    .route("/openapi.json", web::get().to(openapi::document));
-}
-
-/// The admin routes, registered only when an admin token is configured.
-pub fn configure_admin(cfg: &mut web::ServiceConfig) {
-    admin::routes(cfg);
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(
-        "this method is not allowed on this resource".to_owned(),
-    ))
+    .service(resource("/products/{id}").route(web::get().to(products::get)))
+    .service(resource("/products/{id}/price").route(web::post().to(commands::change_price)))
+    .service(resource("/products/{id}/restock").route(web::post().to(commands::restock)))
+    .service(resource("/products/{id}/events").route(web::get().to(events::history)))
+    .service(resource("/health/live").route(web::get().to(health::live)))
+    .service(resource("/health/ready").route(web::get().to(health::ready)))
+    .service(resource("/openapi.json").route(web::get().to(openapi::document)));
 }
 
 /// Any path no route matches.

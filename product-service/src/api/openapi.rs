@@ -4,7 +4,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, commands, error, events, health, products};
+use service_kit::admin;
+
+use super::{commands, error, events, health, products};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +29,7 @@ use super::{admin, commands, error, events, health, products};
         admin::list_projections,
         admin::rebuild_projection,
         document,
+        service_kit::prometheus::metrics,
     ),
     components(schemas(
         products::CreateProduct,

@@ -15,6 +15,7 @@ use super::ApiState;
 use crate::commands::Outcome;
 use crate::domain::commands::ProductCommand;
 use crate::projections::products::{self, ProductRow};
+use service_kit::whole_number;
 
 /// How long `?min_version=` waits for the read model at most, and how often it looks.
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -27,14 +28,21 @@ pub const MAX_LIMIT: i64 = 1000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProduct {
-    /// 1 to 200 characters after trimming.
-    #[schema(example = "Espresso cup")]
+    /// 1 to 200 characters after trimming. No NUL characters.
+    #[schema(
+        example = "Espresso cup",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\x00\s][^\x00]*$"
+    )]
     pub name: String,
     /// Price in cents, > 0.
     #[schema(example = 1250, minimum = 1)]
+    #[serde(deserialize_with = "whole_number::i64")]
     pub price_cents: i64,
     /// Initial stock, >= 0.
     #[schema(example = 10, minimum = 0)]
+    #[serde(deserialize_with = "whole_number::i64")]
     pub stock: i64,
 }
 
@@ -82,8 +90,10 @@ impl From<Outcome> for Product {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// At most this many products, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Skip this many products first (default 0).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -116,6 +126,12 @@ pub async fn create(
     body: web::Json<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    // Postgres keeps no NUL character in jsonb: refused here, it would fail the append.
+    if body.name.contains('\0') {
+        return Err(ApiError::Validation(
+            "name must not contain NUL characters".to_owned(),
+        ));
+    }
     let product_id = Uuid::now_v7();
     let command = ProductCommand::CreateProduct {
         product_id,
@@ -175,6 +191,7 @@ pub async fn list(
         (status = 200, body = Product,
             headers(("X-Stale" = String, description = "`true` when min_version was not reached in time"))),
         (status = 404, description = "Unknown product (or malformed id)", body = ErrorBody),
+        (status = 422, description = "Bad query string", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]

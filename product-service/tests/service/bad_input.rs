@@ -175,6 +175,14 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_never_a_5xx() {
             "validation_failed",
         ),
         case(
+            "name with a NUL character",
+            post.clone(),
+            "/products",
+            Some(r#"{"name":"a\u0000b","price_cents":1,"stock":1}"#),
+            422,
+            "validation_failed",
+        ),
+        case(
             "name too long",
             post.clone(),
             "/products",
@@ -398,4 +406,43 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_never_a_5xx() {
     // Nothing above changed the product.
     let after = app.product(known, 1).await;
     assert_eq!(after, product);
+}
+
+#[tokio::test]
+async fn a_whole_number_written_with_a_fraction_or_exponent_is_an_integer() {
+    // JSON Schema, which the OpenAPI document uses, counts 250.0 as the integer 250.
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/products"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"name":"Whole","price_cents":250.0,"stock":1e1}"#)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["price_cents"], 250);
+    assert_eq!(body["stock_available"], 10);
+}
+
+#[tokio::test]
+async fn a_method_a_resource_does_not_take_gets_405_naming_the_ones_it_does() {
+    let app = TestApp::spawn().await;
+    for (method, path, allow) in [
+        (Method::DELETE, "/products", "POST, GET"),
+        (Method::PUT, "/health/live", "GET"),
+        (Method::TRACE, "/openapi.json", "GET"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"], "method_not_allowed", "{method} {path}");
+    }
 }

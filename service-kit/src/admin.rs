@@ -1,20 +1,47 @@
 //! `/admin/projections`: each projection's checkpoint, lag and rebuild, and starting an online
 //! rebuild. Every route needs `Authorization: Bearer <ADMIN_TOKEN>` (401 otherwise); without a
-//! configured token the routes are not registered at all (404).
+//! configured token a service does not register the routes at all (404).
+//!
+//! The routes reach only their own [`AdminState`], registered by [`routes`] as `web::Data`, so
+//! they do not depend on either service's state.
+
+use std::future::{ready, Ready};
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use event_store::replay::{ProjectionStatus, RebuildError, RebuildStatus};
-use futures::future::{ready, Ready};
+use event_store::replay::{ProjectionStatus, RebuildError, RebuildStatus, Rebuilds};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody};
-use super::{resource, AppState};
+use crate::error::{resource, EdgeError, ErrorBody};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/admin/projections").route(web::get().to(list_projections)))
+/// What the admin routes reach: the token check and the service's rebuilds.
+#[derive(Clone)]
+pub struct AdminState {
+    is_token: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    rebuilds: Rebuilds,
+}
+
+impl AdminState {
+    /// `is_token` tells whether a presented bearer token is the admin token; the service's
+    /// token type does the comparison (in constant time) and keeps the token out of here.
+    pub fn new(
+        rebuilds: Rebuilds,
+        is_token: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        AdminState {
+            is_token: Arc::new(is_token),
+            rebuilds,
+        }
+    }
+}
+
+/// Registers `state` and the admin routes; call it only when an admin token is configured.
+pub fn routes(cfg: &mut web::ServiceConfig, state: AdminState) {
+    cfg.app_data(web::Data::new(state))
+        .service(resource("/admin/projections").route(web::get().to(list_projections)))
         .service(
             resource("/admin/projections/{name}/rebuild").route(web::post().to(rebuild_projection)),
         );
@@ -24,15 +51,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub struct Admin;
 
 impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = Ready<Result<Admin, ApiError>>;
+    type Error = EdgeError;
+    type Future = Ready<Result<Admin, EdgeError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let token = req
-            .app_data::<web::Data<AppState>>()
-            .and_then(|state| state.admin_token.clone());
-        let Some(token) = token else {
-            return ready(Err(ApiError::NotFound(format!(
+        let Some(state) = req.app_data::<web::Data<AdminState>>() else {
+            return ready(Err(EdgeError::NotFound(format!(
                 "no route for {} {}",
                 req.method(),
                 req.path()
@@ -45,11 +69,11 @@ impl FromRequest for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         ready(match presented {
-            Some(candidate) if token.matches(candidate) => Ok(Admin),
-            Some(_) => Err(ApiError::Unauthorized(
+            Some(candidate) if (state.is_token)(candidate) => Ok(Admin),
+            Some(_) => Err(EdgeError::Unauthorized(
                 "the admin token is wrong".to_owned(),
             )),
-            None => Err(ApiError::Unauthorized(
+            None => Err(EdgeError::Unauthorized(
                 "send the admin token as Authorization: Bearer <ADMIN_TOKEN>".to_owned(),
             )),
         })
@@ -66,7 +90,7 @@ pub struct ProjectionList {
 pub struct ProjectionView {
     #[schema(example = "orders")]
     pub name: String,
-    /// `events` (this service's own events, from its store) or `inbox` (product-service's
+    /// `events` (this service's own events, from its store) or `inbox` (the other service's
     /// events as recorded in the inbox).
     #[schema(example = "events")]
     pub source: String,
@@ -152,8 +176,8 @@ impl From<ProjectionStatus> for ProjectionView {
 )]
 pub async fn list_projections(
     _admin: Admin,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, EdgeError> {
     let projections = state.rebuilds.overview().await?;
     Ok(HttpResponse::Ok().json(ProjectionList {
         projections: projections.into_iter().map(ProjectionView::from).collect(),
@@ -168,7 +192,7 @@ pub async fn list_projections(
     path = "/admin/projections/{name}/rebuild",
     tag = "admin",
     security(("admin_token" = [])),
-    params(("name" = String, Path, description = "A projection name: `orders` or `catalog`")),
+    params(("name" = String, Path, description = "A projection name (see GET /admin/projections)")),
     responses(
         (status = 202, description = "Started", body = RebuildView,
             headers(("Location" = String, description = "/admin/projections"))),
@@ -180,21 +204,21 @@ pub async fn list_projections(
 )]
 pub async fn rebuild_projection(
     _admin: Admin,
-    state: web::Data<AppState>,
+    state: web::Data<AdminState>,
     name: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, EdgeError> {
     match state.rebuilds.start(&name).await {
         Ok(status) => Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, "/admin/projections"))
             .json(RebuildView::from(status))),
-        Err(RebuildError::Unknown(name)) => Err(ApiError::NotFound(format!(
+        Err(RebuildError::Unknown(name)) => Err(EdgeError::NotFound(format!(
             "no projection is named {name:?}"
         ))),
-        Err(e @ RebuildError::InProgress(_)) => Err(ApiError::RebuildInProgress(e.to_string())),
+        Err(e @ RebuildError::InProgress(_)) => Err(EdgeError::RebuildInProgress(e.to_string())),
         Err(RebuildError::Failed(e)) => match e.downcast::<sqlx::Error>() {
             Ok(db) => Err(db.into()),
-            Err(e) => Err(ApiError::Internal(e)),
+            Err(e) => Err(EdgeError::Internal(e)),
         },
-        Err(e) => Err(ApiError::Internal(e.into())),
+        Err(e) => Err(EdgeError::Internal(e.into())),
     }
 }

@@ -1,0 +1,233 @@
+//! Leader election among replicas of one service: the relay and each projector run in exactly
+//! one process at a time, the one holding a Postgres session advisory lock keyed by the role.
+//!
+//! The lock lives exactly as long as the dedicated connection that took it. A leader writes its
+//! checkpoints on that connection, so once the connection breaks (the lock is gone and another
+//! replica may lead) nothing more is committed under the old leadership. When a leader dies,
+//! Postgres ends its session and a waiting replica takes over within [`RETRY`].
+
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+use crate::wakeup::sleep_or_cancel;
+use crate::{EventStore, RecordedEvent, Tail};
+
+/// How often a waiting replica asks for leadership again.
+pub const RETRY: Duration = Duration::from_secs(1);
+/// How often an idle leader checks that its lock connection (and so its lock) is still there.
+pub const CHECK: Duration = Duration::from_secs(5);
+
+/// A stable 64-bit FNV-1a hash of `text`, the same in every process and release, for
+/// one-key advisory locks.
+pub fn lock_key(text: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// The `application_name` of a leader's lock connection, so `pg_stat_activity` joined with
+/// `pg_locks` shows which process leads which role.
+pub fn application_name(role: &str) -> String {
+    // Postgres keeps 63 bytes of it.
+    let mut name = format!("leader {role} pid {}", std::process::id());
+    name.truncate(63);
+    name
+}
+
+/// The `application_name` of the session leading `role` in this database, if any leads it.
+pub async fn holder<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    role: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
+    sqlx::query_scalar(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+    )
+    .bind(lock_key(role))
+    .fetch_optional(executor)
+    .await
+}
+
+/// Leadership of one role, held through its own connection outside the pool.
+pub struct Leadership {
+    role: String,
+    key: i64,
+    conn: PgConnection,
+}
+
+impl Leadership {
+    /// Waits until this process leads `role` (or `shutdown`, giving `None`). Connection
+    /// failures are retried with backoff.
+    pub async fn acquire(
+        store: &EventStore,
+        role: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<Leadership> {
+        let key = lock_key(role);
+        let options: PgConnectOptions = store
+            .pool()
+            .connect_options()
+            .as_ref()
+            .clone()
+            .application_name(&application_name(role));
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            let mut conn = match PgConnection::connect_with(&options).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, role, "cannot connect to ask for leadership");
+                    backoff.wait(shutdown).await;
+                    continue;
+                }
+            };
+            backoff = Backoff::default();
+            loop {
+                let locked = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await;
+                match locked {
+                    Ok(true) => {
+                        tracing::info!(role, "gained leadership");
+                        return Some(Leadership {
+                            role: role.to_owned(),
+                            key,
+                            conn,
+                        });
+                    }
+                    Ok(false) => {
+                        sleep_or_cancel(RETRY, shutdown).await;
+                        if shutdown.is_cancelled() {
+                            let _ = conn.close().await;
+                            return None;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, role, "cannot ask for leadership");
+                        backoff.wait(shutdown).await;
+                        break;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The lock connection: commits made on it are made only while the lock is held.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
+    /// Whether the lock connection still works; a broken one means the lock is gone.
+    pub async fn still_held(&mut self) -> bool {
+        let alive = sqlx::query("SELECT 1")
+            .execute(&mut self.conn)
+            .await
+            .is_ok();
+        if !alive {
+            tracing::warn!(role = %self.role, "lost leadership (its lock connection broke)");
+        }
+        alive
+    }
+
+    /// After a failure: waits out `backoff`, then reports whether the lock is still held.
+    pub(crate) async fn still_held_after(
+        &mut self,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        backoff.wait(shutdown).await;
+        self.still_held().await
+    }
+
+    /// The next batch of `tail` for the leader to handle, or `None` when it must stop leading
+    /// (on `shutdown`, or because the lock is gone). While idle it checks
+    /// every [`CHECK`] that the lock is still held; after a read error it backs off and retries.
+    pub(crate) async fn next_batch(
+        &mut self,
+        tail: &mut Tail,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<RecordedEvent>> {
+        loop {
+            let next = tokio::select! {
+                next = tail.next_batch(shutdown) => next,
+                _ = tokio::time::sleep(CHECK) => {
+                    if !self.still_held().await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            match next {
+                Ok(Some(batch)) => return Some(batch),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, role = %self.role, "cannot read the store; retrying");
+                    if !self.still_held_after(backoff, shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives leadership up at once (on shutdown), so another replica need not wait for this
+    /// session to end.
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.conn)
+            .await;
+        let _ = self.conn.close().await;
+        tracing::info!(role = %self.role, "released leadership");
+    }
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Retry delays after failures of the database or the broker: 100 ms doubling up to 5 s.
+pub(crate) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(BACKOFF_START)
+    }
+}
+
+impl Backoff {
+    pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) {
+        sleep_or_cancel(self.0, shutdown).await;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        // Changing the hash would let an old and a new release lead at once during a rollout.
+        assert_eq!(
+            lock_key(""),
+            i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes())
+        );
+        assert_ne!(lock_key("relay"), lock_key("projection:orders"));
+    }
+
+    #[test]
+    fn application_names_fit_postgres() {
+        assert!(application_name(&"x".repeat(100)).len() <= 63);
+    }
+}

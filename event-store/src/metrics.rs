@@ -1,0 +1,218 @@
+//! What the store counts, and how far its readers are behind, for Prometheus.
+//!
+//! Counters (appends, consumed messages, dead letters) go through the `metrics` facade to
+//! whatever recorder the process installed (none: they cost nothing). How far the relay and
+//! the projectors are behind is not counted by them but measured at scrape time from the
+//! database ([`lags`]: each checkpoint against the events table), so it is right whichever
+//! replica leads them, and also when one is stuck and counts nothing.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::checkpoint::{self, Lag};
+use crate::projection::checkpoint_name;
+use crate::replay::{Source, Target};
+
+/// Metric names, as rendered.
+pub mod names {
+    pub const EVENTS_APPENDED: &str = "es_events_appended_total";
+    pub const MESSAGES_CONSUMED: &str = "es_consumer_messages_total";
+    pub const DEAD_LETTERS: &str = "es_dead_letters_total";
+    pub const HEAD_POSITION: &str = "es_head_position";
+    pub const RELAY_POSITION: &str = "es_relay_position";
+    pub const RELAY_LAG_EVENTS: &str = "es_relay_lag_events";
+    pub const RELAY_LAG_SECONDS: &str = "es_relay_lag_seconds";
+    pub const PROJECTION_CHECKPOINT: &str = "es_projection_checkpoint";
+    pub const PROJECTION_LAG_EVENTS: &str = "es_projection_lag_events";
+    pub const PROJECTION_LAG_SECONDS: &str = "es_projection_lag_seconds";
+}
+
+/// Lag in events is counted up to this many; beyond, the reader is simply far behind.
+pub const LAG_EVENTS_CAP: i64 = 100_000;
+
+/// Describes the counters to the installed recorder (its `# HELP` lines).
+pub fn describe_counters() {
+    metrics::describe_counter!(
+        names::EVENTS_APPENDED,
+        "Events appended by this process, by stream category (the stream id up to its first '-')"
+    );
+    metrics::describe_counter!(
+        names::MESSAGES_CONSUMED,
+        "Messages of the other service handled by a consumer, by outcome: applied, duplicate, \
+         retried (nak'd for redelivery) or dead_lettered"
+    );
+    metrics::describe_counter!(
+        names::DEAD_LETTERS,
+        "Messages a consumer could not decode or apply, recorded in dead_letters"
+    );
+}
+
+/// The stream category: `order-0190…` -> `order`. Stream ids are `<category>-<id>` here.
+fn category(stream_id: &str) -> &str {
+    stream_id.split_once('-').map_or(stream_id, |(c, _)| c)
+}
+
+pub(crate) fn appended(stream_id: &str, events: usize) {
+    metrics::counter!(names::EVENTS_APPENDED, "category" => category(stream_id).to_owned())
+        .increment(events as u64);
+}
+
+pub(crate) fn consumed(consumer: &str, outcome: &'static str) {
+    metrics::counter!(
+        names::MESSAGES_CONSUMED,
+        "consumer" => consumer.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+pub(crate) fn dead_lettered(consumer: &str) {
+    metrics::counter!(names::DEAD_LETTERS, "consumer" => consumer.to_owned()).increment(1);
+}
+
+/// What a reader of the store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reader {
+    /// The relay, by its checkpoint name.
+    Relay(String),
+    /// A projection of the store's events, by projection name.
+    Projection(String),
+}
+
+impl Reader {
+    pub fn checkpoint(&self) -> String {
+        match self {
+            Reader::Relay(checkpoint) => checkpoint.clone(),
+            Reader::Projection(name) => checkpoint_name(name),
+        }
+    }
+}
+
+impl std::fmt::Display for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reader::Relay(_) => f.write_str("relay"),
+            Reader::Projection(name) => write!(f, "projection {name}"),
+        }
+    }
+}
+
+/// The readers of a service's store: its relay and every projection of its own events
+/// (projections of the other service's events are applied as they are recorded: no lag).
+pub fn readers(relay_checkpoint: &str, targets: &[Target]) -> Vec<Reader> {
+    let projections = targets
+        .iter()
+        .filter(|t| matches!(t.source(), Source::Store(_)))
+        .map(|t| Reader::Projection(t.name().to_owned()));
+    std::iter::once(Reader::Relay(relay_checkpoint.to_owned()))
+        .chain(projections)
+        .collect()
+}
+
+/// Every reader's checkpoint and lag, lag in events counted up to `cap`.
+pub async fn lags(
+    pool: &PgPool,
+    readers: &[Reader],
+    cap: i64,
+) -> Result<Vec<(Reader, Lag)>, sqlx::Error> {
+    let mut all = Vec::with_capacity(readers.len());
+    for reader in readers {
+        all.push((
+            reader.clone(),
+            checkpoint::lag(pool, &reader.checkpoint(), cap).await?,
+        ));
+    }
+    Ok(all)
+}
+
+/// The readers whose oldest unprocessed event is older than `max`.
+pub async fn stuck(
+    pool: &PgPool,
+    readers: &[Reader],
+    max: Duration,
+) -> Result<Vec<(Reader, Lag)>, sqlx::Error> {
+    let mut all = lags(pool, readers, 1).await?;
+    all.retain(|(_, lag)| lag.seconds > max.as_secs_f64());
+    Ok(all)
+}
+
+/// The store's gauges, measured from the database: the head position and each reader's
+/// checkpoint and lag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreGauges {
+    pub head: i64,
+    pub lags: Vec<(Reader, Lag)>,
+}
+
+impl StoreGauges {
+    /// Measures them now, lag in events counted up to [`LAG_EVENTS_CAP`].
+    pub async fn measure(pool: &PgPool, readers: &[Reader]) -> Result<StoreGauges, sqlx::Error> {
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(pool)
+            .await?;
+        Ok(StoreGauges {
+            head,
+            lags: lags(pool, readers, LAG_EVENTS_CAP).await?,
+        })
+    }
+
+    /// Sets them on the current recorder (a scrape renders them from a recorder of its own,
+    /// so replicas or tests sharing a process never mix their values).
+    pub fn record(&self) {
+        describe_gauges();
+        metrics::gauge!(names::HEAD_POSITION).set(self.head as f64);
+        for (reader, lag) in &self.lags {
+            match reader {
+                Reader::Relay(_) => {
+                    metrics::gauge!(names::RELAY_POSITION).set(lag.position as f64);
+                    metrics::gauge!(names::RELAY_LAG_EVENTS).set(lag.events as f64);
+                    metrics::gauge!(names::RELAY_LAG_SECONDS).set(lag.seconds);
+                }
+                Reader::Projection(name) => {
+                    let label = [("projection", name.clone())];
+                    metrics::gauge!(names::PROJECTION_CHECKPOINT, &label).set(lag.position as f64);
+                    metrics::gauge!(names::PROJECTION_LAG_EVENTS, &label).set(lag.events as f64);
+                    metrics::gauge!(names::PROJECTION_LAG_SECONDS, &label).set(lag.seconds);
+                }
+            }
+        }
+    }
+}
+
+fn describe_gauges() {
+    metrics::describe_gauge!(names::HEAD_POSITION, "Highest position in the events table");
+    metrics::describe_gauge!(names::RELAY_POSITION, "The relay's checkpoint (a position)");
+    metrics::describe_gauge!(
+        names::RELAY_LAG_EVENTS,
+        "Events stored beyond the relay's checkpoint (counted up to 100000)"
+    );
+    metrics::describe_gauge!(
+        names::RELAY_LAG_SECONDS,
+        "Age of the oldest event the relay has not published; 0 when caught up"
+    );
+    metrics::describe_gauge!(
+        names::PROJECTION_CHECKPOINT,
+        "A projection's checkpoint (a position)"
+    );
+    metrics::describe_gauge!(
+        names::PROJECTION_LAG_EVENTS,
+        "Events stored beyond a projection's checkpoint (counted up to 100000)"
+    );
+    metrics::describe_gauge!(
+        names::PROJECTION_LAG_SECONDS,
+        "Age of the oldest event a projection has not applied; 0 when caught up"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_category_is_the_stream_id_up_to_its_first_dash() {
+        assert_eq!(category("order-0190-abc"), "order");
+        assert_eq!(category("reservation-1"), "reservation");
+        assert_eq!(category("plain"), "plain");
+    }
+}

@@ -1,0 +1,160 @@
+//! `/metrics`, and readiness that fails while a reader is stuck.
+
+use service_kit::prometheus::sample;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::support::TestApp;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns something, for at most `PATIENCE`.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("a text body")
+}
+
+#[tokio::test]
+async fn metrics_count_appends_time_requests_by_route_and_show_the_readers_caught_up() {
+    let app = TestApp::spawn().await;
+    let created = app.create_product("Kettle", 4000, 5).await;
+    app.post_json(
+        &format!("/products/{}/restock", created.id),
+        &json!({ "quantity": 3 }),
+    )
+    .await;
+    app.create_product("Cup", 500, 9).await;
+
+    let text = eventually(
+        "the relay and the products projector to catch up",
+        || async {
+            let text = scrape(&app).await;
+            let caught_up = [
+                ("es_projection_lag_events", vec![("projection", "products")]),
+                ("es_relay_lag_events", vec![]),
+                (
+                    "es_projection_lag_seconds",
+                    vec![("projection", "products")],
+                ),
+                ("es_relay_lag_seconds", vec![]),
+            ]
+            .iter()
+            .all(|(name, labels)| sample(&text, name, labels) == Some(0.0));
+            caught_up.then_some(text)
+        },
+    )
+    .await;
+
+    let service = ("service", "product-service");
+    let appended = sample(
+        &text,
+        "es_events_appended_total",
+        &[service, ("category", "product")],
+    );
+    assert!(appended.is_some_and(|n| n >= 3.0), "{text}");
+    let head = sample(&text, "es_head_position", &[service]).expect("the head");
+    assert!(head > 0.0);
+    let checkpoint = ("projection", "products");
+    assert_eq!(
+        sample(&text, "es_projection_checkpoint", &[checkpoint]),
+        Some(head)
+    );
+    assert_eq!(sample(&text, "es_relay_position", &[]), Some(head));
+    let restocks = [
+        ("method", "POST"),
+        ("route", "/products/{id}/restock"),
+        ("status", "2xx"),
+    ];
+    assert!(
+        sample(&text, "http_request_duration_seconds_count", &restocks).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&created.id.to_string()),
+        "a raw path became a label: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_lettered_message_is_counted() {
+    let app = TestApp::spawn().await;
+    let dead = [("consumer", "product-service")];
+    let before = sample(&scrape(&app).await, "es_dead_letters_total", &dead).unwrap_or(0.0);
+    let order_id = Uuid::now_v7();
+
+    app.publish_order_event(
+        order_id,
+        1,
+        "OrderPlaced",
+        &json!({ "order_id": "not a uuid" }),
+    )
+    .await;
+
+    eventually("the dead letter to be counted", || async {
+        let after = sample(&scrape(&app).await, "es_dead_letters_total", &dead)?;
+        (after > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_products_projector_is_stuck_and_recovers_after() {
+    let app = TestApp::spawn_with(|config| config.ready_max_lag_seconds = 1).await;
+    let ready = || async { (app.get("/health/ready").await.status() == 200).then_some(()) };
+    eventually("readiness", ready).await;
+
+    // Holds every checkpoint where it is: readers may read, no reader may advance.
+    let mut conn = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("a connection");
+    let mut hold = conn.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE checkpoints IN EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await
+        .expect("the lock");
+    app.create_product("Kettle", 4000, 5).await;
+
+    let body: Value = eventually("readiness to fail", || async {
+        let response = app.get("/health/ready").await;
+        if response.status() != 503 {
+            return None;
+        }
+        response.json().await.ok()
+    })
+    .await;
+    assert_eq!(
+        (body["database"].clone(), body["nats"].clone()),
+        (json!("up"), json!("up")),
+        "{body}"
+    );
+    let behind = body["behind"].as_array().expect("a list of readers");
+    assert!(
+        behind.iter().any(|b| b
+            .as_str()
+            .is_some_and(|b| b.starts_with("projection products"))),
+        "{body}"
+    );
+
+    hold.rollback().await.expect("released");
+    eventually("readiness to return", ready).await;
+}

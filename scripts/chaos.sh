@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Chaos against the docker compose system: a small order load with curl while containers are
+# killed (SIGKILL) and started again, then the invariants checked through the HTTP APIs:
+#   - every acknowledged order (201) is present exactly once and has settled (not pending);
+#   - per product, stock_reserved equals the quantities of its confirmed orders, and
+#     stock_available + stock_reserved equals the stock it was created with;
+#   - order-service's catalogue shows the same stock_available as product-service;
+#   - no order's stock was reserved twice (StockReserved events per order, per product).
+#
+#   scripts/chaos.sh [run]   the whole thing: compose up, setup, load + kills, check
+#   scripts/chaos.sh setup   create the products the load orders from
+#   scripts/chaos.sh load    place orders, recording the acknowledged ones
+#   scripts/chaos.sh check   check the invariants for what setup and load recorded
+#
+# setup, load and check work against any deployment: they only need the two base URLs.
+#
+#   ORDERS_URL     order-service   (default http://localhost:8081)
+#   PRODUCTS_URL   product-service (default http://localhost:8082)
+#   CHAOS_DIR      where setup/load/check keep their state (default target/chaos)
+#   ORDERS         orders the load places (default 150; at most 200, one listing page)
+#   WORKERS        concurrent clients (default 4);  PAUSE  seconds between a client's orders
+#   ROUNDS         kill rounds of run (default 2);  VICTIMS  services killed in each round
+#   SETTLE         seconds to wait for everything to settle (default 120)
+#
+# Needs bash, curl and jq (Debian: apt-get install curl jq); run also needs docker compose.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORDERS_URL="${ORDERS_URL:-http://localhost:8081}"
+PRODUCTS_URL="${PRODUCTS_URL:-http://localhost:8082}"
+CHAOS_DIR="${CHAOS_DIR:-target/chaos}"
+ORDERS="${ORDERS:-150}"
+WORKERS="${WORKERS:-4}"
+PAUSE="${PAUSE:-0.5}"
+ROUNDS="${ROUNDS:-2}"
+VICTIMS="${VICTIMS:-product-service order-service nats postgres}"
+SETTLE="${SETTLE:-120}"
+PRODUCT_COUNT=3
+INITIAL_STOCK=40
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'chaos: %s\n' "$*" >&2; exit 1; }
+
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || die "$tool is needed (Debian: apt-get install $tool)"
+done
+
+# curl_json METHOD URL [BODY]: prints "<status> <body>"; status 000 when nothing answered.
+curl_json() {
+  local method=$1 url=$2 body=${3:-} out status
+  out=$(mktemp)
+  status=$(curl -s -o "$out" -w '%{http_code}' --max-time 10 -X "$method" \
+    -H 'Content-Type: application/json' ${body:+--data "$body"} "$url") || status=${status:-000}
+  printf '%s %s\n' "$status" "$(tr -d '\n' <"$out")"
+  rm -f "$out"
+}
+
+# until_json URL JQ_FILTER: waits (up to SETTLE) until GET URL is 200 and the filter is true;
+# prints the last body; fails when the time runs out.
+until_json() {
+  local url=$1 filter=$2 deadline=$((SECONDS + SETTLE)) answer status body
+  while :; do
+    answer=$(curl_json GET "$url")
+    status=${answer%% *} body=${answer#* }
+    if [ "$status" = 200 ] && jq -e "$filter" >/dev/null 2>&1 <<<"$body"; then
+      printf '%s\n' "$body"
+      return 0
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      printf '%s\n' "$body"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+wait_ready() {
+  local url
+  for url in "$ORDERS_URL" "$PRODUCTS_URL"; do
+    until_json "$url/health/ready" '.status == "ready"' >/dev/null ||
+      die "$url did not become ready in ${SETTLE}s"
+  done
+}
+
+setup() {
+  mkdir -p "$CHAOS_DIR"
+  : >"$CHAOS_DIR/products"
+  : >"$CHAOS_DIR/acknowledged"
+  echo 0 >"$CHAOS_DIR/injected"
+  printf 'chaos-%s-%s\n' "$(date +%s)" "$RANDOM" >"$CHAOS_DIR/customer"
+  local i answer id
+  for i in $(seq 1 "$PRODUCT_COUNT"); do
+    answer=$(curl_json POST "$PRODUCTS_URL/products" \
+      "{\"name\":\"Chaos item $i\",\"price_cents\":$((1000 + i)),\"stock\":$INITIAL_STOCK}")
+    [ "${answer%% *}" = 201 ] || die "creating a product failed: $answer"
+    id=$(jq -r .id <<<"${answer#* }")
+    echo "$id" >>"$CHAOS_DIR/products"
+    until_json "$ORDERS_URL/catalog/products/$id" '.version >= 1' >/dev/null ||
+      die "order-service's catalogue never learnt of product $id"
+  done
+  log "created $PRODUCT_COUNT products with stock $INITIAL_STOCK; state in $CHAOS_DIR"
+}
+
+# One client: orders number first, first + WORKERS, ... below ORDERS.
+load_worker() {
+  local first=$1 out=$2 i product answer
+  local -a products
+  mapfile -t products <"$CHAOS_DIR/products"
+  local customer
+  customer=$(cat "$CHAOS_DIR/customer")
+  for ((i = first; i < ORDERS; i += WORKERS)); do
+    product=${products[i % ${#products[@]}]}
+    answer=$(curl_json POST "$ORDERS_URL/orders" \
+      "{\"customer_id\":\"$customer\",\"lines\":[{\"product_id\":\"$product\",\"quantity\":$((1 + i % 3))}]}")
+    case ${answer%% *} in
+      201) jq -r .id <<<"${answer#* }" >>"$out" ;;
+      # A 5xx other than 503, or a 4xx, is a bug whatever is down.
+      000 | 503) ;;
+      *) printf 'unexpected answer to an order: %s\n' "$answer" >&2 ;;
+    esac
+    sleep "$PAUSE"
+  done
+}
+
+load() {
+  [ -s "$CHAOS_DIR/products" ] || die "run setup first"
+  [ "$ORDERS" -le 200 ] || die "ORDERS must be at most 200 (the check reads one page of orders)"
+  local w
+  local -a pids=()
+  for ((w = 0; w < WORKERS; w++)); do
+    : >"$CHAOS_DIR/acknowledged.$w"
+    load_worker "$w" "$CHAOS_DIR/acknowledged.$w" &
+    pids+=("$!")
+  done
+  wait "${pids[@]}"
+  cat "$CHAOS_DIR"/acknowledged.* >>"$CHAOS_DIR/acknowledged"
+  rm -f "$CHAOS_DIR"/acknowledged.*
+  log "load done: $(wc -l <"$CHAOS_DIR/acknowledged") orders acknowledged"
+}
+
+check() {
+  local customer orders problems=0 lost=0 duplicates=0 id copies product expected body
+  customer=$(cat "$CHAOS_DIR/customer")
+  local -a acknowledged
+  mapfile -t acknowledged <"$CHAOS_DIR/acknowledged"
+  log "checking ${#acknowledged[@]} acknowledged orders of $customer"
+  # Every acknowledged order is listed and every order has settled.
+  local want
+  want=$(jq -R . <"$CHAOS_DIR/acknowledged" | jq -sc .)
+  if ! orders=$(until_json "$ORDERS_URL/orders?customer_id=$customer&limit=200" \
+    "[.orders[].id] as \$ids | ($want - \$ids | length == 0)
+       and all(.orders[]; .status != \"pending\")"); then
+    echo "orders did not all appear and settle within ${SETTLE}s" >&2
+    problems=$((problems + 1))
+  fi
+  for id in "${acknowledged[@]}"; do
+    copies=$(jq --arg id "$id" '[.orders[]? | select(.id == $id)] | length' <<<"$orders")
+    if [ "$copies" -eq 0 ]; then lost=$((lost + 1)); fi
+    if [ "$copies" -gt 1 ]; then duplicates=$((duplicates + copies - 1)); fi
+  done
+  # Stock adds up, per product, and both services agree on it.
+  while read -r product; do
+    expected=$(jq --arg p "$product" \
+      '[.orders[]? | select(.status == "confirmed") | .lines[] | select(.product_id == $p)
+        | .quantity] | add // 0' <<<"$orders")
+    if ! body=$(until_json "$PRODUCTS_URL/products/$product" ".stock_reserved == $expected"); then
+      echo "product $product: reserved $(jq .stock_reserved <<<"$body"), confirmed orders $expected" >&2
+      problems=$((problems + 1))
+    fi
+    if [ "$(jq '.stock_available + .stock_reserved' <<<"$body")" != "$INITIAL_STOCK" ]; then
+      echo "product $product: stock does not add up to $INITIAL_STOCK: $body" >&2
+      problems=$((problems + 1))
+    fi
+    local available
+    available=$(jq .stock_available <<<"$body")
+    if ! until_json "$ORDERS_URL/catalog/products/$product" \
+      ".stock_available == $available" >/dev/null; then
+      echo "product $product: order-service's catalogue does not show $available available" >&2
+      problems=$((problems + 1))
+    fi
+    body=$(curl_json GET "$PRODUCTS_URL/products/$product/events")
+    copies=$(jq '[.[] | select(.type == "StockReserved") | .payload.order_id]
+                 | group_by(.) | map(length - 1) | add // 0' <<<"${body#* }")
+    duplicates=$((duplicates + copies))
+  done <"$CHAOS_DIR/products"
+  printf 'CHAOS-SUMMARY injected=%s acknowledged=%s lost=%s duplicates=%s problems=%s\n' \
+    "$(cat "$CHAOS_DIR/injected")" "${#acknowledged[@]}" "$lost" "$duplicates" "$problems"
+  if [ "$lost" -ne 0 ] || [ "$duplicates" -ne 0 ] || [ "$problems" -ne 0 ]; then
+    die "invariants broken"
+  fi
+  log "all invariants hold"
+}
+
+run() {
+  command -v docker >/dev/null || die "docker (with compose) is needed for run"
+  log "starting the system"
+  docker compose up -d --build --wait
+  setup
+  load &
+  local load_pid=$! round victim injected=0
+  for round in $(seq 1 "$ROUNDS"); do
+    for victim in $VICTIMS; do
+      sleep 3
+      log "round $round: kill -9 $victim"
+      docker compose kill -s KILL "$victim"
+      sleep 2
+      docker compose start "$victim"
+      injected=$((injected + 1))
+      echo "$injected" >"$CHAOS_DIR/injected"
+    done
+  done
+  wait "$load_pid"
+  wait_ready
+  check
+}
+
+case "${1:-run}" in
+  run) run ;;
+  setup) setup ;;
+  load) load ;;
+  check) check ;;
+  *) die "usage: $0 [run|setup|load|check]" ;;
+esac

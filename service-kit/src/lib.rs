@@ -1,0 +1,26 @@
+//! What both services share at their HTTP edge; each wires it in its `app` and `main`.
+//!
+//! - [`request`]: the HTTP middleware: a request id (`X-Request-Id`, or a new one) and the W3C
+//!   `traceparent` become the [`request::RequestContext`] whose metadata every event the request
+//!   writes carries; the request runs in a span naming the id, is logged, and is timed into
+//!   `http_request_duration_seconds` by route pattern.
+//! - [`prometheus`]: the process's recorder and `GET /metrics`, which adds the store's lag
+//!   gauges measured at scrape time (`event_store::metrics`).
+//! - [`logging`]: the tracing subscriber (text or JSON), and with the `otel` feature an OTLP
+//!   span exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! - [`whole_number`]: JSON integers as the OpenAPI documents define them (`5.0` is 5).
+//! - [`error`]: the `{ error, message }` body both APIs answer with, the errors of the routes
+//!   here, and `resource`, whose unrouted methods answer 405 in that format.
+//! - [`admin`]: `/admin/projections`, projection status and online rebuilds behind the admin
+//!   token, with its own state (the service's `event_store::replay::Rebuilds`).
+//!
+//! Correlation: request id -> event metadata `correlation_id` -> NATS headers (the relay) ->
+//! the consumer's span and the metadata of the events a reaction appends -> and so on down
+//! the saga.
+
+pub mod admin;
+pub mod error;
+pub mod logging;
+pub mod prometheus;
+pub mod request;
+pub mod whole_number;

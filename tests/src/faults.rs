@@ -1,0 +1,381 @@
+//! What the fault tests (tests/tests/faults*.rs) share: a steady load of orders and price
+//! changes that records every answer, the invariants counted from what both APIs report, and
+//! the one line each fault test prints to stderr for the fault report:
+//!
+//! ```text
+//! FAULT-SUMMARY fault=<name> injected=<n> acknowledged=<n> lost=<n> duplicates=<n> recovery_ms=<n>
+//! ```
+//!
+//! `lost` (acknowledged orders missing) and `duplicates` (an order listed twice, a reservation
+//! applied twice, a poison message dead-lettered twice) are counted from the data, printed, and
+//! only then asserted to be 0, so the line appears for a failing run too. `recovery_ms` runs
+//! from the end of the fault (the last restart) until everything has settled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{ServiceProcess, TestSystem, SETTLE};
+
+/// Stock every product starts with.
+pub const INITIAL_STOCK: i64 = 40;
+/// Orders the load places at most.
+pub const MAX_ORDERS: usize = 150;
+const ORDER_CLIENTS: usize = 4;
+/// Pause between one client's orders: paced so the load outlasts the faults a test injects.
+const ORDER_PAUSE: Duration = Duration::from_millis(150);
+const MAX_PRICE_CHANGES: usize = 400;
+const PRICE_PAUSE: Duration = Duration::from_millis(100);
+/// The load's client timeout: far above any answer a healthy or degraded service should take,
+/// so a hang shows as a missing status with a long latency.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    PlaceOrder,
+    ChangePrice,
+}
+
+/// One request of the load and what came back.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub kind: Kind,
+    pub url: String,
+    pub sent: Instant,
+    pub latency: Duration,
+    /// None when no HTTP answer came (connection refused, reset, timed out).
+    pub status: Option<u16>,
+    /// The JSON body, or the transport error as a string.
+    pub body: Value,
+}
+
+/// A running load: four clients placing orders (up to [`MAX_ORDERS`] in all) and one changing
+/// prices, each waiting for its answer before pausing and sending the next request.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Answer>>,
+}
+
+impl Load {
+    pub fn start(system: &TestSystem, products: &[String], customer: &str) -> Load {
+        Load::start_across(system, &[&system.orders], products, customer)
+    }
+
+    /// The same load with the order clients spread over several order-service replicas.
+    pub fn start_across(
+        system: &TestSystem,
+        order_replicas: &[&ServiceProcess],
+        products: &[String],
+        customer: &str,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("an HTTP client");
+        let orders_urls: Vec<String> = order_replicas
+            .iter()
+            .map(|replica| format!("{}/orders", replica.base_url))
+            .collect();
+        let products_url = format!("{}/products", system.products.base_url);
+        let (products, customer) = (products.to_vec(), customer.to_owned());
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let orders = (0..ORDER_CLIENTS).map(|first| {
+                    let requests = (first..MAX_ORDERS).step_by(ORDER_CLIENTS).map(|i| {
+                        let lines = json!([{
+                            "product_id": products[i % products.len()],
+                            "quantity": 1 + i % 3,
+                        }]);
+                        let body = json!({ "customer_id": customer, "lines": lines });
+                        let url = &orders_urls[first % orders_urls.len()];
+                        (Kind::PlaceOrder, url.clone(), body)
+                    });
+                    run_client(
+                        client.clone(),
+                        requests.collect(),
+                        ORDER_PAUSE,
+                        stop.clone(),
+                    )
+                });
+                let prices = (0..MAX_PRICE_CHANGES).map(|i| {
+                    let id = &products[i % products.len()];
+                    let body = json!({ "price_cents": 1_000 + (i % 50) as i64 });
+                    (
+                        Kind::ChangePrice,
+                        format!("{products_url}/{id}/price"),
+                        body,
+                    )
+                });
+                let prices =
+                    run_client(client.clone(), prices.collect(), PRICE_PAUSE, stop.clone());
+                let (orders, prices) =
+                    futures::future::join(futures::future::join_all(orders), prices).await;
+                let mut answers = orders.concat();
+                answers.extend(prices);
+                answers
+            }
+        });
+        Load { stop, task }
+    }
+
+    /// Stops the clients after their request in flight and returns every answer.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        LoadReport {
+            answers: self.task.await.expect("the load task"),
+        }
+    }
+}
+
+/// Sends `requests` one after the other, `pause` apart, until they run out or `stop`.
+async fn run_client(
+    client: reqwest::Client,
+    requests: Vec<(Kind, String, Value)>,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    for (kind, url, body) in requests {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let sent = Instant::now();
+        let (status, body) = match client.post(&url).json(&body).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (Some(status), response.json().await.unwrap_or(Value::Null))
+            }
+            Err(e) => (None, Value::String(e.to_string())),
+        };
+        answers.push(Answer {
+            kind,
+            url,
+            sent,
+            latency: sent.elapsed(),
+            status,
+            body,
+        });
+        tokio::time::sleep(pause).await;
+    }
+    answers
+}
+
+pub struct LoadReport {
+    pub answers: Vec<Answer>,
+}
+
+impl LoadReport {
+    /// Ids of the orders the service acknowledged (201). A request that failed while a
+    /// service was down is not acknowledged and not counted.
+    pub fn acknowledged(&self) -> Vec<String> {
+        self.answers
+            .iter()
+            .filter(|a| a.kind == Kind::PlaceOrder && a.status == Some(201))
+            .map(|a| {
+                a.body["id"]
+                    .as_str()
+                    .expect("a placed order's id")
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Answers to requests sent in `from..to`.
+    pub fn sent_between(&self, from: Instant, to: Instant) -> Vec<&Answer> {
+        self.answers
+            .iter()
+            .filter(|a| a.sent >= from && a.sent < to)
+            .collect()
+    }
+}
+
+/// Creates `n` products with [`INITIAL_STOCK`] each and waits until order-service knows them.
+pub async fn create_products(system: &TestSystem, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = system
+            .create_product(&format!("Item {i}"), 1_000 + i as i64, INITIAL_STOCK)
+            .await;
+        system.catalogue_has(&id, 1).await;
+        ids.push(id);
+    }
+    ids
+}
+
+/// What was injected, and when it ended.
+pub struct Fault {
+    pub name: &'static str,
+    /// How many faults (kills, outages, poison messages) were injected.
+    pub injected: usize,
+    /// When the last fault ended (the last restart), from which recovery is timed.
+    pub ended: Instant,
+}
+
+/// The invariants as counted after the system settled (or the settle bound ran out).
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub acknowledged: usize,
+    pub lost: usize,
+    pub duplicates: usize,
+    /// Any other broken invariant, in words.
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    /// Prints the FAULT-SUMMARY line, then asserts nothing was lost, doubled or broken.
+    pub fn report(&self, fault: &Fault) {
+        eprintln!(
+            "FAULT-SUMMARY fault={} injected={} acknowledged={} lost={} duplicates={} \
+             recovery_ms={}",
+            fault.name,
+            fault.injected,
+            self.acknowledged,
+            self.lost,
+            self.duplicates,
+            fault.ended.elapsed().as_millis()
+        );
+        assert_eq!(self.lost, 0, "acknowledged orders were lost: {self:?}");
+        assert_eq!(self.duplicates, 0, "something was applied twice: {self:?}");
+        assert!(self.problems.is_empty(), "invariants broken: {self:?}");
+    }
+}
+
+/// Waits for the system to settle, checks the invariants through both APIs, prints the
+/// summary line and asserts: every acknowledged order present exactly once, every order
+/// settled, each product's reserved stock equal to its confirmed orders' quantities and
+/// adding up with the available stock to [`INITIAL_STOCK`], order-service's catalogue agreeing,
+/// and no reservation applied twice.
+pub async fn assert_consistent(
+    system: &TestSystem,
+    products: &[String],
+    customer: &str,
+    acknowledged: &[String],
+    fault: &Fault,
+) {
+    check_consistent(system, products, customer, acknowledged)
+        .await
+        .report(fault);
+}
+
+/// The counting behind [`assert_consistent`], for tests that add checks of their own before
+/// reporting.
+pub async fn check_consistent(
+    system: &TestSystem,
+    products: &[String],
+    customer: &str,
+    acknowledged: &[String],
+) -> Verdict {
+    let deadline = Instant::now() + SETTLE;
+    let mut verdict = Verdict {
+        acknowledged: acknowledged.len(),
+        ..Verdict::default()
+    };
+    // Every order, acknowledged or not (a crash can lose a response, not a commit), settles.
+    let listed = system
+        .poll(
+            format!(
+                "{}/orders?customer_id={customer}&limit=200",
+                system.orders.base_url
+            ),
+            deadline,
+            |b| {
+                let Some(orders) = b["orders"].as_array() else {
+                    return false;
+                };
+                let present = |id: &String| orders.iter().any(|o| o["id"] == id.as_str());
+                acknowledged.iter().all(present) && orders.iter().all(|o| o["status"] != "pending")
+            },
+        )
+        .await;
+    let orders = match listed {
+        Ok(body) => body["orders"].as_array().cloned().unwrap_or_default(),
+        Err((status, body)) => {
+            verdict.problems.push(format!(
+                "orders did not all appear and settle in {SETTLE:?}; last answer {status}"
+            ));
+            body["orders"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    for id in acknowledged {
+        match orders.iter().filter(|o| o["id"] == id.as_str()).count() {
+            0 => verdict.lost += 1,
+            copies => verdict.duplicates += copies - 1,
+        }
+    }
+    let pending = orders.iter().filter(|o| o["status"] == "pending").count();
+    if pending > 0 {
+        verdict
+            .problems
+            .push(format!("{pending} orders never left pending"));
+    }
+    let mut reserved: HashMap<&str, i64> = HashMap::new();
+    for order in orders.iter().filter(|o| o["status"] == "confirmed") {
+        for line in order["lines"].as_array().into_iter().flatten() {
+            let product = line["product_id"].as_str().unwrap_or_default();
+            *reserved.entry(product).or_default() += line["quantity"].as_i64().unwrap_or(0);
+        }
+    }
+    for id in products {
+        let expected = reserved.get(id.as_str()).copied().unwrap_or(0);
+        check_product(system, id, expected, deadline, &mut verdict).await;
+    }
+    verdict
+}
+
+async fn check_product(
+    system: &TestSystem,
+    id: &str,
+    expected_reserved: i64,
+    deadline: Instant,
+    verdict: &mut Verdict,
+) {
+    let url = format!("{}/products/{id}", system.products.base_url);
+    let product = match system
+        .poll(url, deadline, |p| p["stock_reserved"] == expected_reserved)
+        .await
+    {
+        Ok(product) => product,
+        Err((status, product)) => {
+            verdict.problems.push(format!(
+                "product {id} reserves {} ({status}), its confirmed orders {expected_reserved}",
+                product["stock_reserved"]
+            ));
+            product
+        }
+    };
+    let available = product["stock_available"].as_i64().unwrap_or(-1);
+    if available + expected_reserved != INITIAL_STOCK {
+        verdict
+            .problems
+            .push(format!("stock of {id} does not add up: {product}"));
+    }
+    // order-service's catalogue converges on the same stock.
+    let url = format!("{}/catalog/products/{id}", system.orders.base_url);
+    if let Err((status, catalogue)) = system
+        .poll(url, deadline, |c| c["stock_available"] == available)
+        .await
+    {
+        verdict.problems.push(format!(
+            "order-service's catalogue of {id} says {catalogue} ({status}), \
+             product-service {available} available"
+        ));
+    }
+    // No order reserved a product twice.
+    let (_, events) = system
+        .get(format!("{}/products/{id}/events", system.products.base_url))
+        .await;
+    let mut per_order: HashMap<String, usize> = HashMap::new();
+    for e in events.as_array().into_iter().flatten() {
+        if e["type"] == "StockReserved" {
+            *per_order
+                .entry(e["payload"]["order_id"].to_string())
+                .or_default() += 1;
+        }
+    }
+    verdict.duplicates += per_order.values().map(|n| n - 1).sum::<usize>();
+}
