@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use async_nats::connection::State;
 use async_nats::jetstream::{self, stream};
 use async_nats::Client;
 
@@ -42,12 +43,21 @@ pub fn check_version(version: &str) -> anyhow::Result<()> {
 /// Creates the file-backed stream `name` capturing `<subject_prefix>.>` if it is missing, and
 /// refuses a server older than [`MIN_SERVER_VERSION`] (checked here because the server has
 /// answered by now, so its version is known).
+///
+/// Safe to call from several processes at once (both services declare both streams, a test
+/// declares the stream it publishes to while the service under test starts, and replicas start
+/// together): when two find the stream missing and both create it, the server can answer the
+/// loser with an error or not at all (nats.go#949), although the stream now exists; a loaded
+/// server can also answer a create it carried out too late for the request's timeout. So a
+/// create that fails while the connection is up is followed by one lookup, and only a stream
+/// that is still missing is an error. (While disconnected the lookup would only wait out
+/// another timeout, so the error is returned at once.)
 pub async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
     subject_prefix: &str,
 ) -> anyhow::Result<stream::Stream> {
-    let stream = js
+    let created = js
         .get_or_create_stream(stream::Config {
             name: name.to_owned(),
             subjects: vec![format!("{subject_prefix}.>")],
@@ -55,7 +65,23 @@ pub async fn ensure_stream(
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         })
-        .await?;
+        .await;
+    let stream = match created {
+        Ok(stream) => stream,
+        Err(create_error) => {
+            let existing = if js.client().connection_state() == State::Connected {
+                js.get_stream(name).await.ok()
+            } else {
+                None
+            };
+            let Some(stream) = existing else {
+                return Err(anyhow::Error::new(create_error)
+                    .context(format!("declaring JetStream stream {name}")));
+            };
+            tracing::debug!(stream = name, error = %create_error, "stream created concurrently");
+            stream
+        }
+    };
     check_version(&js.client().server_info().version)?;
     Ok(stream)
 }

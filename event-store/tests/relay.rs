@@ -219,6 +219,29 @@ async fn declaring_a_stream_checks_the_server_version_once_connected() {
     event_store::nats::check_version(&version).unwrap();
 }
 
+#[tokio::test]
+async fn many_processes_declaring_one_stream_at_once_all_succeed() {
+    // Separate connections, as separate processes (two services, replicas) would have.
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(jetstream::new(testing::connect_nats().await));
+    }
+    for _ in 0..5 {
+        let name = testing::unique("declare");
+        let prefix = format!("{name}.events");
+        let declared = futures::future::join_all(
+            clients
+                .iter()
+                .map(|js| event_store::nats::ensure_stream(js, &name, &prefix)),
+        )
+        .await;
+        for result in declared {
+            let stream = result.expect("every concurrent declaration succeeds");
+            assert_eq!(stream.cached_info().config.name, name);
+        }
+    }
+}
+
 /// Waits until some session in the store's database leads `role`, returning its name.
 async fn wait_for_leader(store: &EventStore, role: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
