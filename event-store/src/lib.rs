@@ -14,6 +14,7 @@
 //!   projection) and handlers of the other service's events (through an inbox).
 //! - [`metrics`]: counters of appends and consumed messages, and the relay's and projections'
 //!   lag measured from their checkpoints at scrape time.
+//! - [`wire`]: [`wire_events!`], the event enums' shape: variant names are the stored type names.
 //! - [`replay`]: rebuilds a projection from the events held in the database, online, by
 //!   building beside the live tables and swapping (docs/adr/0002-online-rebuild.md).
 //!
@@ -36,6 +37,15 @@ pub mod tail;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod wakeup;
+pub mod wire;
+
+/// What the exported macros ([`wire_events!`]) refer to, so a caller needs no matching
+/// dependencies of its own. Not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}
 
 pub use error::StoreError;
 pub use event::{AppendResult, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend};

@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+pub use service_kit::config::{AdminToken, LogFormat, ReplayArgs};
 
 /// Command line of the `order-service` binary.
 #[derive(Debug, Parser)]
@@ -27,50 +28,6 @@ pub enum Command {
     /// store, product-service's from the inbox), while the service may keep running. Needs
     /// only DATABASE_URL.
     Replay(ReplayArgs),
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct ReplayArgs {
-    /// A projection to rebuild; repeat for several. All of them when none is named.
-    #[arg(long = "projection", value_name = "NAME")]
-    pub projections: Vec<String>,
-    /// Print the names of the projections and exit.
-    #[arg(long)]
-    pub list: bool,
-    /// Events read and applied per page (each page is one short transaction).
-    #[arg(long, default_value_t = event_store::replay::DEFAULT_PAGE_SIZE,
-          value_parser = clap::value_parser!(i64).range(1..=100_000))]
-    pub page_size: i64,
-}
-
-/// The token that opens `/admin/*`. Never printed: `Debug` hides it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        AdminToken(token.into())
-    }
-
-    /// Whether `candidate` is the token, comparing in time independent of where they differ.
-    pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(hidden)")
-    }
-}
-
-impl std::str::FromStr for AdminToken {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(AdminToken(s.to_owned()))
-    }
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
@@ -115,12 +72,6 @@ pub struct Config {
     pub ready_max_lag_seconds: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 impl Config {
     /// The defaults, as if no flag and no variable were set.
     pub fn defaults() -> Self {
@@ -138,7 +89,7 @@ impl Config {
 
     /// The admin token, if one is configured (an empty one counts as none).
     pub fn admin_token(&self) -> Option<AdminToken> {
-        self.admin_token.clone().filter(|t| !t.0.is_empty())
+        AdminToken::configured(self.admin_token.as_ref())
     }
 
     /// How old an unprocessed event may get before readiness fails; `None`: no limit.
@@ -231,15 +182,16 @@ mod tests {
     }
 
     #[test]
-    fn the_admin_token_is_hidden_and_an_empty_one_disables_admin() {
-        let token = AdminToken::new("s3cret");
-        assert!(token.matches("s3cret"));
-        assert!(!token.matches("s3cre"));
-        assert!(!token.matches("s3creT"));
-        assert!(!format!("{token:?}").contains("s3cret"));
-        let mut config = Config::defaults();
-        config.admin_token = Some(AdminToken::new(""));
-        assert_eq!(config.admin_token(), None);
+    fn an_empty_admin_token_disables_admin_and_a_set_one_is_kept() {
+        let cli = Cli::try_parse_from(["order-service", "--admin-token", ""])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.config.admin_token(), None);
+        let cli = Cli::try_parse_from(["order-service", "--admin-token", "s3cret"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cli
+            .config
+            .admin_token()
+            .is_some_and(|t| t.matches("s3cret")));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+pub use service_kit::config::{AdminToken, LogFormat, ReplayArgs};
 
 /// The command line: `product-service [serve]` or `product-service replay`.
 #[derive(Debug, Parser)]
@@ -25,57 +26,6 @@ pub enum Command {
     /// Rebuild projections from the events in this service's database, while the service may
     /// keep running. Needs only DATABASE_URL.
     Replay(ReplayArgs),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
-pub struct ReplayArgs {
-    /// A projection to rebuild; repeat for several. All of them when none is named.
-    #[arg(long = "projection", value_name = "NAME")]
-    pub projections: Vec<String>,
-    /// Print the names of the projections and exit.
-    #[arg(long)]
-    pub list: bool,
-    /// Events read and applied per page (each page is one short transaction).
-    #[arg(long, default_value_t = event_store::replay::DEFAULT_PAGE_SIZE,
-          value_parser = clap::value_parser!(i64).range(1..=100_000))]
-    pub page_size: i64,
-}
-
-/// The token that opens `/admin/*`. Never printed: `Debug` hides it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        AdminToken(token.into())
-    }
-
-    /// Whether `candidate` is the token, comparing in time independent of where they differ.
-    pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(hidden)")
-    }
-}
-
-impl std::str::FromStr for AdminToken {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(AdminToken(s.to_owned()))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -154,7 +104,7 @@ pub struct NatsNames {
 impl Config {
     /// The admin token, if one is configured (an empty one counts as none).
     pub fn admin_token(&self) -> Option<AdminToken> {
-        self.admin_token.clone().filter(|t| !t.0.is_empty())
+        AdminToken::configured(self.admin_token.as_ref())
     }
 
     /// How old an unprocessed event may get before readiness fails; `None`: no limit.
@@ -205,15 +155,15 @@ mod tests {
     }
 
     #[test]
-    fn the_admin_token_is_hidden_and_an_empty_one_disables_admin() {
-        let token = AdminToken::new("s3cret");
-        assert!(token.matches("s3cret"));
-        assert!(!token.matches("s3cre"));
-        assert!(!format!("{token:?}").contains("s3cret"));
-        let config = Config {
-            admin_token: Some(AdminToken::new("")),
-            ..Config::default()
-        };
-        assert_eq!(config.admin_token(), None);
+    fn an_empty_admin_token_disables_admin_and_a_set_one_is_kept() {
+        let cli = Cli::try_parse_from(["product-service", "--admin-token", ""])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.config.admin_token(), None);
+        let cli = Cli::try_parse_from(["product-service", "--admin-token", "s3cret"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cli
+            .config
+            .admin_token()
+            .is_some_and(|t| t.matches("s3cret")));
     }
 }

@@ -19,6 +19,7 @@
 //! the saga.
 
 pub mod admin;
+pub mod config;
 pub mod error;
 pub mod logging;
 pub mod prometheus;

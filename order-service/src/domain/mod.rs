@@ -12,7 +12,6 @@ pub mod error;
 pub mod events;
 pub mod order;
 pub mod product_events;
-mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::wire::wire_events;
+use event_store::wire_events;
 
 wire_events! {
     /// The product-service events order-service consumes.

@@ -12,7 +12,6 @@ pub mod events;
 pub mod order_events;
 pub mod product;
 pub mod reservation;
-mod wire;
 
 #[cfg(test)]
 mod tests;

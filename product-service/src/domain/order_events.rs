@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::wire::wire_events;
+use event_store::wire_events;
 
 wire_events! {
     /// The order events product-service consumes.

@@ -1,8 +1,32 @@
-//! The shape every event enum shares: the store keeps the type name beside the payload, so an
-//! enum is a set of payload structs, each serialized without a tag.
+//! The shape of a service's event enums: the store keeps the type name beside the payload
+//! ([`crate::NewEvent`], [`crate::RecordedEvent`]), so an enum of events is a set of payload
+//! structs, each serialized without a tag, and its variant names are the wire's type names.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+//! pub struct Opened { pub id: u32 }
+//! #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+//! pub struct Closed {}
+//!
+//! event_store::wire_events! {
+//!     /// Events of one account stream.
+//!     AccountEvent { Opened, Closed }
+//! }
+//!
+//! let event = AccountEvent::from(Opened { id: 7 });
+//! assert_eq!(event.event_type(), "Opened");
+//! assert_eq!(AccountEvent::TYPES, ["Opened", "Closed"]);
+//! let back = AccountEvent::from_stored("Opened", &event.payload()).unwrap();
+//! assert_eq!(back, Some(event));
+//! // A type added later by another release is tolerated, not an error.
+//! assert_eq!(AccountEvent::from_stored("Frozen", &serde_json::json!({})).unwrap(), None);
+//! ```
 
 /// Declares `pub enum $name { Variant(Variant), .. }` where each variant wraps the payload struct
 /// of the same name, and that name is the event type on the wire.
+#[macro_export]
 macro_rules! wire_events {
     ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
@@ -23,9 +47,9 @@ macro_rules! wire_events {
             }
 
             /// The payload alone, with no type tag.
-            pub fn payload(&self) -> serde_json::Value {
+            pub fn payload(&self) -> $crate::__private::serde_json::Value {
                 let value = match self {
-                    $(Self::$variant(payload) => serde_json::to_value(payload),)+
+                    $(Self::$variant(payload) => $crate::__private::serde_json::to_value(payload),)+
                 };
                 // Payloads are plain structs with string keys, which serde_json always encodes.
                 value.expect("event payloads always serialize to JSON")
@@ -35,9 +59,9 @@ macro_rules! wire_events {
             /// readers tolerate event types added later.
             pub fn from_stored(
                 event_type: &str,
-                payload: &serde_json::Value,
-            ) -> Result<Option<Self>, serde_json::Error> {
-                use serde::Deserialize as _;
+                payload: &$crate::__private::serde_json::Value,
+            ) -> ::std::result::Result<Option<Self>, $crate::__private::serde_json::Error> {
+                use $crate::__private::serde::Deserialize as _;
                 Ok(Some(match event_type {
                     $(stringify!($variant) => Self::$variant($variant::deserialize(payload)?),)+
                     _ => return Ok(None),
@@ -54,5 +78,3 @@ macro_rules! wire_events {
         )+
     };
 }
-
-pub(crate) use wire_events;
