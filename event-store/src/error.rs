@@ -20,6 +20,15 @@ pub enum StoreError {
     InvalidEventType(String),
     #[error("nothing to append")]
     Empty,
+    #[error("stream {0} appears twice in one append")]
+    StreamRepeated(String),
+    /// An inline projection failed to apply the appended events; nothing was appended.
+    #[error("inline projection {projection}: {error}")]
+    Projection {
+        projection: String,
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

@@ -150,17 +150,19 @@ impl Leadership {
     }
 
     /// The next batch of `tail` for the leader to handle, or `None` when it must stop leading
-    /// (on `shutdown`, or because the lock is gone). While idle it checks
-    /// every [`CHECK`] that the lock is still held; after a read error it backs off and retries.
+    /// (on `shutdown`, or because the lock is gone). An empty batch when `idle_by` passes
+    /// with nothing new. While idle it checks every [`CHECK`] that the lock is still held;
+    /// after a read error it backs off and retries.
     pub(crate) async fn next_batch(
         &mut self,
         tail: &mut Tail,
+        idle_by: Option<std::time::Instant>,
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
     ) -> Option<Vec<RecordedEvent>> {
         loop {
             let next = tokio::select! {
-                next = tail.next_batch(shutdown) => next,
+                next = tail.next_batch_until(idle_by, shutdown) => next,
                 _ = tokio::time::sleep(CHECK) => {
                     if !self.still_held().await {
                         return None;

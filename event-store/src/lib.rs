@@ -6,12 +6,15 @@
 //!   skipping one that commits late (docs/adr/0001-no-skip-positions.md).
 //! - [`tail`]: a subscription from a checkpoint, woken by appends ([`wakeup`]: in-process and
 //!   LISTEN/NOTIFY), polling only as a fallback.
+//! - [`snapshot`]: aggregates' states stored beside their streams, so loading one does not
+//!   grow with its history.
 //! - [`checkpoint`]: where each reader has got to, stored beside the events so a reader can
 //!   apply an event and advance in one transaction.
 //! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
-//!   projection) and handlers of the other service's events (through an inbox).
+//!   projection) and handlers of the other service's events, recorded in batches through the
+//!   inbox ([`inbox`]); [`envelope`] is the message contract between a relay and a consumer.
 //! - [`metrics`]: counters of appends and consumed messages, and the relay's and projections'
 //!   lag measured from their checkpoints at scrape time.
 //! - [`wire`]: [`wire_events!`], the event enums' shape: variant names are the stored type names.
@@ -23,8 +26,10 @@
 
 pub mod checkpoint;
 pub mod consumer;
+pub mod envelope;
 mod error;
 mod event;
+mod inbox;
 pub mod leader;
 pub mod metrics;
 pub mod nats;
@@ -32,6 +37,7 @@ pub mod pool;
 pub mod projection;
 pub mod relay;
 pub mod replay;
+pub mod snapshot;
 pub mod store;
 pub mod tail;
 #[cfg(feature = "testing")]

@@ -12,7 +12,6 @@ use sqlx::PgPool;
 
 use crate::checkpoint::{self, Lag};
 use crate::projection::checkpoint_name;
-use crate::replay::{Source, Target};
 
 /// Metric names, as rendered.
 pub mod names {
@@ -44,7 +43,9 @@ pub fn describe_counters() {
     );
     metrics::describe_counter!(
         names::DEAD_LETTERS,
-        "Messages a consumer could not decode or apply, recorded in dead_letters"
+        "Messages a consumer could not decode or apply, recorded in dead_letters, by kind: \
+         poison, version_conflict (another event holds its stream version), out_of_order, \
+         exhausted"
     );
 }
 
@@ -67,8 +68,13 @@ pub(crate) fn consumed(consumer: &str, outcome: &'static str) {
     .increment(1);
 }
 
-pub(crate) fn dead_lettered(consumer: &str) {
-    metrics::counter!(names::DEAD_LETTERS, "consumer" => consumer.to_owned()).increment(1);
+pub(crate) fn dead_lettered(consumer: &str, kind: &'static str) {
+    metrics::counter!(
+        names::DEAD_LETTERS,
+        "consumer" => consumer.to_owned(),
+        "kind" => kind
+    )
+    .increment(1);
 }
 
 /// What a reader of the store is.
@@ -96,18 +102,6 @@ impl std::fmt::Display for Reader {
             Reader::Projection(name) => write!(f, "projection {name}"),
         }
     }
-}
-
-/// The readers of a service's store: its relay and every projection of its own events
-/// (projections of the other service's events are applied as they are recorded: no lag).
-pub fn readers(relay_checkpoint: &str, targets: &[Target]) -> Vec<Reader> {
-    let projections = targets
-        .iter()
-        .filter(|t| matches!(t.source(), Source::Store(_)))
-        .map(|t| Reader::Projection(t.name().to_owned()));
-    std::iter::once(Reader::Relay(relay_checkpoint.to_owned()))
-        .chain(projections)
-        .collect()
 }
 
 /// Every reader's checkpoint and lag, lag in events counted up to `cap`.

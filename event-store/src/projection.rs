@@ -179,7 +179,7 @@ impl Projector {
                     return true;
                 }
                 let Some(batch) = leadership
-                    .next_batch(&mut tail, &mut backoff, shutdown)
+                    .next_batch(&mut tail, None, &mut backoff, shutdown)
                     .await
                 else {
                     return shutdown.is_cancelled();

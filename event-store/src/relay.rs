@@ -4,27 +4,21 @@
 //! drops the duplicates), never loses. While NATS is down appends still succeed; the relay
 //! retries with backoff and catches up when it returns.
 
+use std::time::{Duration, Instant};
+
 use async_nats::jetstream::{self, message::PublishMessage};
-use async_nats::HeaderMap;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::leader::{Backoff, Leadership};
-use crate::{checkpoint, nats, EventStore, RecordedEvent, Tail};
+use crate::{checkpoint, envelope, nats, EventStore, RecordedEvent, Tail};
 
-/// Headers every published event carries besides `Nats-Msg-Id`.
-pub mod headers {
-    pub const EVENT_TYPE: &str = "Es-Event-Type";
-    pub const STREAM_ID: &str = "Es-Stream-Id";
-    pub const STREAM_VERSION: &str = "Es-Stream-Version";
-    pub const POSITION: &str = "Es-Position";
-    pub const SCHEMA_VERSION: &str = "Es-Schema-Version";
-    pub const CORRELATION_ID: &str = "Es-Correlation-Id";
-    pub const CAUSATION_ID: &str = "Es-Causation-Id";
-    pub const TRACEPARENT: &str = "traceparent";
-    /// The whole metadata object as JSON.
-    pub const METADATA: &str = "Es-Metadata";
-}
+/// How long published events may wait for the checkpoint to be saved. Saving after every
+/// batch would cost a commit per batch (under a steady trickle, per event) for nothing: after a
+/// crash the relay re-publishes from the checkpoint, and JetStream (inside its window) and the
+/// consumers' inboxes (forever) drop what was published twice. So the checkpoint is saved at
+/// most this often while events flow, and at once when the relay goes idle or stops.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -109,38 +103,69 @@ impl Relay {
                 };
             tracing::info!(position = start, "relay started");
             let mut tail = Tail::new(self.store.clone(), start, self.config.batch_size);
+            // Published beyond the saved checkpoint since this moment.
+            let mut unsaved_since: Option<Instant> = None;
             loop {
+                let save_by = unsaved_since.map(|since| since + CHECKPOINT_EVERY);
                 let Some(batch) = leadership
-                    .next_batch(&mut tail, &mut backoff, shutdown)
+                    .next_batch(&mut tail, save_by, &mut backoff, shutdown)
                     .await
                 else {
-                    return shutdown.is_cancelled();
+                    if shutdown.is_cancelled() {
+                        if unsaved_since.is_some() {
+                            self.save(leadership, tail.position()).await;
+                        }
+                        return true;
+                    }
+                    return false;
                 };
                 backoff = Backoff::default();
-                while let Err(e) = self.publish(&batch).await {
-                    tracing::warn!(error = %e, "relay cannot publish; retrying the batch");
-                    if !leadership.still_held_after(&mut backoff, shutdown).await {
-                        return false;
+                if !batch.is_empty() {
+                    while let Err(e) = self.publish(&batch).await {
+                        tracing::warn!(error = %e, "relay cannot publish; retrying the batch");
+                        if !leadership.still_held_after(&mut backoff, shutdown).await {
+                            return false;
+                        }
+                        if shutdown.is_cancelled() {
+                            return true;
+                        }
                     }
-                    if shutdown.is_cancelled() {
-                        return true;
-                    }
+                    backoff = Backoff::default();
+                    tracing::debug!(
+                        position = tail.position(),
+                        events = batch.len(),
+                        "relay published"
+                    );
+                    unsaved_since.get_or_insert_with(Instant::now);
                 }
-                backoff = Backoff::default();
-                let last = tail.position();
-                while let Err(e) =
-                    checkpoint::save(&mut *leadership.conn(), &self.config.checkpoint, last).await
-                {
-                    tracing::warn!(error = %e, "relay cannot store its checkpoint; retrying");
-                    if !leadership.still_held_after(&mut backoff, shutdown).await {
-                        return false;
+                let due = unsaved_since
+                    .is_some_and(|since| batch.is_empty() || since.elapsed() >= CHECKPOINT_EVERY);
+                if due {
+                    let last = tail.position();
+                    while let Err(e) =
+                        checkpoint::save(&mut *leadership.conn(), &self.config.checkpoint, last)
+                            .await
+                    {
+                        tracing::warn!(error = %e, "relay cannot store its checkpoint; retrying");
+                        if !leadership.still_held_after(&mut backoff, shutdown).await {
+                            return false;
+                        }
+                        if shutdown.is_cancelled() {
+                            return true;
+                        }
                     }
-                    if shutdown.is_cancelled() {
-                        return true;
-                    }
+                    unsaved_since = None;
                 }
-                tracing::debug!(position = last, events = batch.len(), "relay published");
             }
+        }
+    }
+
+    /// Saves the checkpoint once on the way out; a failure only means re-publishing.
+    async fn save(&self, leadership: &mut Leadership, position: i64) {
+        if let Err(e) =
+            checkpoint::save(&mut *leadership.conn(), &self.config.checkpoint, position).await
+        {
+            tracing::warn!(error = %e, "relay cannot store its checkpoint on shutdown");
         }
     }
 
@@ -148,9 +173,10 @@ impl Relay {
     async fn publish(&self, batch: &[RecordedEvent]) -> anyhow::Result<()> {
         let mut acks = Vec::with_capacity(batch.len());
         for event in batch {
+            let (headers, payload) = envelope::encode(event)?;
             let message = PublishMessage::build()
-                .payload(serde_json::to_vec(&event.payload)?.into())
-                .headers(event_headers(event)?)
+                .payload(payload)
+                .headers(headers)
                 .message_id(event.event_id.to_string());
             match self
                 .js
@@ -186,25 +212,4 @@ impl Relay {
             }
         }
     }
-}
-
-/// The headers carried by an event's message, so consumers need not parse the payload to route.
-pub fn event_headers(event: &RecordedEvent) -> anyhow::Result<HeaderMap> {
-    let mut h = HeaderMap::new();
-    h.insert(headers::EVENT_TYPE, event.event_type.as_str());
-    h.insert(headers::STREAM_ID, event.stream_id.as_str());
-    h.insert(headers::STREAM_VERSION, event.stream_version.to_string());
-    h.insert(headers::POSITION, event.position.to_string());
-    h.insert(headers::SCHEMA_VERSION, event.schema_version.to_string());
-    h.insert(headers::METADATA, serde_json::to_string(&event.metadata)?);
-    if let Some(id) = &event.metadata.correlation_id {
-        h.insert(headers::CORRELATION_ID, id.as_str());
-    }
-    if let Some(id) = &event.metadata.causation_id {
-        h.insert(headers::CAUSATION_ID, id.as_str());
-    }
-    if let Some(tp) = &event.metadata.traceparent {
-        h.insert(headers::TRACEPARENT, tp.as_str());
-    }
-    Ok(h)
 }

@@ -1,30 +1,43 @@
 //! Appends with optimistic concurrency and idempotent retry; reads by stream and in global order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::{PgConnection, PgPool, Row};
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::metrics;
+use crate::projection::Projection;
 use crate::wakeup::Wakeup;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
-/// Appends to one stream, drawing positions from the writing transaction's id (see the
-/// migration). The version check and the insert are one statement; a concurrent append to the
-/// same stream loses on the unique (stream_id, stream_version) constraint.
+/// Appends to one or more streams in one statement, drawing positions from the writing
+/// transaction's id (see the migration). The version checks and the insert are one statement:
+/// unless every stream is at its expected version the statement inserts nothing, and a
+/// concurrent append to the same stream loses on the unique (stream_id, stream_version)
+/// constraint.
 ///
 /// A stream's versions must also be in position order, or a reader in position order meets
 /// version n+1 before n (and a projection that skips versions it has passed loses n). A
-/// transaction that took its id before the stream's last event was committed would place its
+/// transaction that took its id before a stream's last event was committed would place its
 /// events below that event, so such an append inserts nothing and is reported as a conflict:
 /// the caller retries in a new transaction, with a newer id. Only transactions that wrote
-/// something before appending (a consumer's inbox entry, an earlier stream of
-/// `append_multi`) can meet this; a single-statement append takes its id after the stream's
-/// last writer committed.
+/// something before appending (a consumer's handlers, an earlier append in the same
+/// transaction) can meet this; an append that is its transaction's first write takes its id
+/// after every stream's last writer committed.
+///
+/// Each stream's current version is read with one backward probe of the unique index, so an
+/// append costs the same whatever the length of the stream's history.
 const APPEND_SQL: &str = r#"
-WITH current_version AS (
-    SELECT coalesce(max(stream_version), 0) AS version, coalesce(max(position), 0) AS position
-    FROM events WHERE stream_id = $1
+WITH streams AS (
+    SELECT s.stream_id, s.expected, s.idx,
+           coalesce(l.stream_version, 0) AS version, coalesce(l.position, 0) AS position
+    FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS s(stream_id, expected, idx)
+    LEFT JOIN LATERAL (
+        SELECT e.stream_version, e.position FROM events e WHERE e.stream_id = s.stream_id
+        ORDER BY e.stream_version DESC LIMIT 1
+    ) AS l ON true
 ), base AS (
     SELECT pg_current_xact_id()::text::bigint << 20 AS position
 ), last_used AS (
@@ -32,16 +45,24 @@ WITH current_version AS (
     SELECT coalesce(max(e.position), b.position) AS position
     FROM base b LEFT JOIN events e ON e.position > b.position AND e.position < b.position + 1048576
     GROUP BY b.position
+), checked AS (
+    SELECT NOT EXISTS (
+        SELECT 1 FROM streams, last_used
+        WHERE (streams.expected IS NOT NULL AND streams.version <> streams.expected)
+           OR streams.position > last_used.position
+    ) AS ok
+), input AS (
+    SELECT t.*, row_number() OVER (PARTITION BY t.idx ORDER BY t.ord) AS n
+    FROM unnest($3::int8[], $4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[])
+         WITH ORDINALITY AS t(idx, event_id, event_type, schema_version, payload, metadata, ord)
 )
 INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-SELECT last_used.position + t.ord, $1, current_version.version + t.ord,
-       t.event_id, t.event_type, t.schema_version, t.payload, t.metadata
-FROM current_version, last_used,
-     unnest($3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
-         WITH ORDINALITY AS t(event_id, event_type, schema_version, payload, metadata, ord)
-WHERE ($2::bigint IS NULL OR current_version.version = $2)
-  AND current_version.position <= last_used.position
-RETURNING position, stream_version
+SELECT last_used.position + i.ord, s.stream_id, s.version + i.n,
+       i.event_id, i.event_type, i.schema_version, i.payload, i.metadata
+FROM input i JOIN streams s ON s.idx = i.idx, last_used, checked
+WHERE checked.ok
+ORDER BY i.ord
+RETURNING position, stream_version, event_id, recorded_at
 "#;
 
 pub(crate) const EVENT_COLUMNS: &str =
@@ -67,6 +88,8 @@ async fn retry_pause(attempt: usize) {
 pub struct EventStore {
     pool: PgPool,
     pub(crate) wakeup: Arc<Wakeup>,
+    /// Projections updated in every appending transaction (see [`EventStore::with_inline`]).
+    inline: Arc<[Arc<dyn Projection>]>,
 }
 
 /// A page of `read_all`: the events that are safe to hand out, and whether committed events
@@ -78,7 +101,8 @@ pub(crate) struct Page {
 
 /// How one append statement ended, before any slow-path lookups.
 enum Attempt {
-    Appended(AppendResult),
+    /// One result per stream, and the events as stored, in the order given.
+    Appended(Vec<AppendResult>, Vec<RecordedEvent>),
     VersionMismatch,
     UniqueViolation,
 }
@@ -88,7 +112,23 @@ impl EventStore {
         EventStore {
             pool,
             wakeup: Arc::new(Wakeup::default()),
+            inline: Arc::new([]),
         }
+    }
+
+    /// A store whose every append also applies `projections`, in the appending transaction
+    /// (Marten calls them inline projections): the write's response and every read after it
+    /// agree, whichever path appended (a command, a reaction), and no projector runs a
+    /// transaction of its own per event. For projections of one service's own aggregates;
+    /// [`crate::replay`] rebuilds them online like any other.
+    pub fn with_inline(mut self, projections: Vec<Arc<dyn Projection>>) -> Self {
+        self.inline = projections.into();
+        self
+    }
+
+    /// The projections applied inline, by [`EventStore::with_inline`].
+    pub fn inline_projections(&self) -> &[Arc<dyn Projection>] {
+        &self.inline
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -115,18 +155,32 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
         validate(stream_id, events)?;
+        let appends = [StreamAppend {
+            stream_id: stream_id.to_owned(),
+            expected,
+            events: events.to_vec(),
+        }];
         for tries in 0..ANY_RETRIES {
             if tries > 0 {
                 retry_pause(tries).await;
             }
             let mut conn = self.pool.acquire().await?;
-            match attempt(&mut conn, stream_id, expected, events).await? {
-                Attempt::Appended(result) => {
-                    self.wakeup.appended();
-                    metrics::appended(stream_id, events.len());
-                    return Ok(result);
+            let attempted = if self.inline.is_empty() {
+                // One statement, its own transaction.
+                attempt(&mut conn, &appends).await?
+            } else {
+                let mut tx = conn.begin().await?;
+                let attempted = attempt(&mut tx, &appends).await?;
+                if let Attempt::Appended(_, recorded) = &attempted {
+                    self.apply_inline(&mut tx, recorded).await?;
+                    tx.commit().await?;
                 }
-                Attempt::VersionMismatch | Attempt::UniqueViolation => {}
+                attempted
+            };
+            if let Attempt::Appended(results, _) = attempted {
+                self.wakeup.appended();
+                metrics::appended(stream_id, events.len());
+                return Ok(results[0]);
             }
             drop(conn);
             if let Some(original) = self.already_stored(events).await? {
@@ -187,10 +241,12 @@ impl EventStore {
         Err(self.first_conflict(appends).await?)
     }
 
-    /// Appends inside the caller's transaction, so a reaction can record its events, its inbox
-    /// entry and its checkpoint atomically. On failure the transaction is aborted: the caller
-    /// rolls back, reloads and decides again. Readers are woken once the caller commits and
-    /// calls [`EventStore::notify_appended`]. The appended-events counter counts them when the
+    /// Appends inside the caller's transaction, in one statement whatever the number of
+    /// streams (each stream at most once), so a reaction can record its events, its inbox
+    /// entry and its checkpoint atomically. The inline projections are applied on the same
+    /// transaction. On failure the transaction may be aborted: the caller rolls back, reloads
+    /// and decides again. Readers are woken once the caller commits and calls
+    /// [`EventStore::notify_appended`]. The appended-events counter counts them when the
     /// statements succeed, before the caller commits.
     pub async fn append_in_tx(
         &self,
@@ -210,21 +266,44 @@ impl EventStore {
         if appends.is_empty() {
             return Err(StoreError::Empty);
         }
-        let mut results = Vec::with_capacity(appends.len());
         for a in appends {
             validate(&a.stream_id, &a.events)?;
-            match attempt(conn, &a.stream_id, a.expected, &a.events).await? {
-                Attempt::Appended(result) => results.push(result),
-                Attempt::VersionMismatch | Attempt::UniqueViolation => {
-                    if let Some(reused) = self.reused_id(&a.events).await? {
-                        return Err(StoreError::EventIdReused { event_id: reused });
-                    }
-                    let actual = self.stream_version(&a.stream_id).await?;
-                    return Err(conflict(&a.stream_id, a.expected, actual));
+        }
+        let mut streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        streams.sort_unstable();
+        if let Some(twice) = streams.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StoreError::StreamRepeated(twice[0].to_owned()));
+        }
+        match attempt(conn, appends).await? {
+            Attempt::Appended(results, recorded) => {
+                self.apply_inline(conn, &recorded).await?;
+                Ok(results)
+            }
+            Attempt::VersionMismatch | Attempt::UniqueViolation => {
+                let events: Vec<NewEvent> = appends.iter().flat_map(|a| a.events.clone()).collect();
+                if let Some(reused) = self.reused_id(&events).await? {
+                    return Err(StoreError::EventIdReused { event_id: reused });
                 }
+                Err(self.first_conflict(appends).await?)
             }
         }
-        Ok(results)
+    }
+
+    async fn apply_inline(
+        &self,
+        conn: &mut PgConnection,
+        recorded: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
+        for projection in self.inline.iter() {
+            projection
+                .apply_batch(&mut *conn, recorded)
+                .await
+                .map_err(|error| StoreError::Projection {
+                    projection: projection.name().to_owned(),
+                    error: error.into(),
+                })?;
+        }
+        Ok(())
     }
 
     /// Wakes tailers after a transaction that used [`EventStore::append_in_tx`] committed.
@@ -234,13 +313,14 @@ impl EventStore {
 
     /// The stream's current version (0 when it has no events).
     pub async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError> {
-        let version: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT stream_version FROM events WHERE stream_id = $1 \
+             ORDER BY stream_version DESC LIMIT 1",
         )
         .bind(stream_id)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(version)
+        Ok(version.unwrap_or(0))
     }
 
     /// The stream's events from `from_version` (inclusive) in version order.
@@ -249,15 +329,8 @@ impl EventStore {
         stream_id: &str,
         from_version: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(stream_id)
-            .bind(from_version)
-            .fetch_all(&self.pool)
-            .await?)
+        let mut conn = self.pool.acquire().await?;
+        Ok(read_stream_on(&mut conn, stream_id, from_version).await?)
     }
 
     /// Up to `limit` events after `after_position`, in position order, never skipping: an
@@ -361,30 +434,112 @@ impl EventStore {
     }
 }
 
-async fn attempt(
+/// The events of `stream_id` from `from_version` (inclusive) in version order, as the
+/// caller's connection (its transaction) sees them, so a reaction decides on the state its
+/// own transaction will append to.
+pub async fn read_stream_on(
     conn: &mut PgConnection,
     stream_id: &str,
-    expected: ExpectedVersion,
-    events: &[NewEvent],
-) -> Result<Attempt, StoreError> {
-    let metadata = events
-        .iter()
-        .map(|e| serde_json::to_value(&e.metadata))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
-    let rows = sqlx::query(APPEND_SQL)
+    from_version: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version"
+    );
+    sqlx::query_as(&sql)
         .bind(stream_id)
-        .bind(expected.required())
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(from_version)
+        .fetch_all(conn)
+        .await
+}
+
+/// Up to `limit` committed events after `position`, in position order, WITHOUT holding back
+/// those above the snapshot horizon. Only safe while no append can be in flight (the caller
+/// holds a lock that keeps appends out); use [`EventStore::read_all`] otherwise.
+pub(crate) async fn read_committed_on(
+    conn: &mut PgConnection,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+    );
+    sqlx::query_as(&sql)
+        .bind(position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// The events of several streams, each after its own version, in one query: by stream, in
+/// version order. What a batch of reactions loads its aggregates with.
+pub async fn read_streams_on(
+    conn: &mut PgConnection,
+    streams: &[(&str, i64)],
+) -> Result<HashMap<String, Vec<RecordedEvent>>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         JOIN unnest($1::text[], $2::int8[]) AS wanted(stream, after) \
+           ON events.stream_id = wanted.stream AND events.stream_version > wanted.after \
+         ORDER BY stream_id, stream_version"
+    );
+    let rows: Vec<RecordedEvent> = sqlx::query_as(&sql)
+        .bind(streams.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+        .bind(streams.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await?;
+    let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
+    for row in rows {
+        by_stream
+            .entry(row.stream_id.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(by_stream)
+}
+
+async fn attempt(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Attempt, StoreError> {
+    let encode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Encode(Box::new(e)));
+    let events = appends
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| a.events.iter().map(move |e| (i, e)));
+    let n: usize = appends.iter().map(|a| a.events.len()).sum();
+    let (mut idx, mut ids, mut types, mut schemas, mut payloads, mut metadata) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, e) in events {
+        idx.push(i as i64 + 1);
+        ids.push(e.event_id);
+        types.push(e.event_type.as_str());
+        schemas.push(e.schema_version);
+        payloads.push(&e.payload);
+        metadata.push(serde_json::to_value(&e.metadata).map_err(encode)?);
+    }
+    let rows = sqlx::query(APPEND_SQL)
         .bind(
-            events
+            appends
                 .iter()
-                .map(|e| e.event_type.as_str())
+                .map(|a| a.stream_id.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-        .bind(metadata)
+        .bind(
+            appends
+                .iter()
+                .map(|a| a.expected.required())
+                .collect::<Vec<_>>(),
+        )
+        .bind(idx)
+        .bind(&ids)
+        .bind(types)
+        .bind(schemas)
+        .bind(payloads)
+        .bind(&metadata)
         .fetch_all(&mut *conn)
         .await;
     let rows = match rows {
@@ -397,19 +552,50 @@ async fn attempt(
     if rows.is_empty() {
         return Ok(Attempt::VersionMismatch);
     }
-    let mut result = AppendResult {
-        stream_version: 0,
-        first_position: i64::MAX,
-        last_position: 0,
-    };
-    for row in rows {
-        let position: i64 = row.try_get("position")?;
-        let version: i64 = row.try_get("stream_version")?;
-        result.stream_version = result.stream_version.max(version);
-        result.first_position = result.first_position.min(position);
-        result.last_position = result.last_position.max(position);
+    let mut stored: HashMap<Uuid, (i64, i64, DateTime<Utc>)> = HashMap::with_capacity(n);
+    for row in &rows {
+        stored.insert(
+            row.try_get("event_id")?,
+            (
+                row.try_get("position")?,
+                row.try_get("stream_version")?,
+                row.try_get("recorded_at")?,
+            ),
+        );
     }
-    Ok(Attempt::Appended(result))
+    let mut results = Vec::with_capacity(appends.len());
+    let mut recorded = Vec::with_capacity(n);
+    for a in appends {
+        let mut result = AppendResult {
+            stream_version: 0,
+            first_position: i64::MAX,
+            last_position: 0,
+        };
+        for e in &a.events {
+            let Some(&(position, version, recorded_at)) = stored.get(&e.event_id) else {
+                return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                    "the append returned no row for event {}",
+                    e.event_id
+                ))));
+            };
+            result.stream_version = result.stream_version.max(version);
+            result.first_position = result.first_position.min(position);
+            result.last_position = result.last_position.max(position);
+            recorded.push(RecordedEvent {
+                position,
+                stream_id: a.stream_id.clone(),
+                stream_version: version,
+                event_id: e.event_id,
+                event_type: e.event_type.clone(),
+                schema_version: e.schema_version,
+                payload: e.payload.clone(),
+                metadata: e.metadata.clone(),
+                recorded_at,
+            });
+        }
+        results.push(result);
+    }
+    Ok(Attempt::Appended(results, recorded))
 }
 
 fn count_appended(appends: &[StreamAppend]) {

@@ -1,7 +1,7 @@
 //! A subscription over all events from a checkpoint: woken by appends, polling only as a
 //! fallback, never skipping and never repeating an event.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,16 @@ impl Tail {
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+        self.next_batch_until(None, shutdown).await
+    }
+
+    /// Like [`Tail::next_batch`], but gives up waiting at `deadline` with an empty batch.
+    /// Only waits are cut short, never a read, so no wake-up is lost.
+    pub async fn next_batch_until(
+        &mut self,
+        deadline: Option<Instant>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
         let mut held_back_wait = Duration::from_millis(1);
         loop {
             // Register for wake-ups before reading, so an append that commits between the read
@@ -52,12 +62,19 @@ impl Tail {
                 self.after = last.position;
                 return Ok(Some(page.events));
             }
-            let wait = if page.held_back {
+            let mut wait = if page.held_back {
                 held_back_wait = (held_back_wait * 2).min(HELD_BACK_MAX_WAIT);
                 held_back_wait
             } else {
                 FALLBACK_POLL
             };
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Some(Vec::new()));
+                }
+                wait = wait.min(left);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = &mut notified => {}

@@ -3,7 +3,9 @@
 //!
 //! Appends do not NOTIFY inside their own transaction: Postgres serialises the commits of
 //! notifying transactions on one lock, which would cost the concurrency the position scheme
-//! buys. Instead a background task sends one NOTIFY after a burst of local appends.
+//! buys. Instead a background task sends one NOTIFY after a burst of local appends, at most
+//! one per [`NOTIFY_EVERY`] (each is a transaction of its own), carrying this process's id so
+//! that its own listener ignores it: local tailers were woken directly already.
 
 use std::time::Duration;
 
@@ -13,13 +15,27 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) const CHANNEL: &str = "es_events";
+/// Least time between two NOTIFYs of one process: other processes' tailers (a replica leading
+/// the relay) hear of a burst of appends at most this late.
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 
-#[derive(Default)]
 pub(crate) struct Wakeup {
     /// Tailers in this process wait on this.
     pub local: Notify,
     /// The notifier task waits on this to tell other processes.
     outbound: Notify,
+    /// The payload of this process's NOTIFYs, so its own listener can tell them apart.
+    id: String,
+}
+
+impl Default for Wakeup {
+    fn default() -> Self {
+        Wakeup {
+            local: Notify::new(),
+            outbound: Notify::new(),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
 }
 
 impl Wakeup {
@@ -62,6 +78,7 @@ async fn listen(pool: PgPool, store: &crate::EventStore, shutdown: CancellationT
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = listener.try_recv() => match received {
+                    Ok(Some(n)) if n.payload() == store.wakeup.id => {}
                     Ok(Some(_)) => store.wakeup.local.notify_waiters(),
                     // The connection dropped: wake tailers so they re-read, then reconnect.
                     Ok(None) => store.wakeup.local.notify_waiters(),
@@ -81,13 +98,16 @@ async fn announce(pool: PgPool, store: &crate::EventStore, shutdown: Cancellatio
             _ = shutdown.cancelled() => return,
             _ = store.wakeup.outbound.notified() => {}
         }
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
+            .bind(&store.wakeup.id)
             .execute(&pool)
             .await
         {
             tracing::debug!(error = %e, "NOTIFY failed; other processes fall back to polling");
         }
+        // Appends meanwhile are announced by the next NOTIFY, after this pause.
+        sleep_or_cancel(NOTIFY_EVERY, &shutdown).await;
     }
 }
 

@@ -372,8 +372,6 @@ async fn a_redelivered_event_is_recognised_by_the_inbox_after_jetstreams_window(
         !dropped,
         "JetStream's window has passed, so it stores the copy"
     );
-    // Another id for a version already recorded is acknowledged without effect too.
-    fx.publish_event(Uuid::now_v7(), "thing-1", 1).await;
     let after = Uuid::now_v7();
     fx.publish_event(after, "thing-1", 2).await;
 
@@ -386,10 +384,43 @@ async fn a_redelivered_event_is_recognised_by_the_inbox_after_jetstreams_window(
     fx.drained().await;
     assert_eq!(running.stop().await, 0);
     let stream = fx.js.get_stream(&fx.config.stream).await.unwrap();
-    assert_eq!(stream.get_info().await.unwrap().state.messages, 4);
+    assert_eq!(stream.get_info().await.unwrap().state.messages, 3);
     let handled: Vec<Uuid> = fx.handled().await.into_iter().map(|h| h.0).collect();
     assert_eq!(handled, [id, after]);
     assert_eq!(fx.reaction.attempts(id), 1);
+}
+
+#[tokio::test]
+async fn a_different_event_claiming_a_recorded_version_is_dead_lettered_naming_both_events() {
+    let fx = Fixture::new().await;
+    let running = fx.start();
+    let (first, forged, next) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    fx.publish_event(first, "thing-1", 1).await;
+    eventually(Duration::from_secs(10), "the event is handled", || async {
+        handled_count(&fx.db.pool).await == 1
+    })
+    .await;
+    // A forged message, or the producer restored from a backup writing version 1 again.
+    fx.publish_event(forged, "thing-1", 1).await;
+    fx.publish_event(next, "thing-1", 2).await;
+
+    eventually(
+        Duration::from_secs(10),
+        "the next event is handled",
+        || async { handled_count(&fx.db.pool).await == 2 },
+    )
+    .await;
+    fx.drained().await;
+    assert_eq!(running.stop().await, 1, "the later claim is dead-lettered");
+    let handled: Vec<Uuid> = fx.handled().await.into_iter().map(|h| h.0).collect();
+    assert_eq!(handled, [first, next]);
+    let (kind, error): (String, String) = sqlx::query_as("SELECT kind, error FROM dead_letters")
+        .fetch_one(&fx.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kind, "version_conflict");
+    assert!(error.contains(&first.to_string()), "{error}");
+    assert!(error.contains(&forged.to_string()), "{error}");
 }
 
 #[tokio::test]

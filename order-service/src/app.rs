@@ -3,7 +3,6 @@
 //! Background tasks, each stopped by one cancellation token and awaited through one tracker:
 //! - the store's notifier (LISTEN/NOTIFY between processes),
 //! - the relay: this service's events to `<ns>_order_events`,
-//! - the `orders` projector,
 //! - the consumer of `<ns>_product_events` with the catalogue projection and the saga reaction;
 //! - and, when started over `/admin`, projection rebuilds (`crate::replay`).
 
@@ -17,7 +16,6 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use async_nats::jetstream;
 use event_store::consumer::{Consumer, ConsumerConfig, Reaction};
-use event_store::projection::Projector;
 use event_store::replay::Rebuilds;
 use event_store::{nats, EventStore, Relay, RelayConfig};
 use futures::FutureExt;
@@ -57,9 +55,11 @@ impl Application {
     /// service starts and takes writes while NATS is down) and binds `config.http_addr`
     /// (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let pool = db::connect(&config.database_url).await?;
+        let pool = db::connect(&config.database_url, config.database_pool_size).await?;
         db::migrate(&pool).await?;
-        let store = EventStore::new(pool.clone());
+        // Orders are this service's own aggregates: their read model is written in the
+        // transaction of every append, so a client reads its own writes at once.
+        let store = EventStore::new(pool.clone()).with_inline(vec![Arc::new(OrdersProjection)]);
         let client = nats::connect(&config.nats_url)
             .await
             .context("connecting to NATS")?;
@@ -69,7 +69,7 @@ impl Application {
         let admin = config.admin_token().map(|token| {
             AdminState::new(rebuilds.clone(), move |candidate| token.matches(candidate))
         });
-        let readers = event_store::metrics::readers(RELAY_CHECKPOINT, rebuilds.targets());
+        let readers = event_store::replay::readers(RELAY_CHECKPOINT, rebuilds.targets());
         let scrape = Scrape::new(SERVICE_NAME, pool.clone(), readers.clone());
         let state = web::Data::new(AppState {
             pool,
@@ -202,12 +202,11 @@ impl Application {
         );
         spawn("relay", Box::pin(relay.run(token.clone())));
 
-        let projector = Projector::new(store.clone(), Arc::new(OrdersProjection));
-        spawn("orders projector", Box::pin(projector.run(token.clone())));
-
+        // The reaction first: its append draws the transaction's id (and so its positions),
+        // and the later that happens, the rarer a concurrent append makes it conflict.
         let handlers: Vec<Arc<dyn Reaction>> = vec![
-            Arc::new(CatalogProjection),
             Arc::new(ReservationOutcome::new(store.clone())),
+            Arc::new(CatalogProjection),
         ];
         let consumer_config = ConsumerConfig {
             stream: names.product_stream.clone(),

@@ -71,13 +71,37 @@ pub async fn execute(
     }
 }
 
+/// Decides `command` on an order whose id the caller has just drawn (a fresh time-ordered
+/// uuid), so its stream cannot exist: nothing is read, and the append expects no stream.
+#[tracing::instrument(skip_all, fields(order_id = %order_id), err(level = "debug"))]
+pub async fn execute_new(
+    store: &EventStore,
+    order_id: Uuid,
+    command: OrderCommand,
+    metadata: &Metadata,
+) -> Result<Executed, CommandError> {
+    let events = order::decide(&OrderState::default(), command)?;
+    let appended = store
+        .append(
+            &order::stream_id(order_id),
+            ExpectedVersion::NoStream,
+            &to_new_events(&events, metadata),
+        )
+        .await?;
+    Ok(Executed {
+        state: events.iter().fold(OrderState::default(), order::evolve),
+        version: appended.stream_version,
+    })
+}
+
 /// The order folded from its stream, and the stream's version (0 when it does not exist).
 pub async fn load(store: &EventStore, stream: &str) -> Result<(OrderState, i64), CommandError> {
     let recorded = store.read_stream(stream, 1).await?;
     fold(&recorded)
 }
 
-fn fold(recorded: &[RecordedEvent]) -> Result<(OrderState, i64), CommandError> {
+/// The order folded from its stored events, and the version of the last one.
+pub(crate) fn fold(recorded: &[RecordedEvent]) -> Result<(OrderState, i64), CommandError> {
     let mut state = OrderState::default();
     let mut version = 0;
     for r in recorded {

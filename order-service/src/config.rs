@@ -36,12 +36,18 @@ pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8081";
 pub const DEFAULT_NAMESPACE: &str = "shop";
 pub const DEFAULT_LOG_FILTER: &str = "info";
 pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
+pub const DEFAULT_POOL_SIZE: u32 = 20;
 
 #[derive(Debug, Clone, Parser)]
 pub struct Config {
     /// Postgres database of this service; created at start if it does not exist.
     #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+
+    /// Connections in the service's Postgres pool (HTTP requests, the consumer's batches, the
+    /// relay's reads); the relay's and projectors' leadership locks use one more each.
+    #[arg(long, env = "DATABASE_POOL_SIZE", global = true, default_value_t = DEFAULT_POOL_SIZE)]
+    pub database_pool_size: u32,
 
     #[arg(long, env = "NATS_URL", global = true, default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
@@ -77,6 +83,7 @@ impl Config {
     pub fn defaults() -> Self {
         Config {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database_pool_size: DEFAULT_POOL_SIZE,
             nats_url: DEFAULT_NATS_URL.to_owned(),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             events_namespace: DEFAULT_NAMESPACE.to_owned(),

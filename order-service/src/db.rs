@@ -9,7 +9,6 @@ use event_store::EventStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-const MAX_CONNECTIONS: u32 = 10;
 /// Short, so that a database that is down answers requests with 503 quickly.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -17,12 +16,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const INVALID_CATALOG_NAME: &str = "3D000";
 const DUPLICATE_DATABASE: &str = "42P04";
 
-/// Connects to `url`, creating its database first when the server says it does not exist.
-pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+/// Connects to `url` with a pool of `size` connections, creating its database first when the
+/// server says it does not exist.
+pub async fn connect(url: &str, size: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a Postgres URL")?;
     create_if_missing(&options).await?;
     PgPoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
+        .max_connections(size.max(2))
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(event_store::pool::with_session_settings(options))
         .await

@@ -17,7 +17,7 @@ pub fn targets() -> Vec<Target> {
     debug_assert_eq!(orders::NAME, "orders");
     debug_assert_eq!(catalog::NAME, "catalog");
     vec![
-        Target::store(Arc::new(OrdersProjection), &["orders"]),
+        Target::inline(Arc::new(OrdersProjection), &["orders"]),
         Target::inbox(Arc::new(CatalogProjection), &["catalog_products"]),
     ]
 }
@@ -30,7 +30,7 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
         cli::list(&targets);
         return Ok(());
     }
-    let pool = db::connect(&config.database_url).await?;
+    let pool = db::connect(&config.database_url, 4).await?;
     db::migrate(&pool).await?;
     let store = EventStore::new(pool.clone());
     let options = Options {

@@ -11,7 +11,6 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use event_store::consumer::{Consumer, ConsumerConfig};
-use event_store::projection::Projector;
 use event_store::replay::Rebuilds;
 use event_store::{nats, EventStore, Relay, RelayConfig};
 use service_kit::admin::{self, AdminState};
@@ -28,7 +27,6 @@ use crate::projections::products::ProductsProjection;
 use crate::reactions::StockReservation;
 use crate::replay;
 
-const POOL_SIZE: u32 = 10;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// JetStream redeliveries before a message is dead-lettered.
 const MAX_DELIVER: i64 = 10;
@@ -57,7 +55,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         ensure_database(&config.database_url).await?;
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(config.database_pool_size.max(2))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(event_store::pool::with_session_settings(
                 PgConnectOptions::from_str(&config.database_url)
@@ -65,7 +63,7 @@ impl Application {
             ))
             .await
             .context("connecting to the database")?;
-        let store = EventStore::new(pool.clone());
+        let store = EventStore::new(pool.clone()).with_inline(vec![Arc::new(ProductsProjection)]);
         store
             .migrate()
             .await
@@ -83,9 +81,6 @@ impl Application {
                 tracing::error!(error = %e, "the store notifier stopped");
             }
         });
-        tasks.spawn(
-            Projector::new(store.clone(), Arc::new(ProductsProjection)).run(shutdown.clone()),
-        );
         tasks.spawn(messaging(
             store.clone(),
             jetstream::new(nats.clone()),
@@ -101,7 +96,7 @@ impl Application {
         let admin = config.admin_token().map(|token| {
             AdminState::new(rebuilds.clone(), move |candidate| token.matches(candidate))
         });
-        let readers = event_store::metrics::readers(RELAY_CHECKPOINT, rebuilds.targets());
+        let readers = event_store::replay::readers(RELAY_CHECKPOINT, rebuilds.targets());
         let scrape = Scrape::new(SERVICE_NAME, pool.clone(), readers.clone());
         let state = web::Data::new(ApiState {
             pool: pool.clone(),

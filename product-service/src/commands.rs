@@ -8,7 +8,7 @@ use crate::domain::commands::ProductCommand;
 use crate::domain::error::DomainError;
 use crate::domain::product::{self, ProductState};
 use crate::domain::SCHEMA_VERSION;
-use crate::streams::{fold_product, Loaded};
+use crate::streams::{load_products, save_snapshots, Loaded, SNAPSHOT_EVERY};
 
 /// Attempts after the first when the append conflicts.
 const CONFLICT_RETRIES: usize = 3;
@@ -61,8 +61,7 @@ impl ProductCommands {
         let stream_id = product::stream_id(product_id);
         let mut attempt = 0;
         loop {
-            let events = self.store.read_stream(&stream_id, 1).await?;
-            let loaded = fold_product(&events).map_err(CommandError::Corrupt)?;
+            let (loaded, folded) = self.load(product_id).await?;
             let decided = product::decide(&loaded.state, command.clone())?;
             if decided.is_empty() {
                 return Ok(loaded);
@@ -78,10 +77,14 @@ impl ProductCommands {
             {
                 Ok(appended) => {
                     let state = decided.iter().fold(loaded.state, product::evolve);
-                    return Ok(Loaded {
+                    let outcome = Loaded {
                         state,
                         version: appended.stream_version,
-                    });
+                    };
+                    if folded + decided.len() >= SNAPSHOT_EVERY {
+                        self.snapshot(product_id, &outcome).await;
+                    }
+                    return Ok(outcome);
                 }
                 Err(StoreError::Conflict { .. }) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
@@ -89,6 +92,40 @@ impl ProductCommands {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+impl ProductCommands {
+    /// The product from its snapshot and the events after it, and how many those were.
+    async fn load(&self, product_id: Uuid) -> Result<(Loaded<ProductState>, usize), CommandError> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        let mut loaded = load_products(&mut conn, &[product_id]).await.map_err(|e| {
+            match e.downcast::<sqlx::Error>() {
+                Ok(e) => CommandError::Store(e.into()),
+                Err(e) => CommandError::Corrupt(e),
+            }
+        })?;
+        let product = loaded.remove(&product_id).ok_or_else(|| {
+            CommandError::Corrupt(anyhow::anyhow!("product {product_id} was not loaded"))
+        })?;
+        Ok((product.loaded, product.folded))
+    }
+
+    /// Stores the product's state as of its new version. Only a cache: a failure is logged,
+    /// and the next load folds a few more events.
+    async fn snapshot(&self, product_id: Uuid, outcome: &Outcome) {
+        let saved = async {
+            let mut conn = self.store.pool().acquire().await?;
+            save_snapshots(&mut conn, &[(product_id, &outcome.state, outcome.version)]).await
+        };
+        if let Err(e) = saved.await {
+            tracing::warn!(error = format!("{e:#}"), "cannot save a product snapshot");
         }
     }
 }

@@ -38,6 +38,10 @@ pub struct Config {
         default_value = "postgres://postgres@127.0.0.1:5432/products"
     )]
     pub database_url: String,
+    /// Connections in the service's Postgres pool (HTTP requests, the consumer's batches, the
+    /// relay's reads); the relay's and projectors' leadership locks use one more each.
+    #[arg(long, global = true, env = "DATABASE_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
+    pub database_pool_size: u32,
     #[arg(
         long,
         global = true,
@@ -72,6 +76,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: "postgres://postgres@127.0.0.1:5432/products".to_owned(),
+            database_pool_size: DEFAULT_POOL_SIZE,
             nats_url: "nats://127.0.0.1:4222".to_owned(),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8082)),
             events_namespace: "shop".to_owned(),
@@ -84,6 +89,7 @@ impl Default for Config {
 }
 
 pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
+pub const DEFAULT_POOL_SIZE: u32 = 20;
 
 /// The durable consumer name, also the inbox's and the dead-letter subject's suffix.
 pub const SERVICE_NAME: &str = "product-service";

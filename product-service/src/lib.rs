@@ -26,7 +26,7 @@ pub mod domain;
 pub mod projections;
 pub mod reactions;
 pub mod replay;
-mod streams;
+pub mod streams;
 pub mod telemetry;
 
 pub use app::Application;

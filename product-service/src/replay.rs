@@ -11,7 +11,7 @@ use crate::projections::products::ProductsProjection;
 
 /// Every projection of this service that can be rebuilt, with the tables it writes.
 pub fn targets() -> Vec<Target> {
-    vec![Target::store(Arc::new(ProductsProjection), &["products"])]
+    vec![Target::inline(Arc::new(ProductsProjection), &["products"])]
 }
 
 /// `product-service replay`: rebuilds against DATABASE_URL (NATS is not needed), beside a

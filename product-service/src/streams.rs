@@ -1,12 +1,24 @@
 //! Loading aggregates: read a stream, fold its events, remember the version for the next append.
+//!
+//! Products are loaded from their snapshot and the events after it (a product stream gains an
+//! event per order forever, so reading it whole would grow without end); reservations, a few
+//! events per order, are folded whole. Both ways give the state the events give:
+//! `tests/service/snapshots.rs` checks that the snapshot path decides as the full fold does.
+
+use std::collections::HashMap;
 
 use anyhow::Context as _;
-use event_store::{ExpectedVersion, RecordedEvent};
+use event_store::{snapshot, store, ExpectedVersion, RecordedEvent};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::domain::events::{ProductEvent, ReservationEvent};
-use crate::domain::product::{self, ProductState};
+use crate::domain::product::{self, ProductState, SNAPSHOT_SCHEMA_VERSION};
 use crate::domain::reservation::{self, ReservationState};
+
+/// A command writes a product's snapshot once this many events were folded on top of the
+/// last one. (Reactions write one for every product they append to, once per batch.)
+pub const SNAPSHOT_EVERY: usize = 32;
 
 /// An aggregate's state and the version of the last event folded into it (0: no stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,23 +38,52 @@ impl<S> Loaded<S> {
     }
 }
 
+/// A product as loaded, and how many events were folded on top of its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedProduct {
+    pub loaded: Loaded<ProductState>,
+    pub folded: usize,
+}
+
 pub fn fold_product(events: &[RecordedEvent]) -> anyhow::Result<Loaded<ProductState>> {
-    fold(events, ProductEvent::from_stored, product::evolve)
+    fold(
+        Loaded::default(),
+        events,
+        ProductEvent::from_stored,
+        product::evolve,
+    )
 }
 
 pub fn fold_reservation(events: &[RecordedEvent]) -> anyhow::Result<Loaded<ReservationState>> {
-    fold(events, ReservationEvent::from_stored, reservation::evolve)
+    fold(
+        Loaded::default(),
+        events,
+        ReservationEvent::from_stored,
+        reservation::evolve,
+    )
 }
 
-/// Folds stored events; types this code does not know are skipped (they still count for the
-/// version), a known type that does not decode is an error.
-fn fold<S: Default, E>(
+impl<S: Default> Default for Loaded<S> {
+    fn default() -> Self {
+        Loaded {
+            state: S::default(),
+            version: 0,
+        }
+    }
+}
+
+/// Folds stored events onto `start`; types this code does not know are skipped (they still
+/// count for the version), a known type that does not decode is an error.
+fn fold<S, E>(
+    start: Loaded<S>,
     events: &[RecordedEvent],
     decode: fn(&str, &serde_json::Value) -> Result<Option<E>, serde_json::Error>,
     evolve: fn(S, &E) -> S,
 ) -> anyhow::Result<Loaded<S>> {
-    let mut state = S::default();
-    let mut version = 0;
+    let Loaded {
+        mut state,
+        mut version,
+    } = start;
     for stored in events {
         let decoded = decode(&stored.event_type, &stored.payload).with_context(|| {
             format!(
@@ -58,18 +99,76 @@ fn fold<S: Default, E>(
     Ok(Loaded { state, version })
 }
 
-/// Reads a whole stream on `conn`, so a reaction sees the state as of its own transaction.
-/// (`EventStore::read_stream` reads through the pool, outside any transaction.)
-pub async fn read_stream_on(
+/// Loads products from their snapshots and the events after them, in two queries whatever
+/// their number, on `conn` (a reaction's transaction sees what it will append to). Every id
+/// asked for is in the answer; one without events is the default (not existing) state.
+pub async fn load_products(
     conn: &mut PgConnection,
-    stream_id: &str,
-) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, \
-                payload, metadata, recorded_at \
-         FROM events WHERE stream_id = $1 ORDER BY stream_version",
-    )
-    .bind(stream_id)
-    .fetch_all(conn)
-    .await
+    ids: &[Uuid],
+) -> anyhow::Result<HashMap<Uuid, LoadedProduct>> {
+    let streams: Vec<String> = ids.iter().map(|id| product::stream_id(*id)).collect();
+    let refs: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let mut found = snapshot::load::<ProductState>(conn, &refs, SNAPSHOT_SCHEMA_VERSION)
+        .await
+        .context("reading products")?;
+    let mut products = HashMap::with_capacity(ids.len());
+    for (id, stream) in ids.iter().zip(&streams) {
+        let loaded = found.remove(stream).unwrap_or(snapshot::Loaded {
+            snapshot: None,
+            events: Vec::new(),
+        });
+        let start = loaded.snapshot.map_or_else(Loaded::default, |s| Loaded {
+            state: s.state,
+            version: s.version,
+        });
+        let folded = loaded.events.len();
+        let loaded = fold(
+            start,
+            &loaded.events,
+            ProductEvent::from_stored,
+            product::evolve,
+        )?;
+        products.insert(*id, LoadedProduct { loaded, folded });
+    }
+    Ok(products)
+}
+
+/// Loads the reservations of these orders in one query, on `conn`.
+pub async fn load_reservations(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> anyhow::Result<HashMap<Uuid, Loaded<ReservationState>>> {
+    let streams: Vec<String> = order_ids
+        .iter()
+        .map(|id| reservation::stream_id(*id))
+        .collect();
+    let wanted: Vec<(&str, i64)> = streams.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut events = store::read_streams_on(conn, &wanted)
+        .await
+        .context("reading reservations")?;
+    let mut reservations = HashMap::with_capacity(order_ids.len());
+    for (id, stream) in order_ids.iter().zip(&streams) {
+        let stored = events.remove(stream).unwrap_or_default();
+        reservations.insert(*id, fold_reservation(&stored)?);
+    }
+    Ok(reservations)
+}
+
+/// Stores the snapshots of these products (id, state, version) in one statement.
+pub async fn save_snapshots(
+    conn: &mut PgConnection,
+    products: &[(Uuid, &ProductState, i64)],
+) -> anyhow::Result<()> {
+    let streams: Vec<String> = products
+        .iter()
+        .map(|(id, _, _)| product::stream_id(*id))
+        .collect();
+    let rows: Vec<(&str, i64, &ProductState)> = streams
+        .iter()
+        .zip(products)
+        .map(|(stream, (_, state, version))| (stream.as_str(), *version, *state))
+        .collect();
+    snapshot::save(conn, SNAPSHOT_SCHEMA_VERSION, &rows)
+        .await
+        .context("saving product snapshots")
 }

@@ -42,7 +42,7 @@ fn product_service_samples() -> Vec<(&'static str, serde_json::Value)> {
             quantity: 1,
         },
     );
-    run(&mut state, ProductCommand::ReleaseStock { order_id });
+    // StockReleased comes from the saga's release below.
 
     let catalogue = HashMap::from([(product_id, state)]);
     let confirmed = reservation::reserve_order(

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use event_store::relay::headers;
+use event_store::envelope::headers;
 use event_store::testing::unique;
 use futures::StreamExt;
 use serde_json::json;
@@ -310,7 +310,7 @@ async fn check_recorded(service: &str, poison: &Poison, db: &PgPool, verdict: &m
     }
 }
 
-/// The value of `es_dead_letters_total{consumer="<consumer>"}` at `<base_url>/metrics`.
+/// `es_dead_letters_total{consumer="<consumer>"}` at `<base_url>/metrics`, summed over kinds.
 async fn dead_letter_metric(system: &TestSystem, base_url: &str, consumer: &str) -> Option<f64> {
     let text = system
         .http
@@ -322,7 +322,10 @@ async fn dead_letter_metric(system: &TestSystem, base_url: &str, consumer: &str)
         .await
         .ok()?;
     let label = format!("consumer=\"{consumer}\"");
-    text.lines()
+    let values: Vec<f64> = text
+        .lines()
         .filter(|l| l.starts_with("es_dead_letters_total{") && l.contains(&label))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }

@@ -35,7 +35,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{self, ForeignEvent, Reaction};
+use crate::consumer::{ForeignEvent, Reaction};
+use crate::inbox;
 use crate::leader::lock_key;
 use crate::projection::{checkpoint_name, Projection};
 use crate::{checkpoint, EventStore, RecordedEvent};
@@ -55,6 +56,9 @@ pub enum Source {
     /// The service's own events, applied live by a `Projector` (checkpoint
     /// `projection:<name>`).
     Store(Arc<dyn Projection>),
+    /// The service's own events, applied live by every appending transaction (the store's
+    /// inline projections, [`EventStore::with_inline`]); no checkpoint.
+    Inline(Arc<dyn Projection>),
     /// The other service's events as recorded in the inbox, applied live by this consumer
     /// handler inside the recording transaction. Only the projection's handler: replaying a
     /// reaction that appends events would act twice.
@@ -76,6 +80,16 @@ impl Target {
             name: projection.name().to_owned(),
             tables: tables.iter().map(|t| (*t).to_owned()).collect(),
             source: Source::Store(projection),
+        }
+    }
+
+    /// A projection of the service's own events that the store applies inline, in every
+    /// appending transaction, and that writes `tables`.
+    pub fn inline(projection: Arc<dyn Projection>, tables: &[&str]) -> Self {
+        Target {
+            name: projection.name().to_owned(),
+            tables: tables.iter().map(|t| (*t).to_owned()).collect(),
+            source: Source::Inline(projection),
         }
     }
 
@@ -104,10 +118,23 @@ impl Target {
     /// `events` (own events from the store) or `inbox` (foreign events).
     pub fn source_kind(&self) -> &'static str {
         match self.source {
-            Source::Store(_) => "events",
+            Source::Store(_) | Source::Inline(_) => "events",
             Source::Inbox(_) => "inbox",
         }
     }
+}
+
+/// The readers of a service's store: its relay and every projection of its own events that a
+/// projector keeps (inline projections and projections of the other service's events are
+/// applied as events are appended or recorded: no lag).
+pub fn readers(relay_checkpoint: &str, targets: &[Target]) -> Vec<crate::metrics::Reader> {
+    let projections = targets
+        .iter()
+        .filter(|t| matches!(t.source(), Source::Store(_)))
+        .map(|t| crate::metrics::Reader::Projection(t.name().to_owned()));
+    std::iter::once(crate::metrics::Reader::Relay(relay_checkpoint.to_owned()))
+        .chain(projections)
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -291,7 +318,7 @@ impl Run<'_> {
         let mut conn = pool.acquire().await?;
         let source = self.target.source.clone();
         let total = match source {
-            Source::Store(_) => "SELECT count(*) FROM events",
+            Source::Store(_) | Source::Inline(_) => "SELECT count(*) FROM events",
             Source::Inbox(_) => "SELECT count(*) FROM inbox",
         };
         self.events_total = count(pool, total).await?;
@@ -305,7 +332,7 @@ impl Run<'_> {
                     .await?;
             }
             after = match &source {
-                Source::Store(projection) => {
+                Source::Store(projection) | Source::Inline(projection) => {
                     self.build_from_store(&**projection, &mut conn, after)
                         .await?
                 }
@@ -319,6 +346,9 @@ impl Run<'_> {
         loop {
             let swapped = match &source {
                 Source::Store(projection) => self.swap_store(&**projection, &mut conn, after).await,
+                Source::Inline(projection) => {
+                    self.swap_inline(&**projection, &mut conn, after).await
+                }
                 Source::Inbox(handler) => self.swap_inbox(&**handler, &mut conn, after).await,
             };
             match swapped {
@@ -421,6 +451,42 @@ impl Run<'_> {
         Ok(position)
     }
 
+    /// One short transaction that keeps every appending transaction out (the `SHARE` lock on
+    /// `events` conflicts with the lock each `INSERT` holds to its commit), applies every
+    /// event committed after `after`, and swaps. Returns the position the shadow reached.
+    ///
+    /// Why nothing is missed or applied twice: once the lock is granted no append is in
+    /// flight, so every event stored is committed and the read below sees it (read without
+    /// the snapshot horizon, which other transactions that have not appended yet may hold
+    /// back). Every append that comes after the commit applies its events to the new tables
+    /// itself. Events below `after` were all read while building (`read_all` never skips).
+    async fn swap_inline(
+        &mut self,
+        projection: &dyn Projection,
+        conn: &mut PgConnection,
+        mut after: i64,
+    ) -> Result<i64, RebuildError> {
+        let mut tx = conn.begin().await?;
+        limit_lock_waits(&mut tx).await?;
+        sqlx::query("LOCK TABLE events IN SHARE MODE")
+            .execute(&mut *tx)
+            .await?;
+        shadow::write_to_shadow(&mut tx, &self.live_schema).await?;
+        let mut read = 0;
+        loop {
+            let page = crate::store::read_committed_on(&mut tx, after, self.page_size).await?;
+            let Some(last) = page.last() else { break };
+            projection.apply_batch(&mut tx, &page).await?;
+            after = last.position;
+            read += page.len();
+        }
+        shadow::write_to_live(&mut tx, &self.live_schema).await?;
+        shadow::swap(&mut tx, &self.live_schema, &self.target.tables).await?;
+        tx.commit().await?;
+        self.advance(read, Phase::Swapping);
+        Ok(after)
+    }
+
     /// Applies inbox rows after `from` below successive horizons until few remain; returns
     /// the `seq` of the last row applied.
     async fn build_from_inbox(
@@ -439,7 +505,7 @@ impl Run<'_> {
             let mut after = from;
             let mut horizon = inbox_horizon(&pool).await?;
             loop {
-                let page = consumer::read_inbox_range(&pool, after, horizon, size).await?;
+                let page = inbox::read_inbox_range(&pool, after, horizon, size).await?;
                 let full = page.len() as i64 == size;
                 if let Some((seq, _)) = page.last() {
                     after = *seq;
@@ -489,12 +555,11 @@ impl Run<'_> {
     ) -> Result<i64, RebuildError> {
         let mut tx = conn.begin().await?;
         limit_lock_waits(&mut tx).await?;
-        consumer::lock_inbox_exclusive(&mut tx).await?;
+        inbox::lock_exclusive(&mut tx).await?;
         shadow::write_to_shadow(&mut tx, &self.live_schema).await?;
         let mut read = 0;
         loop {
-            let page =
-                consumer::read_inbox_range(&mut *tx, after, i64::MAX, self.page_size).await?;
+            let page = inbox::read_inbox_range(&mut *tx, after, i64::MAX, self.page_size).await?;
             let Some((seq, _)) = page.last() else { break };
             let seq = *seq;
             apply_inbox_page(handler, &mut tx, &page).await?;
@@ -593,7 +658,7 @@ async fn apply_inbox_page(
 /// Consumers wait for the moment the lock is held.
 async fn inbox_horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    consumer::lock_inbox_exclusive(&mut tx).await?;
+    inbox::lock_exclusive(&mut tx).await?;
     let horizon: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM inbox")
         .fetch_one(&mut *tx)
         .await?;

@@ -203,6 +203,14 @@ impl Rebuilds {
                     let lag = checkpoint::lag(pool, &name, i64::MAX).await?;
                     (lag.position, lag.events)
                 }
+                // Applied as events are appended: as far as the store.
+                Source::Inline(_) => {
+                    let head: i64 =
+                        sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+                            .fetch_one(pool)
+                            .await?;
+                    (head, 0)
+                }
                 Source::Inbox(_) => {
                     let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM inbox")
                         .fetch_one(pool)

@@ -37,10 +37,22 @@ pub struct Ready {
     /// as `projection orders (41 s)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub behind: Vec<String>,
+    /// Events of the other service dead-lettered because another event already holds their
+    /// stream version (a forged message, or the other service's database restored from a
+    /// backup): how many, and the latest few, each naming the stream, the version and both
+    /// event ids. They need a person; the service stays ready, since it still serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_conflicts: Option<VersionConflicts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VersionConflicts {
+    pub count: i64,
+    pub latest: Vec<String>,
 }
 
 /// The process is running.
@@ -70,12 +82,18 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Some(max) if database => behind(&state, max).await,
         _ => Vec::new(),
     };
+    let version_conflicts = if database {
+        conflicts(&state).await
+    } else {
+        None
+    };
     let word = |up: bool| if up { "up" } else { "down" }.to_owned();
     let mut body = Ready {
         status: "ready".to_owned(),
         database: word(database),
         nats: word(nats),
         behind,
+        version_conflicts,
         error: None,
         message: None,
     };
@@ -110,5 +128,14 @@ async fn behind(state: &AppState, max: Duration) -> Vec<String> {
             .map(|(reader, lag)| format!("{reader} ({:.0} s)", lag.seconds))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// The version conflicts dead-lettered so far, if any.
+async fn conflicts(state: &AppState) -> Option<VersionConflicts> {
+    let found = event_store::consumer::version_conflicts(&state.pool, 3);
+    match tokio::time::timeout(Duration::from_secs(2), found).await {
+        Ok(Ok((count, latest))) if count > 0 => Some(VersionConflicts { count, latest }),
+        _ => None,
     }
 }

@@ -174,7 +174,8 @@ pub async fn place_order(
         customer_id: body.customer_id,
         lines,
     };
-    let done = commands::execute(&state.store, order_id, command, &request_id.metadata()).await?;
+    let done =
+        commands::execute_new(&state.store, order_id, command, &request_id.metadata()).await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/orders/{order_id}")))
         .json(OrderView::from_state(done.state, done.version)))

@@ -1,10 +1,11 @@
 //! The local catalogue: product-service's products as order-service needs them to price orders.
 //!
 //! A projection of foreign events, so it runs as a consumer handler ([`Reaction`]) inside the
-//! consumer's transaction, beside the inbox entry of the event. Each row is
+//! consumer's transaction, beside the inbox entries of the events. Each row is
 //! `domain::catalog::evolve` folded over the product's stream; `version` is the stream version
-//! of the last event applied, which makes a repeated or older event a no-op. A rebuild replays
-//! the same events from the inbox through [`apply`].
+//! of the last event applied, which makes a repeated or older event a no-op. A batch is folded
+//! in memory onto the rows it continues and written back in one statement ([`apply_batch`]);
+//! a rebuild replays the same events from the inbox the same way.
 
 use std::collections::HashMap;
 
@@ -31,6 +32,17 @@ pub struct CatalogRow {
 }
 
 impl CatalogRow {
+    fn from_entry(entry: CatalogEntry, version: i64) -> Self {
+        CatalogRow {
+            product_id: entry.product_id,
+            name: entry.name,
+            price_cents: entry.price_cents,
+            stock_available: entry.stock_available,
+            available: entry.available,
+            version,
+        }
+    }
+
     fn entry(self) -> CatalogEntry {
         CatalogEntry {
             product_id: self.product_id,
@@ -57,56 +69,85 @@ impl Reaction for CatalogProjection {
         tx: &'a mut PgConnection,
         event: &'a ForeignEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(apply(tx, event))
+        Box::pin(async move { apply_batch(tx, &[event]).await })
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(apply_batch(tx, events))
     }
 }
 
-/// Applies one product-service event to its product's row. Event types this service does not
-/// know and events that are not about one product (reservations) change nothing.
-#[tracing::instrument(skip_all, fields(event_id = %event.event_id, event_type = %event.event_type))]
-pub async fn apply(conn: &mut PgConnection, event: &ForeignEvent) -> Result<(), HandleError> {
-    let decoded = ProductEvent::from_stored(&event.event_type, &event.payload).map_err(|e| {
-        HandleError::Poison(format!("{} payload does not decode: {e}", event.event_type))
-    })?;
-    let Some(decoded) = decoded else {
-        return Ok(());
-    };
-    let Some(product_id) = decoded.product_id() else {
-        return Ok(());
-    };
-    let current: Option<CatalogRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM catalog_products WHERE product_id = $1 FOR UPDATE"
-    ))
-    .bind(product_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    if current
-        .as_ref()
-        .is_some_and(|row| row.version >= event.stream_version)
-    {
+/// Applies product-service events (per product in stream order) to their products' rows,
+/// with one read and one write. Event types this service does not know and events that are
+/// not about one product (reservations) change nothing.
+pub async fn apply_batch(
+    conn: &mut PgConnection,
+    events: &[&ForeignEvent],
+) -> Result<(), HandleError> {
+    let mut decoded = Vec::with_capacity(events.len());
+    for event in events {
+        let product_event =
+            ProductEvent::from_stored(&event.event_type, &event.payload).map_err(|e| {
+                HandleError::Poison(format!("{} payload does not decode: {e}", event.event_type))
+            })?;
+        if let Some(product_event) = product_event {
+            if let Some(product_id) = product_event.product_id() {
+                decoded.push((product_id, event.stream_version, product_event));
+            }
+        }
+    }
+    if decoded.is_empty() {
         return Ok(());
     }
-    let Some(entry) = catalog::evolve(current.map(CatalogRow::entry), &decoded) else {
+    let ids: Vec<Uuid> = decoded.iter().map(|(id, _, _)| *id).collect();
+    // No row locks: the consumer records one product stream's events in one transaction at a
+    // time (its per-stream locks), and a rebuild swaps under the inbox lock.
+    let mut rows = find_many(&mut *conn, &ids).await.map_err(db_error)?;
+    let mut changed: Vec<Uuid> = Vec::new();
+    for (product_id, version, event) in &decoded {
+        let current = rows.get(product_id);
+        if current.is_some_and(|row| row.version >= *version) {
+            continue;
+        }
+        let Some(entry) = catalog::evolve(current.cloned().map(CatalogRow::entry), event) else {
+            continue;
+        };
+        if !changed.contains(product_id) {
+            changed.push(*product_id);
+        }
+        rows.insert(*product_id, CatalogRow::from_entry(entry, *version));
+    }
+    let changed: Vec<CatalogRow> = changed.iter().filter_map(|id| rows.remove(id)).collect();
+    upsert(conn, changed).await.map_err(db_error)
+}
+
+/// Inserts rows, or replaces rows of a lower version.
+async fn upsert(conn: &mut PgConnection, rows: Vec<CatalogRow>) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
         return Ok(());
-    };
+    }
     sqlx::query(
         "INSERT INTO catalog_products \
              (product_id, name, price_cents, stock_available, available, version) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::bool[], \
+                              $6::int8[]) \
          ON CONFLICT (product_id) DO UPDATE SET name = excluded.name, \
              price_cents = excluded.price_cents, stock_available = excluded.stock_available, \
-             available = excluded.available, version = excluded.version",
+             available = excluded.available, version = excluded.version \
+         WHERE catalog_products.version < excluded.version",
     )
-    .bind(entry.product_id)
-    .bind(&entry.name)
-    .bind(entry.price_cents)
-    .bind(entry.stock_available)
-    .bind(entry.available)
-    .bind(event.stream_version)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    .bind(rows.iter().map(|r| r.product_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.price_cents).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.stock_available).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.available).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

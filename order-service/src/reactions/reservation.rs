@@ -1,20 +1,24 @@
 //! The order side of the saga: product-service's verdict on an order's stock confirms or rejects
 //! the order.
 //!
-//! Runs inside the consumer's transaction: the order is loaded on that transaction's connection
-//! and its new event appended there, so the inbox entry and the order's event commit together
-//! (once in effect). A concurrent write to the order (a cancellation over HTTP) makes the append
-//! conflict; the consumer then retries the message later and the decision is taken again.
+//! Runs inside the consumer's transaction, a batch of verdicts at once: the orders they name
+//! are loaded in one query on that transaction's connection, decided in order (each decision
+//! seeing the ones before it), and their new events appended in one `append_in_tx`, so the
+//! inbox entries and the orders' events commit together (once in effect), and the `orders`
+//! read model is updated in the same statement batch (inline). A concurrent write to an order
+//! (a cancellation over HTTP) makes the append conflict; the consumer then decides again at
+//! once on fresh state.
 
-use anyhow::anyhow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use event_store::consumer::{ForeignEvent, HandleError, Reaction};
-use event_store::{EventStore, ExpectedVersion, Metadata, StoreError, StreamAppend};
+use event_store::{store, EventStore, ExpectedVersion, Metadata, StreamAppend};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
-use crate::commands::to_new_events;
+use crate::commands::{self, to_new_events};
 use crate::domain::commands::OrderCommand;
-use crate::domain::events::OrderEvent;
 use crate::domain::order::{self, OrderState};
 use crate::domain::product_events::ProductEvent;
 
@@ -30,59 +34,89 @@ impl ReservationOutcome {
         ReservationOutcome { store }
     }
 
-    #[tracing::instrument(skip_all, fields(event_id = %incoming.event_id, event_type = %incoming.event_type))]
     async fn react(
         &self,
         tx: &mut PgConnection,
-        incoming: &ForeignEvent,
+        incoming: &[&ForeignEvent],
     ) -> Result<(), HandleError> {
-        let decoded =
-            ProductEvent::from_stored(&incoming.event_type, &incoming.payload).map_err(|e| {
-                HandleError::Poison(format!(
-                    "{} payload does not decode: {e}",
-                    incoming.event_type
-                ))
-            })?;
-        let (order_id, command) = match decoded {
-            Some(ProductEvent::ReservationConfirmed(e)) => (e.order_id, OrderCommand::Confirm),
-            Some(ProductEvent::ReservationRejected(e)) => (
-                e.order_id,
-                OrderCommand::Reject {
-                    reason: e.reason,
-                    product_id: e.product_id,
-                },
-            ),
-            _ => return Ok(()),
-        };
-        let stream = order::stream_id(order_id);
-        let (state, version) = load(tx, &stream).await?;
-        // An unknown order or a rejection after a confirmation breaks the contract between the
-        // services; retrying cannot help, so the message is dead-lettered for a person to see.
-        let events = order::decide(&state, command)
-            .map_err(|e| HandleError::Poison(format!("order {order_id}: {e}")))?;
-        if events.is_empty() {
+        let mut verdicts = Vec::new();
+        for event in incoming {
+            if let Some(verdict) = verdict(event)? {
+                verdicts.push((*event, verdict));
+            }
+        }
+        if verdicts.is_empty() {
             return Ok(());
         }
-        let metadata = Metadata {
-            correlation_id: incoming.metadata.correlation_id.clone(),
-            causation_id: Some(incoming.event_id.to_string()),
-            traceparent: incoming.metadata.traceparent.clone(),
-        };
-        let append = StreamAppend {
-            stream_id: stream,
-            expected: ExpectedVersion::Exact(version),
-            events: to_new_events(&events, &metadata),
-        };
-        match self.store.append_in_tx(tx, &[append]).await {
-            Ok(_) => {
-                tracing::info!(%order_id, event_type = events[0].event_type(), "order decided");
-                Ok(())
+        let mut seen = HashSet::new();
+        let order_ids: Vec<Uuid> = verdicts
+            .iter()
+            .map(|(_, (order_id, _))| *order_id)
+            .filter(|id| seen.insert(*id))
+            .collect();
+        let mut orders = load(tx, &order_ids).await?;
+        let mut appends: BTreeMap<String, StreamAppend> = BTreeMap::new();
+        for (cause, (order_id, command)) in verdicts {
+            let (state, version) = orders.remove(&order_id).unwrap_or_default();
+            // An unknown order or a rejection after a confirmation breaks the contract between
+            // the services; retrying cannot help, so the message is dead-lettered for a person
+            // to see.
+            let events = order::decide(&state, command)
+                .map_err(|e| HandleError::Poison(format!("order {order_id}: {e}")))?;
+            let next = events.iter().fold(state, order::evolve);
+            orders.insert(order_id, (next, version));
+            if events.is_empty() {
+                continue;
             }
-            Err(e @ StoreError::Conflict { .. }) => Err(HandleError::Transient(anyhow!(e))),
-            Err(StoreError::Database(e)) => Err(super::database_error(e, "appending to the order")),
-            Err(other) => Err(HandleError::Poison(format!("order {order_id}: {other}"))),
+            tracing::debug!(%order_id, event_type = events[0].event_type(), "order decided");
+            let metadata = Metadata {
+                correlation_id: cause.metadata.correlation_id.clone(),
+                causation_id: Some(cause.event_id.to_string()),
+                traceparent: cause.metadata.traceparent.clone(),
+            };
+            let stream_id = order::stream_id(order_id);
+            appends
+                .entry(stream_id.clone())
+                .or_insert_with(|| StreamAppend {
+                    stream_id,
+                    expected: ExpectedVersion::Exact(version),
+                    events: Vec::new(),
+                })
+                .events
+                .extend(to_new_events(&events, &metadata));
         }
+        if appends.is_empty() {
+            return Ok(());
+        }
+        let appends: Vec<StreamAppend> = appends.into_values().collect();
+        self.store
+            .append_in_tx(tx, &appends)
+            .await
+            .map_err(|e| HandleError::from_store(e, "appending to the orders"))?;
+        Ok(())
     }
+}
+
+/// The command a product-service event means for an order, if any.
+fn verdict(incoming: &ForeignEvent) -> Result<Option<(Uuid, OrderCommand)>, HandleError> {
+    let decoded =
+        ProductEvent::from_stored(&incoming.event_type, &incoming.payload).map_err(|e| {
+            HandleError::Poison(format!(
+                "{} payload does not decode: {e}",
+                incoming.event_type
+            ))
+        })?;
+    Ok(match decoded {
+        Some(ProductEvent::ReservationConfirmed(e)) => Some((e.order_id, OrderCommand::Confirm)),
+        Some(ProductEvent::ReservationRejected(e)) => Some((
+            e.order_id,
+            OrderCommand::Reject {
+                reason: e.reason,
+                product_id: e.product_id,
+            },
+        )),
+        _ => None,
+    })
 }
 
 impl Reaction for ReservationOutcome {
@@ -95,32 +129,36 @@ impl Reaction for ReservationOutcome {
         tx: &'a mut PgConnection,
         event: &'a ForeignEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(self.react(tx, event))
+        Box::pin(async move { self.react(tx, &[event]).await })
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(self.react(tx, events))
     }
 }
 
-/// The order folded from its stream as the transaction sees it, and the stream's version.
-async fn load(tx: &mut PgConnection, stream: &str) -> Result<(OrderState, i64), HandleError> {
-    let rows: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT stream_version, event_type, payload FROM events \
-         WHERE stream_id = $1 ORDER BY stream_version",
-    )
-    .bind(stream)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(|e| super::database_error(e, "loading the order"))?;
-    let mut state = OrderState::default();
-    let mut version = 0;
-    for (stream_version, event_type, payload) in rows {
-        let event = OrderEvent::from_stored(&event_type, &payload).map_err(|e| {
-            HandleError::Poison(format!(
-                "{stream} version {stream_version} ({event_type}): {e}"
-            ))
-        })?;
-        if let Some(event) = event {
-            state = order::evolve(state, &event);
+/// The orders folded from their streams as the transaction sees them, with each stream's
+/// version (an order absent from the answer has no stream).
+async fn load(
+    tx: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, (OrderState, i64)>, HandleError> {
+    let streams: Vec<String> = order_ids.iter().map(|id| order::stream_id(*id)).collect();
+    let wanted: Vec<(&str, i64)> = streams.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut events = store::read_streams_on(tx, &wanted)
+        .await
+        .map_err(|e| HandleError::database(e, "loading the orders"))?;
+    let mut orders = HashMap::with_capacity(order_ids.len());
+    for (id, stream) in order_ids.iter().zip(&streams) {
+        if let Some(recorded) = events.remove(stream) {
+            let folded = commands::fold(&recorded)
+                .map_err(|e| HandleError::Poison(format!("{stream}: {e}")))?;
+            orders.insert(*id, folded);
         }
-        version = stream_version;
     }
-    Ok((state, version))
+    Ok(orders)
 }

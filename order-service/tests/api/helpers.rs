@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use event_store::relay::headers;
+use event_store::envelope::headers;
 use event_store::testing::{self, TestDb};
 use event_store::EventStore;
 use order_service::config::{AdminToken, NatsNames};

@@ -29,10 +29,22 @@ pub struct Readiness {
     /// as `projection products (41 s)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub behind: Vec<String>,
+    /// Events of the other service dead-lettered because another event already holds their
+    /// stream version (a forged message, or the other service's database restored from a
+    /// backup): how many, and the latest few, each naming the stream, the version and both
+    /// event ids. They need a person; the service stays ready, since it still serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_conflicts: Option<VersionConflicts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionConflicts {
+    pub count: i64,
+    pub latest: Vec<String>,
 }
 
 /// The process is running.
@@ -65,12 +77,18 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     if !behind.is_empty() {
         problems.push(format!("behind: {}", behind.join(", ")));
     }
+    let version_conflicts = if database {
+        conflicts(&state).await
+    } else {
+        None
+    };
     let ready = problems.is_empty();
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         database: up(database),
         nats: up(nats),
         behind,
+        version_conflicts,
         error: (!ready).then_some("unavailable"),
         message: (!ready).then(|| problems.join("; ")),
     };
@@ -91,5 +109,14 @@ async fn behind(state: &ApiState, max: Duration) -> Vec<String> {
             .map(|(reader, lag)| format!("{reader} ({:.0} s)", lag.seconds))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// The version conflicts dead-lettered so far, if any.
+async fn conflicts(state: &ApiState) -> Option<VersionConflicts> {
+    let found = event_store::consumer::version_conflicts(&state.pool, 3);
+    match tokio::time::timeout(Duration::from_secs(2), found).await {
+        Ok(Ok((count, latest))) if count > 0 => Some(VersionConflicts { count, latest }),
+        _ => None,
     }
 }

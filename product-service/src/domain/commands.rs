@@ -15,9 +15,8 @@ pub enum ProductCommand {
     ChangePrice { price_cents: i64 },
     /// Quantity > 0.
     Restock { quantity: i64 },
-    /// Quantity > 0 and at most the available stock. An order that already holds a reservation
-    /// on this product yields no events, so a redelivered request never reserves twice.
+    /// Quantity > 0 and at most the available stock. That an order reserves once, and
+    /// releases exactly what it reserved, is the reservation aggregate's to decide
+    /// (`domain::reservation`): it holds each order's lines.
     ReserveStock { order_id: Uuid, quantity: i64 },
-    /// Releases exactly what the order holds; an order holding nothing yields no events.
-    ReleaseStock { order_id: Uuid },
 }

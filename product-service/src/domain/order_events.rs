@@ -40,3 +40,13 @@ impl OrderPlaced {
             .collect()
     }
 }
+
+impl OrderEvent {
+    /// The order the event is about.
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            Self::OrderPlaced(e) => e.order_id,
+            Self::OrderCancelled(e) => e.order_id,
+        }
+    }
+}

@@ -1,14 +1,11 @@
 //! The product aggregate: catalogue data and stock of one product.
 
-use std::collections::BTreeMap;
-
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::commands::ProductCommand;
 use super::error::DomainError;
-use super::events::{
-    PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReleased, StockReserved,
-};
+use super::events::{PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReserved};
 
 /// Longest product name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -18,8 +15,16 @@ pub fn stream_id(product_id: Uuid) -> String {
     format!("product-{product_id}")
 }
 
+/// Version of [`ProductState`]'s shape in stored snapshots. Change it whenever the struct
+/// changes: snapshots of another version are ignored and the product folded from its events.
+pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
+
 /// One product as folded from its events; `Default` is a product that does not exist yet.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Its size does not grow with the product's history, so its snapshot stays small however
+/// many orders the product served: what each order holds is kept by that order's reservation
+/// stream, which every reservation and release reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductState {
     pub exists: bool,
     pub product_id: Uuid,
@@ -27,8 +32,6 @@ pub struct ProductState {
     pub price_cents: i64,
     pub stock_available: i64,
     pub stock_reserved: i64,
-    /// Quantity held per order, so a release gives back exactly what that order took.
-    pub reservations: BTreeMap<Uuid, i64>,
 }
 
 /// Decides what a command does to a product, without changing it.
@@ -88,9 +91,6 @@ pub fn decide(
         ProductCommand::ReserveStock { order_id, quantity } => {
             let state = existing(state)?;
             validate_quantity(quantity)?;
-            if state.reservations.contains_key(&order_id) {
-                return Ok(vec![]);
-            }
             if quantity > state.stock_available {
                 return Err(DomainError::InsufficientStock {
                     product_id: state.product_id,
@@ -104,22 +104,6 @@ pub fn decide(
                 quantity,
             }
             .into()])
-        }
-        ProductCommand::ReleaseStock { order_id } => {
-            let state = existing(state)?;
-            Ok(state
-                .reservations
-                .get(&order_id)
-                .map(|&quantity| {
-                    StockReleased {
-                        product_id: state.product_id,
-                        order_id,
-                        quantity,
-                    }
-                    .into()
-                })
-                .into_iter()
-                .collect())
         }
     }
 }
@@ -141,13 +125,10 @@ pub fn evolve(mut state: ProductState, event: &ProductEvent) -> ProductState {
         ProductEvent::StockReserved(e) => {
             state.stock_available = state.stock_available.saturating_sub(e.quantity);
             state.stock_reserved = state.stock_reserved.saturating_add(e.quantity);
-            let held = state.reservations.entry(e.order_id).or_default();
-            *held = held.saturating_add(e.quantity);
         }
         ProductEvent::StockReleased(e) => {
             state.stock_available = state.stock_available.saturating_add(e.quantity);
             state.stock_reserved = state.stock_reserved.saturating_sub(e.quantity);
-            state.reservations.remove(&e.order_id);
         }
     }
     state

@@ -1,26 +1,27 @@
 //! The saga step of product-service: `OrderPlaced` reserves stock for every line or none,
 //! `OrderCancelled` gives it back.
 //!
-//! Every stream the decision read is appended with the version it was read at, in one
-//! `append_in_tx`: if any product changed in between (another order, a restock), the whole
-//! append conflicts, the consumer rolls back and redelivers, and the decision is taken again on
-//! fresh state. So stock never goes negative, however many orders race.
+//! A batch of order events is decided in memory, in order, on the state its streams had when
+//! the batch began (reservations folded whole, products from their snapshots), each decision
+//! seeing the ones before it. Everything it appends goes into ONE `append_in_tx`, every stream
+//! expecting the version it was loaded at: if any product changed meanwhile (a restock over
+//! HTTP, another replica), the whole append conflicts, the consumer rolls back and decides
+//! again on fresh state. So stock never goes negative, however many orders race. The
+//! products' new snapshots are written in the same transaction.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use anyhow::Context as _;
 use event_store::consumer::{ForeignEvent, HandleError, Reaction};
-use event_store::{EventStore, Metadata, StoreError, StreamAppend};
+use event_store::{EventStore, Metadata, StreamAppend};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::commands::new_event;
-use crate::domain::order_events::{OrderCancelled, OrderEvent, OrderPlaced};
+use crate::domain::order_events::OrderEvent;
 use crate::domain::product::{self, ProductState};
 use crate::domain::reservation::{self, ReservationState, SagaDecision};
-use crate::streams::{fold_product, fold_reservation, read_stream_on, Loaded};
+use crate::streams::{load_products, load_reservations, save_snapshots, Loaded};
 
 pub const NAME: &str = "stock-reservation";
 
@@ -44,93 +45,151 @@ impl Reaction for StockReservation {
         tx: &'a mut PgConnection,
         event: &'a ForeignEvent,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move {
-            let decoded = OrderEvent::from_stored(&event.event_type, &event.payload)
+        Box::pin(async move { self.react(tx, &[event]).await })
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(self.react(tx, events))
+    }
+}
+
+/// The streams a batch reads and appends to, as it goes.
+struct Working {
+    reservations: HashMap<Uuid, Loaded<ReservationState>>,
+    products: HashMap<Uuid, ProductState>,
+    /// Versions the products were loaded at: what their appends expect.
+    product_versions: HashMap<Uuid, i64>,
+    /// Events to append, by stream id (sorted, so concurrent batches insert into shared
+    /// product streams in one global order and conflict rather than deadlock).
+    appends: BTreeMap<String, StreamAppend>,
+}
+
+impl StockReservation {
+    async fn react(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ForeignEvent],
+    ) -> Result<(), HandleError> {
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events {
+            let order_event = OrderEvent::from_stored(&event.event_type, &event.payload)
                 .map_err(|e| HandleError::Poison(format!("{}: {e}", event.event_type)))?;
-            match decoded {
-                Some(OrderEvent::OrderPlaced(placed)) => self.reserve(tx, event, &placed).await,
-                Some(OrderEvent::OrderCancelled(cancelled)) => {
-                    self.release(tx, event, &cancelled).await
-                }
-                None => Ok(()),
+            if let Some(order_event) = order_event {
+                decoded.push((*event, order_event));
             }
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let mut working = self.load(tx, &decoded).await?;
+        for (cause, order_event) in &decoded {
+            let decision = match order_event {
+                OrderEvent::OrderPlaced(placed) => {
+                    let reservation = &working.reservations[&placed.order_id];
+                    reservation::reserve_order(
+                        &reservation.state,
+                        placed.order_id,
+                        &placed.quantities(),
+                        &working.products,
+                    )
+                }
+                OrderEvent::OrderCancelled(cancelled) => {
+                    let reservation = &working.reservations[&cancelled.order_id];
+                    reservation::release_order(&reservation.state, cancelled.order_id)
+                }
+            };
+            working.record(order_event.order_id(), cause, decision)?;
+        }
+        if working.appends.is_empty() {
+            tracing::debug!("orders already handled; nothing to append");
+            return Ok(());
+        }
+        let appends: Vec<StreamAppend> =
+            std::mem::take(&mut working.appends).into_values().collect();
+        self.store
+            .append_in_tx(tx, &appends)
+            .await
+            .map_err(|e| HandleError::from_store(e, "appending the reservations"))?;
+        let touched: HashSet<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        let snapshots: Vec<(Uuid, &ProductState, i64)> = working
+            .products
+            .iter()
+            .filter(|(id, _)| touched.contains(product::stream_id(**id).as_str()))
+            .map(|(id, state)| {
+                let appended = appends
+                    .iter()
+                    .find(|a| a.stream_id == product::stream_id(*id))
+                    .map_or(0, |a| a.events.len() as i64);
+                (*id, state, working.product_versions[id] + appended)
+            })
+            .collect();
+        save_snapshots(tx, &snapshots).await?;
+        tracing::debug!(
+            orders = decoded.len(),
+            streams = appends.len(),
+            "reservations decided"
+        );
+        Ok(())
+    }
+
+    /// The reservations of every order in the batch, and every product they name: those the
+    /// placed orders' lines name and those the cancelled orders' reservations hold.
+    async fn load(
+        &self,
+        tx: &mut PgConnection,
+        decoded: &[(&ForeignEvent, OrderEvent)],
+    ) -> Result<Working, HandleError> {
+        let order_ids: Vec<Uuid> = unique(decoded.iter().map(|(_, e)| e.order_id()));
+        let reservations = load_reservations(tx, &order_ids).await?;
+        let mut product_ids = Vec::new();
+        for (_, order_event) in decoded {
+            match order_event {
+                OrderEvent::OrderPlaced(placed) => {
+                    product_ids.extend(placed.lines.iter().map(|l| l.product_id));
+                }
+                OrderEvent::OrderCancelled(cancelled) => {
+                    if let ReservationState::Confirmed(lines) =
+                        &reservations[&cancelled.order_id].state
+                    {
+                        product_ids.extend(lines.iter().map(|l| l.product_id));
+                    }
+                }
+            }
+        }
+        let product_ids = unique(product_ids.into_iter());
+        let loaded = load_products(tx, &product_ids).await?;
+        let product_versions = loaded
+            .iter()
+            .map(|(id, p)| (*id, p.loaded.version))
+            .collect();
+        let products = loaded
+            .into_iter()
+            .filter(|(_, p)| p.loaded.state.exists)
+            .map(|(id, p)| (id, p.loaded.state))
+            .collect();
+        Ok(Working {
+            reservations,
+            products,
+            product_versions,
+            appends: BTreeMap::new(),
         })
     }
 }
 
-impl StockReservation {
-    #[tracing::instrument(skip_all, fields(order_id = %placed.order_id))]
-    async fn reserve(
-        &self,
-        tx: &mut PgConnection,
-        cause: &ForeignEvent,
-        placed: &OrderPlaced,
-    ) -> Result<(), HandleError> {
-        let reservation = load_reservation(tx, placed.order_id).await?;
-        let mut products: HashMap<Uuid, Loaded<ProductState>> = HashMap::new();
-        for line in &placed.lines {
-            if let Entry::Vacant(slot) = products.entry(line.product_id) {
-                slot.insert(load_product(tx, line.product_id).await?);
-            }
-        }
-        let states = products
-            .iter()
-            .map(|(id, loaded)| (*id, loaded.state.clone()))
-            .collect();
-        let decision = reservation::reserve_order(
-            &reservation.state,
-            placed.order_id,
-            &placed.quantities(),
-            &states,
-        );
-        self.append(
-            tx,
-            cause,
-            placed.order_id,
-            &reservation,
-            &products,
-            decision,
-        )
-        .await
-    }
-
-    #[tracing::instrument(skip_all, fields(order_id = %cancelled.order_id))]
-    async fn release(
-        &self,
-        tx: &mut PgConnection,
-        cause: &ForeignEvent,
-        cancelled: &OrderCancelled,
-    ) -> Result<(), HandleError> {
-        let reservation = load_reservation(tx, cancelled.order_id).await?;
-        let decision = reservation::release_order(&reservation.state, cancelled.order_id);
-        let mut products = HashMap::new();
-        for (product_id, _) in &decision.products {
-            products.insert(*product_id, load_product(tx, *product_id).await?);
-        }
-        self.append(
-            tx,
-            cause,
-            cancelled.order_id,
-            &reservation,
-            &products,
-            decision,
-        )
-        .await
-    }
-
-    /// Appends the decision to the reservation stream and each product stream, each expecting
-    /// the version it was loaded at, in one statement batch on the consumer's transaction.
-    async fn append(
-        &self,
-        tx: &mut PgConnection,
-        cause: &ForeignEvent,
+impl Working {
+    /// Queues a decision's events and applies them to the working state, so the next
+    /// decision of the batch sees them.
+    fn record(
+        &mut self,
         order_id: Uuid,
-        reservation: &Loaded<ReservationState>,
-        products: &HashMap<Uuid, Loaded<ProductState>>,
+        cause: &ForeignEvent,
         decision: SagaDecision,
     ) -> Result<(), HandleError> {
         if decision.is_empty() {
-            tracing::debug!("order already handled; nothing to append");
             return Ok(());
         }
         let metadata = Metadata {
@@ -138,68 +197,58 @@ impl StockReservation {
             causation_id: Some(cause.event_id.to_string()),
             traceparent: cause.metadata.traceparent.clone(),
         };
-        let mut appends = vec![StreamAppend {
-            stream_id: reservation::stream_id(order_id),
-            expected: reservation.expected(),
-            events: decision
-                .reservation
-                .iter()
-                .map(|e| new_event(e.event_type(), e.payload(), &metadata))
-                .collect(),
-        }];
-        for (product_id, event) in &decision.products {
-            let loaded = products.get(product_id).ok_or_else(|| {
-                HandleError::Poison(format!(
+        tracing::debug!(
+            %order_id,
+            outcome = decision.reservation.first().map(|e| e.event_type()),
+            products = decision.products.len(),
+            "reservation decided"
+        );
+        let reservation = self.reservations.entry(order_id).or_default();
+        let expected = reservation.expected();
+        let stream_id = reservation::stream_id(order_id);
+        for event in &decision.reservation {
+            reservation.state = reservation::evolve(reservation.state.clone(), event);
+        }
+        self.appends
+            .entry(stream_id.clone())
+            .or_insert_with(|| StreamAppend {
+                stream_id,
+                expected,
+                events: Vec::new(),
+            })
+            .events
+            .extend(
+                decision
+                    .reservation
+                    .iter()
+                    .map(|e| new_event(e.event_type(), e.payload(), &metadata)),
+            );
+        for (product_id, event) in decision.products {
+            let Some(state) = self.products.remove(&product_id) else {
+                return Err(HandleError::Poison(format!(
                     "product {product_id} was decided on but not loaded"
-                ))
-            })?;
-            appends.push(StreamAppend {
-                stream_id: product::stream_id(*product_id),
-                expected: loaded.expected(),
-                events: vec![new_event(event.event_type(), event.payload(), &metadata)],
-            });
+                )));
+            };
+            self.products
+                .insert(product_id, product::evolve(state, &event));
+            let version = self.product_versions.get(&product_id).copied().unwrap_or(0);
+            let stream_id = product::stream_id(product_id);
+            self.appends
+                .entry(stream_id.clone())
+                .or_insert_with(|| StreamAppend {
+                    stream_id,
+                    expected: Loaded { state: (), version }.expected(),
+                    events: Vec::new(),
+                })
+                .events
+                .push(new_event(event.event_type(), event.payload(), &metadata));
         }
-        // Concurrent reactions insert into shared product streams; taking them in one global
-        // order means they conflict (and retry) rather than deadlock.
-        appends[1..].sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
-        match self.store.append_in_tx(tx, &appends).await {
-            Ok(_) => {
-                tracing::info!(
-                    outcome = decision.reservation.first().map(|e| e.event_type()),
-                    products = decision.products.len(),
-                    "reservation decided"
-                );
-                Ok(())
-            }
-            Err(e @ StoreError::Conflict { .. }) => {
-                tracing::debug!(error = %e, "a stream changed meanwhile; retrying on fresh state");
-                Err(HandleError::Transient(e.into()))
-            }
-            Err(e @ StoreError::Database(_)) => Err(HandleError::Transient(e.into())),
-            // Invalid ids or types, a reused event id: retrying cannot help.
-            Err(e) => Err(HandleError::Poison(e.to_string())),
-        }
+        Ok(())
     }
 }
 
-async fn load_reservation(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<Loaded<ReservationState>, HandleError> {
-    let stream_id = reservation::stream_id(order_id);
-    let events = read_stream_on(tx, &stream_id)
-        .await
-        .with_context(|| format!("reading {stream_id}"))?;
-    Ok(fold_reservation(&events)?)
-}
-
-async fn load_product(
-    tx: &mut PgConnection,
-    product_id: Uuid,
-) -> Result<Loaded<ProductState>, HandleError> {
-    let stream_id = product::stream_id(product_id);
-    let events = read_stream_on(tx, &stream_id)
-        .await
-        .with_context(|| format!("reading {stream_id}"))?;
-    Ok(fold_product(&events)?)
+/// The distinct values, in order of first appearance.
+fn unique(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    ids.filter(|id| seen.insert(*id)).collect()
 }

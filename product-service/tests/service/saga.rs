@@ -282,7 +282,7 @@ async fn concurrent_reservations_conflict_and_retry_instead_of_overselling() {
                         tx.commit().await.expect("committed");
                         return conflicts;
                     }
-                    Err(HandleError::Transient(_)) => conflicts += 1,
+                    Err(HandleError::Conflict(_) | HandleError::Transient(_)) => conflicts += 1,
                     Err(HandleError::Poison(e)) => panic!("poison: {e}"),
                 }
             }

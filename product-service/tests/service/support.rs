@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::HeaderMap;
-use event_store::relay::headers;
+use event_store::envelope::headers;
 use event_store::testing::{self, TestDb};
 use product_service::api::products::Product;
 use product_service::config::AdminToken;

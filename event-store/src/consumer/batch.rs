@@ -1,0 +1,286 @@
+//! One batch of messages, recorded in ONE transaction: the batch's streams locked (in a fixed
+//! order, so replicas sharing the durable consumer wait for each other rather than deadlock),
+//! the already-recorded ids found in one query, every stream's recorded version in another,
+//! the events that are next in their stream handed to every handler at once, and all their
+//! inbox rows inserted in one statement. [`plan`] decides, without IO, what becomes of each
+//! event; [`record`] runs the transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use sqlx::Connection;
+use uuid::Uuid;
+
+use super::{HandleError, Reaction};
+use crate::envelope::ForeignEvent;
+use crate::{inbox, EventStore};
+
+/// What becomes of one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Next in its stream: applied in this batch's transaction.
+    Apply,
+    /// Its id is recorded already, or earlier in this batch: acknowledged without effect.
+    Duplicate,
+    /// An earlier version of its stream is not recorded yet: parked until it is.
+    Early { recorded: i64 },
+    /// Another event is recorded at its stream version (a forged message, or the producer's
+    /// database restored from a backup writing new events at versions already received).
+    Conflict,
+}
+
+/// The verdict on each event of a batch, and the order the applied ones take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// One per event, in the batch's order.
+    pub verdicts: Vec<Verdict>,
+    /// Indexes of the applied events, in the order they are applied: per stream in version
+    /// order, otherwise in the batch's order.
+    pub apply: Vec<usize>,
+    /// Each stream's recorded version once the batch is committed.
+    pub recorded: HashMap<String, i64>,
+}
+
+/// Decides what becomes of each event, given the ids the inbox holds (`known`) and each
+/// stream's highest recorded version (`recorded`; absent: none). An event that arrives before
+/// its predecessor but whose predecessor comes later in the same batch is applied right after
+/// it.
+pub(crate) fn plan(
+    events: &[&ForeignEvent],
+    known: &HashSet<Uuid>,
+    recorded: &HashMap<String, i64>,
+) -> Plan {
+    let mut verdicts = vec![Verdict::Duplicate; events.len()];
+    let mut apply = Vec::new();
+    let mut versions: HashMap<String, i64> = HashMap::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    // Early events of this batch, by stream, in version order.
+    let mut waiting: HashMap<&str, BTreeMap<(i64, usize), ()>> = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        if known.contains(&event.event_id) || seen.contains(&event.event_id) {
+            continue;
+        }
+        let current = *versions
+            .entry(event.stream_id.clone())
+            .or_insert_with(|| recorded.get(&event.stream_id).copied().unwrap_or(0));
+        if event.stream_version > current + 1 {
+            waiting
+                .entry(&event.stream_id)
+                .or_default()
+                .insert((event.stream_version, i), ());
+            continue;
+        }
+        if event.stream_version <= current {
+            verdicts[i] = Verdict::Conflict;
+            continue;
+        }
+        verdicts[i] = Verdict::Apply;
+        apply.push(i);
+        seen.insert(event.event_id);
+        let mut current = event.stream_version;
+        // Successors that came earlier in the batch.
+        if let Some(queue) = waiting.get_mut(event.stream_id.as_str()) {
+            while let Some(entry) = queue.first_entry() {
+                let (version, j) = *entry.key();
+                if version > current + 1 {
+                    break;
+                }
+                entry.remove();
+                let id = events[j].event_id;
+                if seen.contains(&id) {
+                    verdicts[j] = Verdict::Duplicate;
+                } else if version <= current {
+                    verdicts[j] = Verdict::Conflict;
+                } else {
+                    verdicts[j] = Verdict::Apply;
+                    apply.push(j);
+                    seen.insert(id);
+                    current = version;
+                }
+            }
+        }
+        versions.insert(event.stream_id.clone(), current);
+    }
+    for (stream, queue) in waiting {
+        let current = versions.get(stream).copied().unwrap_or(0);
+        for (_, j) in queue.into_keys() {
+            verdicts[j] = if seen.contains(&events[j].event_id) {
+                Verdict::Duplicate
+            } else {
+                Verdict::Early { recorded: current }
+            };
+        }
+    }
+    Plan {
+        verdicts,
+        apply,
+        recorded: versions,
+    }
+}
+
+/// Why a batch's transaction was rolled back.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A handler refused or failed; its name and error.
+    Handler(String, HandleError),
+    /// The consumer's own SQL failed.
+    Sql(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+/// A committed batch: the plan it carried out, and for each conflicting event the id that
+/// holds its stream version.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub plan: Plan,
+    pub conflicts: HashMap<usize, Option<Uuid>>,
+}
+
+/// Records a batch in one transaction and runs the handlers on the events that are next in
+/// their streams; commits only if every handler succeeds.
+pub(crate) async fn record(
+    store: &EventStore,
+    handlers: &[Arc<dyn Reaction>],
+    events: &[&ForeignEvent],
+) -> Result<Committed, Failure> {
+    let mut conn = store.pool().acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    inbox::lock_streams(&mut tx, &streams).await?;
+    // Before any write: the inbox rows drawn below, and whatever the handlers write.
+    inbox::lock_shared(&mut tx).await?;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let known = inbox::known(&mut tx, &ids).await?;
+    let recorded = inbox::recorded_versions(&mut tx, &streams).await?;
+    let plan = plan(events, &known, &recorded);
+    let mut conflicts = HashMap::new();
+    for (i, verdict) in plan.verdicts.iter().enumerate() {
+        if *verdict == Verdict::Conflict {
+            let event = events[i];
+            let holder = match plan.apply.iter().find(|&&j| {
+                events[j].stream_id == event.stream_id
+                    && events[j].stream_version == event.stream_version
+            }) {
+                Some(&j) => Some(events[j].event_id),
+                None => {
+                    inbox::recorded_at_version(&mut tx, &event.stream_id, event.stream_version)
+                        .await?
+                }
+            };
+            conflicts.insert(i, holder);
+        }
+    }
+    if !plan.apply.is_empty() {
+        let applying: Vec<&ForeignEvent> = plan.apply.iter().map(|&i| events[i]).collect();
+        for handler in handlers {
+            handler
+                .handle_batch(&mut tx, &applying)
+                .await
+                .map_err(|e| Failure::Handler(handler.name().to_owned(), e))?;
+        }
+        inbox::insert(&mut tx, &applying).await?;
+    }
+    tx.commit().await?;
+    Ok(Committed { plan, conflicts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Metadata;
+
+    fn event(stream: &str, version: i64) -> ForeignEvent {
+        ForeignEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "Happened".to_owned(),
+            stream_id: stream.to_owned(),
+            stream_version: version,
+            source_position: version,
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: Metadata::default(),
+        }
+    }
+
+    fn planned(events: &[ForeignEvent], known: &[Uuid], recorded: &[(&str, i64)]) -> Plan {
+        let refs: Vec<&ForeignEvent> = events.iter().collect();
+        let known = known.iter().copied().collect();
+        let recorded = recorded
+            .iter()
+            .map(|(s, v)| ((*s).to_owned(), *v))
+            .collect();
+        plan(&refs, &known, &recorded)
+    }
+
+    #[test]
+    fn events_next_in_their_streams_are_applied_in_order() {
+        let events = [event("a", 1), event("b", 4), event("a", 2)];
+        let plan = planned(&events, &[], &[("b", 3)]);
+        assert_eq!(plan.verdicts, [Verdict::Apply; 3]);
+        assert_eq!(plan.apply, [0, 1, 2]);
+        assert_eq!(plan.recorded["a"], 2);
+        assert_eq!(plan.recorded["b"], 4);
+    }
+
+    #[test]
+    fn an_event_whose_predecessor_comes_later_in_the_batch_is_applied_after_it() {
+        let events = [event("a", 3), event("a", 2), event("a", 1)];
+        let plan = planned(&events, &[], &[]);
+        assert_eq!(plan.apply, [2, 1, 0]);
+        assert_eq!(plan.recorded["a"], 3);
+    }
+
+    #[test]
+    fn duplicates_inside_the_batch_and_across_batches_are_recognised() {
+        let recorded_earlier = event("a", 1);
+        let next = event("a", 2);
+        let events = [recorded_earlier.clone(), next.clone(), next];
+        let plan = planned(&events, &[recorded_earlier.event_id], &[("a", 1)]);
+        assert_eq!(
+            plan.verdicts,
+            [Verdict::Duplicate, Verdict::Apply, Verdict::Duplicate]
+        );
+        assert_eq!(plan.apply, [1]);
+    }
+
+    #[test]
+    fn a_gap_leaves_the_successors_early_naming_the_recorded_version() {
+        let events = [event("a", 5), event("a", 3), event("a", 6)];
+        let plan = planned(&events, &[], &[("a", 2)]);
+        assert_eq!(
+            plan.verdicts,
+            [
+                Verdict::Early { recorded: 3 },
+                Verdict::Apply,
+                Verdict::Early { recorded: 3 }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_different_event_claiming_a_recorded_version_is_a_conflict_not_a_duplicate() {
+        let events = [event("a", 2), event("a", 3), event("a", 3)];
+        let plan = planned(&events, &[], &[("a", 2)]);
+        assert_eq!(
+            plan.verdicts,
+            [Verdict::Conflict, Verdict::Apply, Verdict::Conflict]
+        );
+        assert_eq!(plan.recorded["a"], 3);
+    }
+
+    #[test]
+    fn a_conflict_among_waiting_successors_is_found_when_they_are_released() {
+        // Two different events claim version 3; both arrive before version 2.
+        let events = [event("a", 3), event("a", 3), event("a", 2)];
+        let plan = planned(&events, &[], &[("a", 1)]);
+        assert_eq!(plan.apply, [2, 0]);
+        assert_eq!(plan.verdicts[1], Verdict::Conflict);
+    }
+}

@@ -1,0 +1,224 @@
+//! The inbox: every event received from the other service, recorded in the same transaction
+//! as its effect. Its unique event id recognises a redelivery forever (JetStream only
+//! de-duplicates inside its window), its (stream, version) pairs give per-stream order, and its
+//! `seq` is the local receipt order in which a rebuild replays projections of foreign events.
+//!
+//! Everything here works on a batch at once (one statement per question, whatever the batch's
+//! size), on the caller's transaction: the consumer records a batch of messages, and replay
+//! reads ranges of rows.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::envelope::ForeignEvent;
+use crate::Metadata;
+
+/// First key of the per-stream transaction locks (the two-key advisory lock space, apart from
+/// the projectors' one-key leadership locks).
+const STREAM_LOCK_CLASS: i32 = 0x696e_626f; // "inbo"
+
+/// The inbox lock (two-key advisory lock space, apart from the per-stream locks above).
+/// Every transaction that records events takes it shared before it draws an inbox `seq` and
+/// keeps it to its end; a rebuild of a projection of foreign events takes it exclusive
+/// ([`lock_exclusive`]). Holding it exclusive therefore means no recording transaction is in
+/// flight: every `seq` drawn so far is committed or rolled back for good, and no handler is
+/// writing its projection. That gives `seq` (an identity, visible in commit order, not draw
+/// order) a safe horizon, and gives the rebuild its moment to swap tables.
+/// See docs/adr/0002-online-rebuild.md.
+const INBOX_LOCK_CLASS: i32 = 0x696e_6278; // "inbx"
+const INBOX_LOCK_KEY: i32 = 0;
+
+/// Locks `streams` for the rest of the caller's transaction, so consumers (replicas) working
+/// on the same stream serialise, and the version checks and inserts of one cannot interleave
+/// with another's. Keys are taken in ascending order of their hash, the same order in every
+/// transaction, so two batches sharing streams wait for each other instead of deadlocking
+/// (hash collisions included: equal keys are taken once).
+pub(crate) async fn lock_streams(
+    conn: &mut PgConnection,
+    streams: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, k) \
+         FROM (SELECT DISTINCT hashtext(s) AS k FROM unnest($2::text[]) AS s ORDER BY k) AS keys",
+    )
+    .bind(STREAM_LOCK_CLASS)
+    .bind(streams)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Taken by every recording transaction before it writes (see [`INBOX_LOCK_CLASS`]).
+pub(crate) async fn lock_shared(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+        .bind(INBOX_LOCK_CLASS)
+        .bind(INBOX_LOCK_KEY)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Waits until no transaction is recording a foreign event, and keeps new ones out until the
+/// caller's transaction ends. Keep that transaction short: consumers wait meanwhile.
+pub(crate) async fn lock_exclusive(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(INBOX_LOCK_CLASS)
+        .bind(INBOX_LOCK_KEY)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Which of `ids` the inbox already holds.
+pub(crate) async fn known(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let known: Vec<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(known.into_iter().collect())
+}
+
+/// The highest version recorded of each of `streams` (absent: none recorded).
+pub(crate) async fn recorded_versions(
+    conn: &mut PgConnection,
+    streams: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    // One index probe per stream (the unique (stream_id, stream_version) index, backwards),
+    // however long its history.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.stream_id, v.stream_version \
+         FROM unnest($1::text[]) AS s(stream_id) \
+         CROSS JOIN LATERAL (SELECT stream_version FROM inbox i WHERE i.stream_id = s.stream_id \
+                             ORDER BY stream_version DESC LIMIT 1) AS v",
+    )
+    .bind(streams)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The event recorded at `version` of `stream`, if any.
+pub(crate) async fn recorded_at_version(
+    conn: &mut PgConnection,
+    stream: &str,
+    version: i64,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT event_id FROM inbox WHERE stream_id = $1 AND stream_version = $2")
+        .bind(stream)
+        .bind(version)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Records `events` in one statement, drawing their `seq` in the order given.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    events: &[&ForeignEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let metadata = events
+        .iter()
+        .map(|e| serde_json::to_value(&e.metadata))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO inbox (event_id, stream_id, stream_version, event_type, schema_version, \
+                            payload, metadata, source_position) \
+         SELECT event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                metadata, source_position \
+         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[], $6::jsonb[], \
+                     $7::jsonb[], $8::int8[]) WITH ORDINALITY \
+              AS t(event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                   metadata, source_position, ord) \
+         ORDER BY ord",
+    )
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.stream_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| e.stream_version).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+    .bind(metadata)
+    .bind(events.iter().map(|e| e.source_position).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Foreign events recorded after `after_seq`, in receipt order, with their `seq`: what a
+/// rebuild of a projection of foreign events replays.
+pub async fn read_inbox<'e>(
+    executor: impl PgExecutor<'e>,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, ForeignEvent)>, sqlx::Error> {
+    read_inbox_range(executor, after_seq, i64::MAX, limit).await
+}
+
+/// Like [`read_inbox`], but only rows with `seq <= up_to`.
+pub async fn read_inbox_range<'e>(
+    executor: impl PgExecutor<'e>,
+    after_seq: i64,
+    up_to: i64,
+    limit: i64,
+) -> Result<Vec<(i64, ForeignEvent)>, sqlx::Error> {
+    let rows: Vec<InboxRow> = sqlx::query_as(
+        "SELECT seq, event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                metadata, source_position \
+         FROM inbox WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(after_seq)
+    .bind(up_to)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.seq,
+                ForeignEvent {
+                    event_id: r.event_id,
+                    event_type: r.event_type,
+                    stream_id: r.stream_id,
+                    stream_version: r.stream_version,
+                    source_position: r.source_position,
+                    schema_version: r.schema_version,
+                    payload: r.payload,
+                    metadata: r.metadata.0,
+                },
+            )
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct InboxRow {
+    seq: i64,
+    event_id: Uuid,
+    stream_id: String,
+    stream_version: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: serde_json::Value,
+    metadata: sqlx::types::Json<Metadata>,
+    source_position: i64,
+}
