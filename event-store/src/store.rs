@@ -295,13 +295,17 @@ impl EventStore {
         recorded: &[RecordedEvent],
     ) -> Result<(), StoreError> {
         for projection in self.inline.iter() {
-            projection
-                .apply_batch(&mut *conn, recorded)
-                .await
-                .map_err(|error| StoreError::Projection {
-                    projection: projection.name().to_owned(),
-                    error: error.into(),
-                })?;
+            if let Err(error) = projection.apply_batch(&mut *conn, recorded).await {
+                // The database failing (gone away, shutting down) is told as such, so callers
+                // answer 503 or retry, not report a bug.
+                return Err(match error.downcast::<sqlx::Error>() {
+                    Ok(e) => StoreError::Database(e),
+                    Err(error) => StoreError::Projection {
+                        projection: projection.name().to_owned(),
+                        error: error.into(),
+                    },
+                });
+            }
         }
         Ok(())
     }

@@ -235,7 +235,7 @@ async fn a_reservation_for_an_unknown_order_is_poison() {
 }
 
 #[tokio::test]
-async fn a_concurrent_write_to_the_order_is_a_transient_failure() {
+async fn a_concurrent_write_to_the_order_is_a_conflict_to_decide_again() {
     let db = migrated().await;
     let store = db.store();
     let order_id = place(&store).await;
@@ -265,7 +265,7 @@ async fn a_concurrent_write_to_the_order_is_a_transient_failure() {
     drop(tx);
 
     assert!(
-        matches!(result, Err(HandleError::Transient(_))),
+        matches!(result, Err(HandleError::Conflict(_))),
         "{result:?}"
     );
     let version = store
