@@ -151,6 +151,23 @@ impl TestSystem {
     /// it; a private [`testing::PgServer`] for tests that stop it) and the NATS server at
     /// `nats_url`.
     pub async fn start_on(postgres_url: &str, nats_url: String) -> TestSystem {
+        TestSystem::start_on_with_env(postgres_url, nats_url, Vec::new()).await
+    }
+
+    /// Both services on the shared NATS server, each given the variables of `extra` on top
+    /// of (and overriding) the ones every service gets, e.g. `DATABASE_POOL_SIZE`.
+    pub async fn start_with_env(extra: Vec<(String, String)>) -> TestSystem {
+        drop(testing::connect_nats().await);
+        TestSystem::start_on_with_env(&testing::admin_database_url(), testing::nats_url(), extra)
+            .await
+    }
+
+    /// [`TestSystem::start_on`], with `extra` environment variables for both services.
+    pub async fn start_on_with_env(
+        postgres_url: &str,
+        nats_url: String,
+        extra: Vec<(String, String)>,
+    ) -> TestSystem {
         testing::init_tracing();
         let products_db = TestDb::empty_on(postgres_url).await;
         let orders_db = TestDb::empty_on(postgres_url).await;
@@ -165,6 +182,9 @@ impl TestSystem {
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
                 ),
             ]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect::<Vec<_>>()
         };
         let products = ServiceProcess::start("product-service", env(&products_db));
         let orders = ServiceProcess::start("order-service", env(&orders_db));

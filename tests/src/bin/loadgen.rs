@@ -4,12 +4,13 @@
 
 use clap::Parser;
 use tests::loadgen::cli::{Cli, Command};
-use tests::loadgen::{ceiling, run};
+use tests::loadgen::{ceiling, db_ceiling, run};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Ceiling(args)) => ceiling::serve(args),
+        Some(Command::DbCeiling(args)) => db_ceiling::serve(args),
         None => {
             let report = tokio::runtime::Runtime::new()?.block_on(run::run(cli.run))?;
             let errors = report.invalidating_errors();

@@ -85,6 +85,32 @@ impl Api {
             .id)
     }
 
+    /// Creates a product; its id and the product stream's version the write produced.
+    pub async fn create_product_versioned(
+        &self,
+        name: &str,
+        price_cents: i64,
+        stock: i64,
+    ) -> anyhow::Result<(Uuid, i64)> {
+        let body = json!({ "name": name, "price_cents": price_cents, "stock": stock });
+        let created = self
+            .post(format!("{}/products", self.products), body, 201)
+            .await?;
+        Ok((created.id, created.version))
+    }
+
+    /// The version product-service's own read model serves for `product` (`GET
+    /// /products/{id}`, no `min_version`); `None` while it answers 404.
+    pub async fn product_version(&self, product: Uuid) -> anyhow::Result<Option<i64>> {
+        let url = format!("{}/products/{product}", self.products);
+        let response = self.http.get(&url).send().await?;
+        match response.status().as_u16() {
+            200 => Ok(Some(response.json::<Versioned>().await?.version)),
+            404 => Ok(None),
+            status => bail!("GET {url}: {status}"),
+        }
+    }
+
     /// Sets a product's price; the product stream's version after the change.
     pub async fn change_price(&self, product: Uuid, price_cents: i64) -> anyhow::Result<i64> {
         let url = format!("{}/products/{product}/price", self.products);

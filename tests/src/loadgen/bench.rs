@@ -1,5 +1,6 @@
 //! A run's system: both services started by [`TestSystem`] (release binaries, fresh databases,
-//! a NATS namespace of their own), their process ids, and the products every scenario uses.
+//! a NATS namespace of their own, `DATABASE_POOL_SIZE` from `--pool-size`), their process ids,
+//! and the products every scenario uses.
 
 use std::future::Future;
 use std::time::Duration;
@@ -41,7 +42,8 @@ pub struct Bench {
 impl Bench {
     pub async fn start(args: RunArgs) -> anyhow::Result<Bench> {
         check_binaries()?;
-        let system = TestSystem::start().await;
+        let pool = ("DATABASE_POOL_SIZE".to_owned(), args.pool_size.to_string());
+        let system = TestSystem::start_with_env(vec![pool]).await;
         let mut pids = Vec::new();
         for name in SERVICES {
             let pid = child_pid(&binary_path(name)?)

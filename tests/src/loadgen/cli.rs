@@ -1,10 +1,12 @@
-//! Command-line flags. The defaults make a full run of about four minutes.
+//! Command-line flags. The defaults make a full run of six to ten minutes, most of it in the
+//! propagation and capacity measurements.
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::ceiling::CeilingArgs;
+use super::db_ceiling::DbCeilingArgs;
 
 /// Measures the whole system: both services as release processes on fresh databases and a
 /// NATS namespace of their own, against real Postgres and NATS, every figure beside a baseline
@@ -23,6 +25,9 @@ pub enum Command {
     /// (Internal) the trivial server the reads are compared with.
     #[command(hide = true)]
     Ceiling(CeilingArgs),
+    /// (Internal) the minimal database-backed server the reads are compared with.
+    #[command(hide = true)]
+    DbCeiling(DbCeilingArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -60,8 +65,20 @@ pub struct RunArgs {
     pub order_products: usize,
     /// Which measurements to run.
     #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [Phase::Baseline, Phase::Commands, Phase::Propagation, Phase::Reads])]
+          default_values_t = [Phase::Baseline, Phase::Commands, Phase::ReadYourWrites,
+                              Phase::Propagation, Phase::Capacity, Phase::Reads])]
     pub phases: Vec<Phase>,
+    /// Open-loop order rates the capacity measurement steps through, lowest first; it stops
+    /// after the first step that does not hold.
+    #[arg(long, value_delimiter = ',', default_values_t = [100.0, 200.0, 500.0, 1000.0, 2000.0, 3000.0])]
+    pub capacity_rates: Vec<f64>,
+    /// Seconds each capacity step sends orders for.
+    #[arg(long, default_value_t = 10.0)]
+    pub capacity_seconds: f64,
+    /// Connections in each service's pool, passed to both as `DATABASE_POOL_SIZE` (a service
+    /// that does not read the variable keeps its own size), and the reads' database baseline's.
+    #[arg(long, default_value_t = 20)]
+    pub pool_size: u32,
     /// After the burst of orders, wait until the saga has confirmed them all (adds a minute or
     /// more: the saga is much slower than `POST /orders`).
     #[arg(long)]
@@ -77,9 +94,14 @@ pub enum Phase {
     Baseline,
     /// `POST /orders` and `POST /products/{id}/price` throughput.
     Commands,
+    /// `GET /products/{id}` the moment its `POST /products` answered 201.
+    ReadYourWrites,
     /// Price change to catalogue, and order to confirmed, at a light and a heavy rate.
     Propagation,
-    /// `GET /orders/{id}`, `GET /catalog/products/{id}` and the trivial-handler ceiling.
+    /// Orders at rising open-loop rates until placed -> confirmed no longer holds.
+    Capacity,
+    /// `GET /orders/{id}`, `GET /catalog/products/{id}`, their database baseline and the
+    /// trivial-handler ceiling.
     Reads,
 }
 
@@ -110,5 +132,75 @@ impl RunArgs {
 
     pub fn runs(&self, phase: Phase) -> bool {
         self.phases.contains(&phase)
+    }
+
+    /// The capacity steps' rates, in the order they run.
+    pub fn capacity_rates(&self) -> Vec<f64> {
+        ascending(&self.capacity_rates)
+    }
+
+    pub fn capacity_step(&self) -> Duration {
+        Duration::from_secs_f64(self.capacity_seconds.max(0.1))
+    }
+}
+
+/// Positive rates, lowest first, each once: a capacity search steps up until one fails.
+pub fn ascending(rates: &[f64]) -> Vec<f64> {
+    let mut rates: Vec<f64> = rates
+        .iter()
+        .copied()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    rates
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn capacity_rates_run_lowest_first_each_once() {
+        assert_eq!(
+            ascending(&[500.0, 100.0, 0.0, -5.0, 100.0, f64::NAN, 200.0]),
+            vec![100.0, 200.0, 500.0]
+        );
+        assert!(ascending(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_defaults_run_every_phase_with_capacity_after_propagation() {
+        let cli = Cli::try_parse_from(["loadgen"]).unwrap();
+        let phases = &cli.run.phases;
+        assert!(cli.command.is_none());
+        let at = |p: Phase| phases.iter().position(|x| *x == p).unwrap();
+        assert!(at(Phase::Capacity) > at(Phase::Propagation));
+        assert!(phases.contains(&Phase::ReadYourWrites) && phases.contains(&Phase::Reads));
+        assert_eq!(
+            cli.run.capacity_rates(),
+            vec![100.0, 200.0, 500.0, 1000.0, 2000.0, 3000.0]
+        );
+        assert_eq!(cli.run.capacity_step(), Duration::from_secs(10));
+        assert_eq!(cli.run.pool_size, 20);
+    }
+
+    #[test]
+    fn the_capacity_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--capacity-rates",
+            "50,100",
+            "--capacity-seconds",
+            "3",
+            "--pool-size",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.capacity_rates(), vec![50.0, 100.0]);
+        assert_eq!(cli.run.capacity_step(), Duration::from_secs(3));
+        assert_eq!(cli.run.pool_size, 10);
     }
 }

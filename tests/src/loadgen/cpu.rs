@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const POSTGRES_OURS: &str = "postgres (this run's databases)";
+/// The group of the Postgres backends serving this run's databases.
+pub const POSTGRES_OURS: &str = "postgres (this run's databases)";
 const POSTGRES_REST: &str = "postgres (other databases, background)";
 
 /// `/proc` reports CPU times in USER_HZ ticks, 100 per second on Linux.
@@ -102,6 +103,19 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Usage {
 }
 
 impl Usage {
+    /// Cores `group` used on average; zero when it did not run.
+    pub fn cores(&self, group: &str) -> f64 {
+        self.groups
+            .iter()
+            .find(|(name, _)| name == group)
+            .map_or(0.0, |(_, cores)| *cores)
+    }
+
+    /// CPU time `group` used over the whole interval.
+    pub fn cpu_time(&self, group: &str) -> Duration {
+        Duration::from_secs_f64(self.cores(group) * self.wall.as_secs_f64())
+    }
+
     pub fn line(&self) -> String {
         let groups: Vec<String> = self
             .groups
@@ -218,6 +232,9 @@ mod tests {
         assert!((u.machine_busy - 1.5).abs() < 1e-9);
         assert_eq!(u.groups, vec![("svc".to_owned(), 0.75)]);
         assert!((u.other - 0.75).abs() < 1e-9);
+        assert_eq!(u.cores("svc"), 0.75);
+        assert_eq!(u.cpu_time("svc"), Duration::from_millis(1500));
+        assert_eq!(u.cores("absent"), 0.0);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Held {
     pub longest: Duration,
     /// The share of samples in which one had been running longer than 100 ms.
     pub share: f64,
+    /// Queries the watch made (on product-service's database, where each is a commit).
+    pub samples: u64,
 }
 
 impl Held {
@@ -85,6 +87,7 @@ fn summarise(samples: u64, long: u64, longest: f64) -> Held {
         } else {
             0.0
         },
+        samples,
     }
 }
 
@@ -97,6 +100,7 @@ mod tests {
         let held = summarise(200, 50, 6.5);
         assert_eq!(held.longest, Duration::from_millis(6500));
         assert_eq!(held.share, 0.25);
+        assert_eq!(held.samples, 200);
         assert!(held.line().contains("longest 6.50 s"), "{}", held.line());
         assert_eq!(summarise(0, 0, 0.0).share, 0.0);
     }

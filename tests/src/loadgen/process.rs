@@ -1,6 +1,7 @@
 //! The processes of a run: the two services (started by [`crate::TestSystem`]), found again by
-//! their process ids for memory sampling, and the ceiling server, this same executable run with
-//! the `ceiling` subcommand so it is a process of its own like the services.
+//! their process ids for memory sampling, and the reads' helper servers (the ceiling and the
+//! database baseline), this same executable run with a hidden subcommand so each is a process
+//! of its own like the services.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,24 +61,43 @@ pub fn parent_pid(stat: &str) -> Option<u32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The ceiling: a trivial actix-web server in a process of its own, killed on drop.
-pub struct CeilingServer {
+/// A helper server of the reads, this executable run with a hidden subcommand in a process of
+/// its own: the trivial ceiling (`ceiling`) or the database baseline (`db-ceiling`). Killed on
+/// drop.
+pub struct HelperServer {
     pub base_url: String,
     pub pid: u32,
     child: Child,
 }
 
-impl CeilingServer {
+/// The ceiling: a trivial actix-web server.
+pub type CeilingServer = HelperServer;
+
+impl HelperServer {
     /// Starts this executable's `ceiling` subcommand serving the two bodies, and waits for it.
-    pub async fn start(order_body: &str, product_body: &str) -> anyhow::Result<CeilingServer> {
+    pub async fn start(order_body: &str, product_body: &str) -> anyhow::Result<HelperServer> {
+        let args = ["--order-body", order_body, "--product-body", product_body];
+        HelperServer::spawn("ceiling", &args, "/order").await
+    }
+
+    /// Starts the `db-ceiling` subcommand on `database_url` with a pool of `pool_size`, and
+    /// waits for it.
+    pub async fn start_db(database_url: &str, pool_size: u32) -> anyhow::Result<HelperServer> {
+        let pool = pool_size.to_string();
+        let args = ["--database-url", database_url, "--pool-size", &pool];
+        HelperServer::spawn("db-ceiling", &args, "/health").await
+    }
+
+    /// Runs `subcommand --port <free port> args...` and waits until `ready` answers 2xx.
+    async fn spawn(subcommand: &str, args: &[&str], ready: &str) -> anyhow::Result<HelperServer> {
         let port = event_store::testing::free_port();
         let child = Command::new(std::env::current_exe()?)
-            .args(["ceiling", "--port", &port.to_string()])
-            .args(["--order-body", order_body, "--product-body", product_body])
+            .args([subcommand, "--port", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
-            .context("starting the ceiling server")?;
-        let server = CeilingServer {
+            .with_context(|| format!("starting the {subcommand} server"))?;
+        let server = HelperServer {
             base_url: format!("http://127.0.0.1:{port}"),
             pid: child.id(),
             child,
@@ -85,19 +105,19 @@ impl CeilingServer {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let up = http.get(format!("{}/order", server.base_url)).send().await;
+            let up = http.get(format!("{}{ready}", server.base_url)).send().await;
             if up.is_ok_and(|r| r.status().is_success()) {
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                bail!("the ceiling server did not answer within 10 s");
+                bail!("the {subcommand} server did not answer within 10 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
-impl Drop for CeilingServer {
+impl Drop for HelperServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,9 +1,11 @@
 //! Propagation latency, the cost of eventual consistency. An open loop sends commands at a fixed
 //! rate; for each, the time from its acknowledgement to the moment order-service serves the
 //! result: a price change in the catalogue, or a placed order confirmed (a round trip through
-//! product-service's stock reservation).
+//! product-service's stock reservation). The orders' loop is also each step of the
+//! [`super::capacity`] measurement, there with a deadline for the backlog to drain.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +16,16 @@ use uuid::Uuid;
 use super::api::{Api, OrderState};
 use super::bench::Bench;
 use super::cli::Probe;
+use super::costs;
+use super::cpu::{self, Usage};
 use super::horizon::{Held, HorizonWatch};
 use super::pipeline::{self, ConsumerPace};
 use super::report::Propagation;
 use super::schedule::{open_loop, Schedule};
 use super::stats::Latencies;
-use super::watch::{Table, Watcher};
+use super::watch::{is_not_visible, NotVisible, Table, Watcher};
 
-/// A change not visible after this long counts as an error.
+/// A change not visible this long after its acknowledgement counts as an error.
 const GIVE_UP: Duration = Duration::from_secs(120);
 /// The HTTP polling probe backs off to this fraction of the time waited so far, so a backlog
 /// does not turn it into a flood of GETs against the service it measures.
@@ -82,10 +86,10 @@ impl Watch {
         }
     }
 
-    /// HTTP only: calls `seen(long_poll)` until it answers true; when, and how many GETs.
-    /// Polling reads at once, then every `interval` (tokio's timer has 1 ms granularity), or
-    /// a twentieth of the time waited if that is longer.
-    async fn http_until<F, Fut>(&self, seen: F) -> anyhow::Result<(Instant, u64)>
+    /// HTTP only: calls `seen(long_poll)` until it answers true, or gives up after `give_up`;
+    /// when, and how many GETs. Polling reads at once, then every `interval` (tokio's timer
+    /// has 1 ms granularity), or a twentieth of the time waited if that is longer.
+    async fn http_until<F, Fut>(&self, give_up: Instant, seen: F) -> anyhow::Result<(Instant, u64)>
     where
         F: Fn(bool) -> Fut,
         Fut: Future<Output = anyhow::Result<bool>>,
@@ -104,8 +108,9 @@ impl Watch {
             if seen(long_poll).await? {
                 return Ok((Instant::now(), reads));
             }
-            if start.elapsed() > GIVE_UP {
-                bail!("not visible after {GIVE_UP:?}");
+            if Instant::now() > give_up {
+                let waited = start.elapsed();
+                return Err(NotVisible(format!("not visible after {waited:?}")).into());
             }
             if !long_poll {
                 let backoff = start.elapsed() / BACKOFF_FRACTION;
@@ -114,17 +119,18 @@ impl Watch {
         }
     }
 
-    /// Until the catalogue serves `product` at `version` or later.
+    /// Until the catalogue serves `product` at `version` or later, at most until `give_up`.
     async fn catalogue(
         &self,
         api: &Api,
         product: Uuid,
         version: i64,
+        give_up: Instant,
     ) -> anyhow::Result<(Instant, u64)> {
         if let Watch::Table(watcher) = self {
-            return Ok((watcher.wait(product, version, GIVE_UP).await?.at, 0));
+            return Ok((watcher.wait(product, version, left(give_up)).await?.at, 0));
         }
-        self.http_until(|long_poll| {
+        self.http_until(give_up, |long_poll| {
             let api = api.clone();
             async move {
                 let min = long_poll.then_some(version);
@@ -134,16 +140,21 @@ impl Watch {
         .await
     }
 
-    /// Until order-service serves `order` confirmed (its version 2).
-    async fn confirmed(&self, api: &Api, order: Uuid) -> anyhow::Result<(Instant, u64)> {
+    /// Until order-service serves `order` confirmed (its version 2), at most until `give_up`.
+    async fn confirmed(
+        &self,
+        api: &Api,
+        order: Uuid,
+        give_up: Instant,
+    ) -> anyhow::Result<(Instant, u64)> {
         if let Watch::Table(watcher) = self {
-            let seen = watcher.wait(order, 2, GIVE_UP).await?;
+            let seen = watcher.wait(order, 2, left(give_up)).await?;
             if seen.status.as_deref() != Some("confirmed") {
                 bail!("order {order} was {:?}, not confirmed", seen.status);
             }
             return Ok((seen.at, 0));
         }
-        self.http_until(|long_poll| {
+        self.http_until(give_up, |long_poll| {
             let api = api.clone();
             async move {
                 match api.order_state(order, long_poll.then_some(2)).await? {
@@ -180,7 +191,9 @@ pub async fn price_changes(
             let sent = Instant::now();
             let version = api.change_price(product, price_base + i as i64).await?;
             let acked = Instant::now();
-            let (seen, http_reads) = probe.catalogue(&api, product, version).await?;
+            let (seen, http_reads) = probe
+                .catalogue(&api, product, version, acked + GIVE_UP)
+                .await?;
             anyhow::Ok(Sample {
                 command: acked - sent,
                 visible: seen - acked,
@@ -203,26 +216,65 @@ pub async fn price_changes(
     Ok(p)
 }
 
+/// The time left until `deadline`.
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// An open loop of orders: its figures (costs included) and where the CPU went, from the first
+/// order until the consumers' paces were read.
+pub struct OrderRun {
+    pub propagation: Propagation,
+    pub usage: Usage,
+    /// Orders acknowledged (or still unanswered) but not confirmed by their deadline: with a
+    /// drain deadline, the backlog left when it passed.
+    pub late: u64,
+    /// From the first send until the last order was seen (or given up).
+    pub took: Duration,
+    /// When the last send was due, from the first.
+    pub last_due: Duration,
+}
+
 /// Orders at `rate` per second, one line each over the stock products, until order-service
 /// serves them confirmed. The placed orders are kept for the reads.
-pub async fn orders(bench: &mut Bench, rate: f64) -> anyhow::Result<Propagation> {
-    let schedule = Schedule::for_samples(rate, bench.args.samples);
+pub async fn orders(bench: &mut Bench, rate: f64) -> anyhow::Result<OrderRun> {
+    order_loop(bench, Schedule::for_samples(rate, bench.args.samples), None).await
+}
+
+/// Orders on `schedule`, one line each over the stock products, each awaited until
+/// order-service serves it confirmed: at most [`GIVE_UP`] after its acknowledgement and, with
+/// `drain`, no later than `drain` after the last send was due (an order unanswered or
+/// unconfirmed then is late, and the loop ends). Then what they cost ([`costs`]). The placed
+/// orders are kept for the reads.
+pub async fn order_loop(
+    bench: &mut Bench,
+    schedule: Schedule,
+    drain: Option<Duration>,
+) -> anyhow::Result<OrderRun> {
+    let before = bench.cpu_snapshot();
     let watch = Watch::new(bench, Table::Orders);
     let (api, products, probe) = (
         bench.api.clone(),
         bench.order_products.clone(),
         watch.clone(),
     );
+    let acked_count = Arc::new(AtomicU64::new(0));
+    let counter = acked_count.clone();
     let marks = Marks::take(bench).await?;
+    let commits_before = marks.commits();
     let started = Instant::now();
+    let last_due = schedule.due(schedule.count.saturating_sub(1));
+    let deadline = drain.map(|d| started + last_due + d);
     let run = open_loop(schedule, move |i| {
-        let (api, probe) = (api.clone(), probe.clone());
+        let (api, probe, counter) = (api.clone(), probe.clone(), counter.clone());
         let product = products[i as usize % products.len()];
         async move {
             let sent = Instant::now();
-            let order = api.place_order("probe", product, 1).await?;
+            let order = by(deadline, api.place_order("probe", product, 1)).await?;
+            counter.fetch_add(1, Ordering::Relaxed);
             let acked = Instant::now();
-            let (seen, http_reads) = probe.confirmed(&api, order).await?;
+            let give_up = deadline.map_or(acked + GIVE_UP, |d| d.min(acked + GIVE_UP));
+            let (seen, http_reads) = probe.confirmed(&api, order, give_up).await?;
             anyhow::Ok(Sample {
                 command: acked - sent,
                 visible: seen - acked,
@@ -232,18 +284,49 @@ pub async fn orders(bench: &mut Bench, rate: f64) -> anyhow::Result<Propagation>
         }
     })
     .await;
+    let ended = Instant::now();
+    let late = run
+        .outputs
+        .iter()
+        .filter(|o| o.as_ref().is_err_and(is_not_visible))
+        .count() as u64;
     let name = "order placed -> confirmed";
     let (mut p, placed) = summarise(
         name,
-        rate,
+        schedule.rate,
         run.outputs,
         &watch,
         started.elapsed(),
         run.max_lag,
     )?;
+    p.acked = acked_count.load(Ordering::Relaxed);
     (p.consumers, p.horizon) = marks.paces(bench).await?;
+    let usage = cpu::between(&before, &bench.cpu_snapshot());
+    let own_queries = p.probe_requests + p.horizon.map_or(0, |h| h.samples);
+    let costs = costs::measure(bench, commits_before, ended, p.acked, own_queries, &usage).await?;
+    p.costs = Some(costs);
     bench.orders.extend(placed);
-    Ok(p)
+    Ok(OrderRun {
+        took: ended - started,
+        propagation: p,
+        usage,
+        late,
+        last_due,
+    })
+}
+
+/// `future`, abandoned at `deadline` (if any) as not answered in time.
+async fn by<T>(
+    deadline: Option<Instant>,
+    future: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let Some(deadline) = deadline else {
+        return future.await;
+    };
+    match tokio::time::timeout_at(deadline, future).await {
+        Ok(result) => result,
+        Err(_) => Err(NotVisible("no answer by the drain deadline".into()).into()),
+    }
 }
 
 /// Where both inboxes stood before a measurement.
@@ -254,6 +337,11 @@ struct Marks {
 }
 
 impl Marks {
+    /// Both databases' commit counts at the marks.
+    fn commits(&self) -> i64 {
+        self.products.commits() + self.orders.commits()
+    }
+
     async fn take(bench: &Bench) -> anyhow::Result<Marks> {
         Ok(Marks {
             products: pipeline::mark(&bench.system.products_db.pool).await?,
@@ -310,6 +398,8 @@ fn summarise(
         max_lag,
         consumers: Vec::new(),
         horizon: None,
+        acked: 0,
+        costs: None,
     };
     Ok((propagation, orders))
 }

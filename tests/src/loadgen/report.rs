@@ -86,6 +86,10 @@ pub struct Propagation {
     pub consumers: Vec<super::pipeline::ConsumerPace>,
     /// How long other databases' transactions held the relays back meanwhile.
     pub horizon: Option<super::horizon::Held>,
+    /// Commands acknowledged (counted for orders only).
+    pub acked: u64,
+    /// What each order cost the databases (order measurements only).
+    pub costs: Option<super::costs::Costs>,
 }
 
 impl Propagation {
@@ -119,15 +123,28 @@ impl Propagation {
             .iter()
             .map(|c| format!("\n    {}", c.line()))
             .chain(self.horizon.iter().map(|h| format!("\n    {}", h.line())))
+            .chain(self.costs.iter().map(|c| format!("\n    {}", c.line())))
             .collect::<String>()
     }
 }
 
-/// A read beside its ceiling.
+/// A read beside its database baseline (the same query behind a minimal handler; `None` when
+/// it could not be measured) and its ceiling (no database at all).
 pub struct Reads {
     pub service: Throughput,
+    pub db_baseline: Option<Throughput>,
     pub ceiling: Throughput,
     pub body_bytes: usize,
+}
+
+impl Reads {
+    /// The closed-loop measurements: the service, its database baseline, its ceiling.
+    fn throughputs(&self) -> impl Iterator<Item = &Throughput> {
+        [&self.service]
+            .into_iter()
+            .chain(&self.db_baseline)
+            .chain([&self.ceiling])
+    }
 }
 
 /// How long the system took to catch up with a burst of commands.
@@ -168,12 +185,20 @@ pub struct Report {
     pub commands: Vec<Throughput>,
     pub drains: Vec<Drain>,
     pub propagation: Vec<Propagation>,
+    pub capacity: Option<super::capacity::Capacity>,
+    pub read_your_writes: Option<super::read_your_writes::ReadYourWrites>,
     pub reads: Vec<Reads>,
+    /// The reads' database baseline's pool size, when it ran.
+    pub db_baseline_pool: Option<u32>,
     pub memory: Vec<Memory>,
     /// Where the CPU went, by measurement.
     pub cpu: Vec<(String, super::cpu::Usage)>,
     /// The ceiling server's resident size, taken before it stopped.
     pub ceiling_memory: Option<super::memory::Resident>,
+    /// The database baseline server's, likewise.
+    pub db_ceiling_memory: Option<super::memory::Resident>,
+    /// What the reader should know about how figures were taken (printed, not errors).
+    pub notes: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -204,21 +229,29 @@ impl Report {
                 println!("{}", d.line());
             }
         }
+        if let Some(r) = &self.read_your_writes {
+            println!("\nRead your writes\n  {}", r.line());
+        }
         if !self.propagation.is_empty() {
             println!("\nPropagation");
             for p in &self.propagation {
                 println!("{}", p.lines());
             }
         }
+        if let Some(c) = &self.capacity {
+            println!("\n{}", c.table());
+        }
         if !self.reads.is_empty() {
             println!("\nRead throughput");
+            if let Some(pool) = self.db_baseline_pool {
+                println!("  (database baseline: the service's query behind a minimal handler, pool of {pool})");
+            }
             for r in &self.reads {
-                println!(
-                    "{}\n{}   ({} byte body)",
-                    r.service.line(),
-                    r.ceiling.line(),
-                    r.body_bytes
-                );
+                println!("{}", r.service.line());
+                if let Some(db) = &r.db_baseline {
+                    println!("{}", db.line());
+                }
+                println!("{}   ({} byte body)", r.ceiling.line(), r.body_bytes);
             }
         }
         if !self.memory.is_empty() {
@@ -257,6 +290,13 @@ impl Report {
             }
         }
         for r in &self.reads {
+            if let Some(db) = &r.db_baseline {
+                println!(
+                    "  {:<38} / database baseline       = {}",
+                    r.service.name,
+                    times(ratio(r.service.per_second, db.per_second))
+                );
+            }
             println!(
                 "  {:<38} / trivial handler         = {}",
                 r.service.name,
@@ -350,6 +390,12 @@ impl Report {
         for e in &self.errors {
             println!("         run error: {e}");
         }
+        if !self.notes.is_empty() {
+            println!("\nNotes");
+            for n in &self.notes {
+                println!("  {n}");
+            }
+        }
     }
 
     fn all_latencies(&self) -> impl Iterator<Item = &Latencies> {
@@ -357,10 +403,12 @@ impl Report {
             .baseline
             .iter()
             .chain(&self.commands)
-            .chain(self.reads.iter().flat_map(|r| [&r.service, &r.ceiling]));
+            .chain(self.reads.iter().flat_map(Reads::throughputs));
+        let capacity = self.capacity.iter().flat_map(|c| &c.steps);
         throughputs.map(|t| &t.latency).chain(
             self.propagation
                 .iter()
+                .chain(capacity.map(|s| &s.propagation))
                 .flat_map(|p| [&p.visible, &p.command]),
         )
     }
@@ -373,7 +421,7 @@ impl Report {
             .baseline
             .iter()
             .chain(&self.commands)
-            .chain(self.reads.iter().flat_map(|r| [&r.service, &r.ceiling]));
+            .chain(self.reads.iter().flat_map(Reads::throughputs));
         throughputs.map(|t| t.latency.errors()).sum::<u64>() + self.errors.len() as u64
     }
 

@@ -11,7 +11,7 @@ use super::cli::{Phase, RunArgs};
 use super::cpu::{self, Snapshot};
 use super::memory::{sample_peak, Resident, Stop};
 use super::report::{Memory, Report};
-use super::{baseline, commands, pipeline, propagation, reads};
+use super::{baseline, capacity, commands, pipeline, propagation, read_your_writes, reads};
 
 const SAMPLE_MEMORY_EVERY: Duration = Duration::from_millis(250);
 
@@ -26,6 +26,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         bench.system.orders.base_url,
         bench.pids[1].1,
         bench.system.namespace
+    );
+    println!(
+        "  both given DATABASE_POOL_SIZE={} (--pool-size); a service that does not read it keeps \
+         its own pool (the services before it: 10 connections)",
+        bench.args.pool_size
     );
     let stop = Stop::default();
     let samplers: Vec<(&str, u32, JoinHandle<u64>)> = bench
@@ -61,6 +66,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     if let Some(ceiling) = ceiling_memory(&mut report) {
         report.memory.push(ceiling);
     }
+    if let Some(r) = report.db_ceiling_memory.take() {
+        report.memory.push(Memory {
+            name: "database baseline handler".into(),
+            peak_kib: r.peak_kib,
+            sampled_max_kib: r.current_kib,
+            end_kib: r.current_kib,
+        });
+    }
     report.print();
     println!("\nWhole run: {:.0} s", started.elapsed().as_secs_f64());
     Ok(report)
@@ -76,12 +89,12 @@ fn ceiling_memory(report: &mut Report) -> Option<Memory> {
     })
 }
 
-fn heading(started: Instant, title: &str) {
+pub(super) fn heading(started: Instant, title: &str) {
     println!("\n[{:>5.1} s] {title}", started.elapsed().as_secs_f64());
 }
 
 /// Lets the system finish what the last measurement left behind before the next begins.
-async fn settle(bench: &Bench) -> anyhow::Result<()> {
+pub(super) async fn settle(bench: &Bench) -> anyhow::Result<()> {
     let system = &bench.system;
     let pools = [&system.products_db.pool, &system.orders_db.pool];
     let waited = pipeline::settle(pools, bench.drain_timeout()).await?;
@@ -129,6 +142,19 @@ async fn phases(bench: &mut Bench, report: &mut Report, started: Instant) -> any
         report.commands.push(prices);
         report.drains.push(drain);
     }
+    if args.runs(Phase::ReadYourWrites) {
+        settle(bench).await?;
+        heading(
+            started,
+            &format!(
+                "Read your writes: {} products created, each read back at once",
+                read_your_writes::TRIES
+            ),
+        );
+        let r = read_your_writes::measure(bench).await?;
+        println!("  {}", r.line());
+        report.read_your_writes = Some(r);
+    }
     if args.runs(Phase::Propagation) {
         let rates = [args.light_rate, args.heavy_rate];
         for (n, rate) in rates.into_iter().enumerate() {
@@ -154,12 +180,15 @@ async fn phases(bench: &mut Bench, report: &mut Report, started: Instant) -> any
                 started,
                 &format!("Propagation: {} orders at {rate}/s", args.samples),
             );
-            let before = bench.cpu_snapshot();
-            let p = propagation::orders(bench, rate).await?;
-            println!("{}", p.lines());
-            cpu_since(bench, report, &format!("orders at {rate}/s"), &before);
-            report.propagation.push(p);
+            let run = propagation::orders(bench, rate).await?;
+            println!("{}", run.propagation.lines());
+            println!("    {}", run.usage.line());
+            report.cpu.push((format!("orders at {rate}/s"), run.usage));
+            report.propagation.push(run.propagation);
         }
+    }
+    if args.runs(Phase::Capacity) {
+        capacity::measure(bench, report, started).await?;
     }
     if args.runs(Phase::Reads) {
         settle(bench).await?;
@@ -167,10 +196,15 @@ async fn phases(bench: &mut Bench, report: &mut Report, started: Instant) -> any
             started,
             &format!("Reads: {clients} connections back to back"),
         );
-        let (pairs, ceiling, usage) = reads::reads(bench).await?;
-        report.cpu.extend(usage);
-        report.reads = pairs;
-        report.ceiling_memory = ceiling;
+        let run = reads::reads(bench).await?;
+        report.cpu.extend(run.usage);
+        report.reads = run.reads;
+        report.ceiling_memory = run.ceiling_memory;
+        report.db_ceiling_memory = run.db_ceiling_memory;
+        report.notes.extend(run.notes);
+        if report.reads.iter().any(|r| r.db_baseline.is_some()) {
+            report.db_baseline_pool = Some(args.pool_size);
+        }
     }
     // Orders last: the saga drains a burst of them at its own (slow) pace, and nothing after
     // needs to wait for that. `--drain-orders` waits anyway and reports how long it took.

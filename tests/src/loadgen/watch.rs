@@ -50,6 +50,24 @@ pub struct Seen {
     pub status: Option<String>,
 }
 
+/// The error of a wait that ran out of time: the system was late, not wrong. The capacity
+/// measurement counts these apart, as orders not confirmed within its drain deadline.
+#[derive(Debug)]
+pub struct NotVisible(pub String);
+
+impl std::fmt::Display for NotVisible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotVisible {}
+
+/// Whether `error` is (or wraps) a [`NotVisible`].
+pub fn is_not_visible(error: &anyhow::Error) -> bool {
+    error.is::<NotVisible>()
+}
+
 struct Waiter {
     min_version: i64,
     done: oneshot::Sender<Seen>,
@@ -97,7 +115,10 @@ impl Watcher {
                 if let Ok(mut waiting) = self.waiting.lock() {
                     waiting.remove(&id);
                 }
-                bail!("{id} not at version {min_version} after {give_up:?}")
+                Err(NotVisible(format!(
+                    "{id} not at version {min_version} after {give_up:?}"
+                ))
+                .into())
             }
         }
     }
@@ -202,6 +223,26 @@ mod tests {
         assert_eq!(period_for(ms, 0), ms);
         assert_eq!(period_for(ms, 5), ms);
         assert_eq!(period_for(ms, 5_000), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_of_time_says_so_in_its_type() {
+        let watcher = Watcher {
+            waiting: Arc::default(),
+            queries: Arc::default(),
+            task: tokio::spawn(async {}),
+        };
+        let id = Uuid::new_v4();
+        let error = watcher
+            .wait(id, 2, Duration::from_millis(10))
+            .await
+            .unwrap_err();
+        assert!(is_not_visible(&error), "{error:#}");
+        assert!(!is_not_visible(&anyhow::anyhow!("boom")));
+        assert!(
+            watcher.waiting.lock().unwrap().is_empty(),
+            "the waiter is gone"
+        );
     }
 
     #[tokio::test]
