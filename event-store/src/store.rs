@@ -65,6 +65,28 @@ ORDER BY i.ord
 RETURNING position, stream_version, event_id, recorded_at
 "#;
 
+/// The lowest transaction id that may still commit events into this database's `events`: the
+/// snapshot's `xmax`, or the oldest transaction in progress at the snapshot that is not known
+/// to belong to another database, whichever is lower. Rows below `xid << 20` are final.
+///
+/// The server's own horizon (`pg_snapshot_xmin`) counts every database's transactions, so a
+/// busy neighbour (the other service's consumer, another application on the same server)
+/// would hold this store's readers back, and nothing here would wake them when it ends.
+/// Transactions of other databases cannot write this table, so they are left out, but only
+/// those that `pg_stat_activity` positively shows connected to another database: a
+/// transaction that has ended meanwhile, or one the role may not see, still counts, so the
+/// horizon is never later than it may be. (docs/adr/0001-no-skip-positions.md)
+const HORIZON_SQL: &str = "\
+    WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s), \
+         elsewhere AS MATERIALIZED ( \
+             SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity \
+             WHERE backend_xid IS NOT NULL AND datid IS NOT NULL \
+               AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database())) \
+    SELECT least(pg_snapshot_xmax(s)::text::bigint, \
+                 (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x \
+                  WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid FROM elsewhere))) AS xid \
+    FROM snap";
+
 pub(crate) const EVENT_COLUMNS: &str =
     "position, stream_id, stream_version, event_id, event_type, \
      schema_version, payload, metadata, recorded_at";
@@ -350,9 +372,9 @@ impl EventStore {
 
     pub(crate) async fn read_page(&self, after: i64, limit: i64) -> Result<Page, StoreError> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS}, \
-                    position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) AS safe \
-             FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+            "WITH horizon AS MATERIALIZED ({HORIZON_SQL}) \
+             SELECT {EVENT_COLUMNS}, position < (horizon.xid << 20) AS safe \
+             FROM events, horizon WHERE position > $1 ORDER BY position LIMIT $2"
         );
         let rows = sqlx::query(&sql)
             .bind(after)
@@ -481,11 +503,12 @@ pub async fn read_streams_on(
     conn: &mut PgConnection,
     streams: &[(&str, i64)],
 ) -> Result<HashMap<String, Vec<RecordedEvent>>, sqlx::Error> {
+    // LATERAL: one index range scan per stream, never a join over the whole table.
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         JOIN unnest($1::text[], $2::int8[]) AS wanted(stream, after) \
-           ON events.stream_id = wanted.stream AND events.stream_version > wanted.after \
-         ORDER BY stream_id, stream_version"
+        "SELECT e.* FROM unnest($1::text[], $2::int8[]) AS wanted(stream, after) \
+         CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events \
+                             WHERE stream_id = wanted.stream AND stream_version > wanted.after \
+                             ORDER BY stream_version) AS e"
     );
     let rows: Vec<RecordedEvent> = sqlx::query_as(&sql)
         .bind(streams.iter().map(|(s, _)| *s).collect::<Vec<_>>())

@@ -9,8 +9,11 @@ use crate::{EventStore, RecordedEvent, StoreError};
 
 /// How long a tailer sleeps when nothing wakes it.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
-/// Events committed beyond the safe horizon are re-read soon, backing off up to this.
-const HELD_BACK_MAX_WAIT: Duration = Duration::from_millis(50);
+/// Events committed beyond the safe horizon are re-read soon, backing off up to this. The
+/// horizon is the server's, so the transaction holding it back may be another database's,
+/// whose commit wakes nobody here: only re-reading finds out. A held-back read is a few
+/// microseconds of index scan, and such waits last as long as one short transaction.
+const HELD_BACK_MAX_WAIT: Duration = Duration::from_millis(4);
 
 pub struct Tail {
     store: EventStore,
@@ -49,7 +52,7 @@ impl Tail {
         deadline: Option<Instant>,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
-        let mut held_back_wait = Duration::from_millis(1);
+        let mut held_back_wait = Duration::from_micros(250);
         loop {
             // Register for wake-ups before reading, so an append that commits between the read
             // and the wait still wakes us.

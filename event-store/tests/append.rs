@@ -7,9 +7,9 @@ use event_store::testing::TestDb;
 use event_store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 use serde_json::json;
 
-/// `read_all` from the start once it hands out `expected` events. The safe horizon is
-/// server-wide, so a transaction open in another test's database may hold events back for a
-/// moment; that delays them, never skips them.
+/// `read_all` from the start once it hands out `expected` events. A transaction that has
+/// just ended in another test's database may still hold events back for a moment (see
+/// `store::HORIZON_SQL`); that delays them, never skips them.
 async fn read_all_settled(store: &EventStore, expected: usize) -> Vec<RecordedEvent> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -359,6 +359,35 @@ async fn read_all_withholds_events_committed_after_an_older_transaction_still_ru
         all.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>(),
         ["slow-1", "fast-1"]
     );
+}
+
+#[tokio::test]
+async fn a_transaction_running_in_another_database_does_not_hold_read_all_back() {
+    let (db, elsewhere) = (TestDb::new().await, TestDb::new().await);
+    let store = db.store();
+    // Another database's transaction takes its id (it cannot write this store's table)...
+    let mut neighbour = elsewhere.pool.begin().await.unwrap();
+    elsewhere
+        .store()
+        .append_in_tx(
+            &mut neighbour,
+            &[StreamAppend {
+                stream_id: "far-1".into(),
+                expected: ExpectedVersion::Any,
+                events: vec![event(1)],
+            }],
+        )
+        .await
+        .unwrap();
+    // ...and a younger one commits here.
+    store
+        .append("near-1", ExpectedVersion::Any, &[event(2)])
+        .await
+        .unwrap();
+
+    let read = store.read_all(0, 100).await.unwrap();
+    assert_eq!(read.len(), 1, "held back by another database's transaction");
+    neighbour.rollback().await.unwrap();
 }
 
 #[tokio::test]
