@@ -6,6 +6,10 @@
 //! Everything here works on a batch at once (one statement per question, whatever the batch's
 //! size), on the caller's transaction: the consumer records a batch of messages, and replay
 //! reads ranges of rows.
+//!
+//! The lock keys below are part of the protocol between replicas: changing them lets an old
+//! and a new release record the same stream at once during a rollout (still without a doubled
+//! effect: the inbox's unique constraints make the loser retry, and find a duplicate).
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,34 +34,41 @@ const STREAM_LOCK_CLASS: i32 = 0x696e_626f; // "inbo"
 const INBOX_LOCK_CLASS: i32 = 0x696e_6278; // "inbx"
 const INBOX_LOCK_KEY: i32 = 0;
 
-/// Locks `streams` for the rest of the caller's transaction, so consumers (replicas) working
-/// on the same stream serialise, and the version checks and inserts of one cannot interleave
-/// with another's. Keys are taken in ascending order of their hash, the same order in every
-/// transaction, so two batches sharing streams wait for each other instead of deadlocking
-/// (hash collisions included: equal keys are taken once).
-pub(crate) async fn lock_streams(
-    conn: &mut PgConnection,
-    streams: &[&str],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock($1, k) \
-         FROM (SELECT DISTINCT hashtext(s) AS k FROM unnest($2::text[]) AS s ORDER BY k) AS keys",
-    )
-    .bind(STREAM_LOCK_CLASS)
-    .bind(streams)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The statement that begins a recording transaction and takes its locks, in one round trip:
+/// the inbox lock shared (before any write: the inbox rows drawn later, and whatever the
+/// handlers write; see [`INBOX_LOCK_CLASS`]), then one lock per stream, so consumers
+/// (replicas) working on the same stream serialise and the version checks and inserts of one
+/// cannot interleave with another's. Stream keys are taken in ascending order, the same order
+/// in every transaction, so two batches sharing streams wait for each other instead of
+/// deadlocking (equal keys, hash collisions included, are taken once).
+///
+/// The keys are computed here (a stable FNV-1a hash), so the statement holds only integers
+/// and runs as a simple query, without parameters.
+pub(crate) fn begin_and_lock(streams: &[&str]) -> String {
+    let mut keys: Vec<i32> = streams.iter().map(|s| stream_key(s)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared({INBOX_LOCK_CLASS}, {INBOX_LOCK_KEY});"
+    );
+    if !keys.is_empty() {
+        let locks: Vec<String> = keys
+            .iter()
+            .map(|k| format!("pg_advisory_xact_lock({STREAM_LOCK_CLASS}, {k})"))
+            .collect();
+        sql.push_str(&format!(" SELECT {};", locks.join(", ")));
+    }
+    sql
 }
 
-/// Taken by every recording transaction before it writes (see [`INBOX_LOCK_CLASS`]).
-pub(crate) async fn lock_shared(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
-        .bind(INBOX_LOCK_CLASS)
-        .bind(INBOX_LOCK_KEY)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// A stream's lock key: 32-bit FNV-1a of its id, the same in every process and release.
+fn stream_key(stream: &str) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in stream.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    i32::from_ne_bytes(hash.to_ne_bytes())
 }
 
 /// Waits until no transaction is recording a foreign event, and keeps new ones out until the
@@ -71,36 +82,40 @@ pub(crate) async fn lock_exclusive(conn: &mut PgConnection) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Which of `ids` the inbox already holds.
-pub(crate) async fn known(
+/// What the inbox holds of a batch, in one query: which of `ids` are recorded, and the
+/// highest version recorded of each of `streams` (absent: none recorded).
+pub(crate) async fn recorded(
     conn: &mut PgConnection,
     ids: &[Uuid],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
-    let known: Vec<Uuid> =
-        sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(conn)
-            .await?;
-    Ok(known.into_iter().collect())
-}
-
-/// The highest version recorded of each of `streams` (absent: none recorded).
-pub(crate) async fn recorded_versions(
-    conn: &mut PgConnection,
     streams: &[&str],
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    // One index probe per stream (the unique (stream_id, stream_version) index, backwards),
-    // however long its history.
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.stream_id, v.stream_version \
-         FROM unnest($1::text[]) AS s(stream_id) \
+) -> Result<(HashSet<Uuid>, HashMap<String, i64>), sqlx::Error> {
+    // One index probe per id and per stream (the unique (stream_id, stream_version) index,
+    // backwards), however long a stream's history.
+    let rows: Vec<(Option<Uuid>, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT event_id, NULL::text, NULL::int8 FROM inbox WHERE event_id = ANY($1) \
+         UNION ALL \
+         SELECT NULL::uuid, s.stream_id, v.stream_version \
+         FROM unnest($2::text[]) AS s(stream_id) \
          CROSS JOIN LATERAL (SELECT stream_version FROM inbox i WHERE i.stream_id = s.stream_id \
                              ORDER BY stream_version DESC LIMIT 1) AS v",
     )
+    .bind(ids)
     .bind(streams)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().collect())
+    let (mut known, mut versions) = (HashSet::new(), HashMap::new());
+    for row in rows {
+        match row {
+            (Some(id), _, _) => {
+                known.insert(id);
+            }
+            (None, Some(stream), Some(version)) => {
+                versions.insert(stream, version);
+            }
+            _ => {}
+        }
+    }
+    Ok((known, versions))
 }
 
 /// The event recorded at `version` of `stream`, if any.
@@ -221,4 +236,32 @@ struct InboxRow {
     payload: serde_json::Value,
     metadata: sqlx::types::Json<Metadata>,
     source_position: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_keys_are_stable_and_taken_once_in_ascending_order() {
+        // Changing the hash would let an old and a new release lock differently during a rollout.
+        assert_eq!(
+            stream_key(""),
+            i32::from_ne_bytes(0x811c_9dc5u32.to_ne_bytes())
+        );
+        let sql = begin_and_lock(&["b", "a", "b"]);
+        let (a, b) = (stream_key("a"), stream_key("b"));
+        let (low, high) = (a.min(b), a.max(b));
+        assert!(
+            sql.starts_with("BEGIN; SELECT pg_advisory_xact_lock_shared("),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(&format!(
+                "SELECT pg_advisory_xact_lock({STREAM_LOCK_CLASS}, {low}), \
+                 pg_advisory_xact_lock({STREAM_LOCK_CLASS}, {high});"
+            )),
+            "{sql}"
+        );
+    }
 }

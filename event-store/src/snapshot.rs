@@ -8,11 +8,12 @@
 //! The aggregate's code decides what its state is and when to take a snapshot; this module
 //! stores and loads them, for many streams at once.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 use crate::store::read_streams_on;
 use crate::RecordedEvent;
@@ -32,49 +33,115 @@ pub struct Loaded<S> {
     pub events: Vec<RecordedEvent>,
 }
 
-/// Loads each stream's snapshot of `schema_version` and the events after it, in two queries
+/// Loads each stream's snapshot of `schema_version` and the events after it, in one query
 /// whatever the number of streams, on the caller's connection (so a reaction sees what its
 /// transaction will append to). A snapshot of another schema version, or one whose state no
-/// longer decodes, is ignored. Streams without events come back with neither.
+/// longer decodes, is ignored (and all the stream's events are read). Streams without a
+/// snapshot (any stream may be asked for) come back with all their events; streams without
+/// events with neither.
 pub async fn load<S: DeserializeOwned>(
     conn: &mut PgConnection,
     streams: &[&str],
     schema_version: i32,
 ) -> Result<HashMap<String, Loaded<S>>, sqlx::Error> {
-    let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
-        "SELECT stream_id, stream_version, state FROM snapshots \
-         WHERE stream_id = ANY($1) AND schema_version = $2",
+    let mut found = fetch(conn, streams, schema_version).await?;
+    // A snapshot that does not decode is ignored: read those streams again, whole.
+    let mut unreadable = Vec::new();
+    let mut loaded: HashMap<String, Loaded<S>> = HashMap::with_capacity(streams.len());
+    for (stream, (snapshot, events)) in found.drain() {
+        let snapshot = match snapshot {
+            None => None,
+            Some((version, state)) => match serde_json::from_value(state) {
+                Ok(state) => Some(Snapshot { version, state }),
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "ignoring a snapshot that does not decode");
+                    unreadable.push(stream);
+                    continue;
+                }
+            },
+        };
+        loaded.insert(stream, Loaded { snapshot, events });
+    }
+    if !unreadable.is_empty() {
+        let wanted: Vec<(&str, i64)> = unreadable.iter().map(|s| (s.as_str(), 0)).collect();
+        for (stream, events) in read_streams_on(conn, &wanted).await? {
+            loaded.insert(
+                stream,
+                Loaded {
+                    snapshot: None,
+                    events,
+                },
+            );
+        }
+    }
+    for stream in streams {
+        loaded.entry((*stream).to_owned()).or_insert(Loaded {
+            snapshot: None,
+            events: Vec::new(),
+        });
+    }
+    Ok(loaded)
+}
+
+/// Snapshot (version, state) and the events after it, per stream: one row per event after
+/// the snapshot, or one row with no event when there is none after it.
+#[allow(clippy::type_complexity)]
+async fn fetch(
+    conn: &mut PgConnection,
+    streams: &[&str],
+    schema_version: i32,
+) -> Result<HashMap<String, (Option<(i64, serde_json::Value)>, Vec<RecordedEvent>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT w.stream, s.stream_version AS snapshot_version, s.state AS snapshot_state, \
+                e.position, e.stream_version, e.event_id, e.event_type, e.schema_version, \
+                e.payload, e.metadata, e.recorded_at \
+         FROM unnest($1::text[]) AS w(stream) \
+         LEFT JOIN snapshots s ON s.stream_id = w.stream AND s.schema_version = $2 \
+         LEFT JOIN LATERAL (SELECT * FROM events \
+                            WHERE stream_id = w.stream \
+                              AND stream_version > coalesce(s.stream_version, 0) \
+                            ORDER BY stream_version) AS e ON true \
+         ORDER BY w.stream, e.stream_version",
     )
     .bind(streams)
     .bind(schema_version)
     .fetch_all(&mut *conn)
     .await?;
-    let mut snapshots: HashMap<String, Snapshot<S>> = HashMap::with_capacity(rows.len());
-    for (stream, version, state) in rows {
-        match serde_json::from_value(state) {
-            Ok(state) => {
-                snapshots.insert(stream, Snapshot { version, state });
+    let mut found: HashMap<String, (Option<(i64, serde_json::Value)>, Vec<RecordedEvent>)> =
+        HashMap::new();
+    for row in rows {
+        let stream: String = row.try_get("stream")?;
+        let snapshot_version: Option<i64> = row.try_get("snapshot_version")?;
+        let entry = match found.entry(stream.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let snapshot = match snapshot_version {
+                    Some(version) => Some((version, row.try_get("snapshot_state")?)),
+                    None => None,
+                };
+                e.insert((snapshot, Vec::new()))
             }
-            Err(e) => {
-                tracing::warn!(stream, error = %e, "ignoring a snapshot that does not decode")
-            }
+        };
+        let position: Option<i64> = row.try_get("position")?;
+        if let Some(position) = position {
+            entry.1.push(RecordedEvent {
+                position,
+                stream_id: stream,
+                stream_version: row.try_get("stream_version")?,
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                schema_version: row.try_get("schema_version")?,
+                payload: row.try_get("payload")?,
+                metadata: row
+                    .try_get::<sqlx::types::Json<crate::Metadata>, _>("metadata")?
+                    .0,
+                recorded_at: row.try_get("recorded_at")?,
+            });
         }
     }
-    let after: Vec<(&str, i64)> = streams
-        .iter()
-        .map(|s| (*s, snapshots.get(*s).map_or(0, |snap| snap.version)))
-        .collect();
-    let mut events = read_streams_on(conn, &after).await?;
-    Ok(streams
-        .iter()
-        .map(|s| {
-            let loaded = Loaded {
-                snapshot: snapshots.remove(*s),
-                events: events.remove(*s).unwrap_or_default(),
-            };
-            ((*s).to_owned(), loaded)
-        })
-        .collect())
+    // Streams with no row at all have neither a snapshot nor events.
+    found.retain(|_, (snapshot, events)| snapshot.is_some() || !events.is_empty());
+    Ok(found)
 }
 
 /// Stores snapshots (stream, version, state) of `schema_version` in one statement. A stored

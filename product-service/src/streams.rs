@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use event_store::{snapshot, store, ExpectedVersion, RecordedEvent};
+use event_store::{snapshot, ExpectedVersion, RecordedEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -99,24 +99,66 @@ fn fold<S, E>(
     Ok(Loaded { state, version })
 }
 
-/// Loads products from their snapshots and the events after them, in two queries whatever
+/// Loads products from their snapshots and the events after them, in one query whatever
 /// their number, on `conn` (a reaction's transaction sees what it will append to). Every id
 /// asked for is in the answer; one without events is the default (not existing) state.
 pub async fn load_products(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> anyhow::Result<HashMap<Uuid, LoadedProduct>> {
-    let streams: Vec<String> = ids.iter().map(|id| product::stream_id(*id)).collect();
-    let refs: Vec<&str> = streams.iter().map(String::as_str).collect();
-    let mut found = snapshot::load::<ProductState>(conn, &refs, SNAPSHOT_SCHEMA_VERSION)
+    Ok(load_for_saga(conn, &[], ids).await?.1)
+}
+
+/// Loads the reservations of these orders, in one query, on `conn`.
+pub async fn load_reservations(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> anyhow::Result<HashMap<Uuid, Loaded<ReservationState>>> {
+    Ok(load_for_saga(conn, order_ids, &[]).await?.0)
+}
+
+/// The reservations of `order_ids` and the products `product_ids` in ONE query: what a batch
+/// of the saga decides on. Products come from their snapshots and the events after them;
+/// reservations (a few events each, never snapshotted) are folded whole.
+#[allow(clippy::type_complexity)]
+pub async fn load_for_saga(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+    product_ids: &[Uuid],
+) -> anyhow::Result<(
+    HashMap<Uuid, Loaded<ReservationState>>,
+    HashMap<Uuid, LoadedProduct>,
+)> {
+    let reservation_streams: Vec<String> = order_ids
+        .iter()
+        .map(|id| reservation::stream_id(*id))
+        .collect();
+    let product_streams: Vec<String> = product_ids
+        .iter()
+        .map(|id| product::stream_id(*id))
+        .collect();
+    let all: Vec<&str> = reservation_streams
+        .iter()
+        .chain(&product_streams)
+        .map(String::as_str)
+        .collect();
+    // Only product streams have snapshots (of `ProductState`'s schema).
+    let mut found = snapshot::load::<ProductState>(conn, &all, SNAPSHOT_SCHEMA_VERSION)
         .await
-        .context("reading products")?;
-    let mut products = HashMap::with_capacity(ids.len());
-    for (id, stream) in ids.iter().zip(&streams) {
-        let loaded = found.remove(stream).unwrap_or(snapshot::Loaded {
+        .context("reading reservations and products")?;
+    let mut take = |stream: &str| {
+        found.remove(stream).unwrap_or(snapshot::Loaded {
             snapshot: None,
             events: Vec::new(),
-        });
+        })
+    };
+    let mut reservations = HashMap::with_capacity(order_ids.len());
+    for (id, stream) in order_ids.iter().zip(&reservation_streams) {
+        reservations.insert(*id, fold_reservation(&take(stream).events)?);
+    }
+    let mut products = HashMap::with_capacity(product_ids.len());
+    for (id, stream) in product_ids.iter().zip(&product_streams) {
+        let loaded = take(stream);
         let start = loaded.snapshot.map_or_else(Loaded::default, |s| Loaded {
             state: s.state,
             version: s.version,
@@ -130,28 +172,7 @@ pub async fn load_products(
         )?;
         products.insert(*id, LoadedProduct { loaded, folded });
     }
-    Ok(products)
-}
-
-/// Loads the reservations of these orders in one query, on `conn`.
-pub async fn load_reservations(
-    conn: &mut PgConnection,
-    order_ids: &[Uuid],
-) -> anyhow::Result<HashMap<Uuid, Loaded<ReservationState>>> {
-    let streams: Vec<String> = order_ids
-        .iter()
-        .map(|id| reservation::stream_id(*id))
-        .collect();
-    let wanted: Vec<(&str, i64)> = streams.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut events = store::read_streams_on(conn, &wanted)
-        .await
-        .context("reading reservations")?;
-    let mut reservations = HashMap::with_capacity(order_ids.len());
-    for (id, stream) in order_ids.iter().zip(&streams) {
-        let stored = events.remove(stream).unwrap_or_default();
-        reservations.insert(*id, fold_reservation(&stored)?);
-    }
-    Ok(reservations)
+    Ok((reservations, products))
 }
 
 /// Stores the snapshots of these products (id, state, version) in one statement.

@@ -148,17 +148,13 @@ pub(crate) async fn record(
     handlers: &[Arc<dyn Reaction>],
     events: &[&ForeignEvent],
 ) -> Result<Committed, Failure> {
-    let mut conn = store.pool().acquire().await?;
-    let mut tx = conn.begin().await?;
     let mut streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
-    inbox::lock_streams(&mut tx, &streams).await?;
-    // Before any write: the inbox rows drawn below, and whatever the handlers write.
-    inbox::lock_shared(&mut tx).await?;
+    let mut conn = store.pool().acquire().await?;
+    let mut tx = conn.begin_with(inbox::begin_and_lock(&streams)).await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let known = inbox::known(&mut tx, &ids).await?;
-    let recorded = inbox::recorded_versions(&mut tx, &streams).await?;
+    let (known, recorded) = inbox::recorded(&mut tx, &ids, &streams).await?;
     let plan = plan(events, &known, &recorded);
     let mut conflicts = HashMap::new();
     for (i, verdict) in plan.verdicts.iter().enumerate() {

@@ -21,7 +21,7 @@ use crate::commands::new_event;
 use crate::domain::order_events::OrderEvent;
 use crate::domain::product::{self, ProductState};
 use crate::domain::reservation::{self, ReservationState, SagaDecision};
-use crate::streams::{load_products, load_reservations, save_snapshots, Loaded};
+use crate::streams::{load_for_saga, load_products, save_snapshots, Loaded};
 
 pub const NAME: &str = "stock-reservation";
 
@@ -144,24 +144,26 @@ impl StockReservation {
         decoded: &[(&ForeignEvent, OrderEvent)],
     ) -> Result<Working, HandleError> {
         let order_ids: Vec<Uuid> = unique(decoded.iter().map(|(_, e)| e.order_id()));
-        let reservations = load_reservations(tx, &order_ids).await?;
-        let mut product_ids = Vec::new();
-        for (_, order_event) in decoded {
-            match order_event {
-                OrderEvent::OrderPlaced(placed) => {
-                    product_ids.extend(placed.lines.iter().map(|l| l.product_id));
-                }
-                OrderEvent::OrderCancelled(cancelled) => {
-                    if let ReservationState::Confirmed(lines) =
-                        &reservations[&cancelled.order_id].state
-                    {
-                        product_ids.extend(lines.iter().map(|l| l.product_id));
-                    }
-                }
-            }
+        let placed_products = unique(decoded.iter().flat_map(|(_, e)| match e {
+            OrderEvent::OrderPlaced(placed) => placed.lines.iter().map(|l| l.product_id).collect(),
+            OrderEvent::OrderCancelled(_) => Vec::new(),
+        }));
+        let (reservations, mut loaded) = load_for_saga(tx, &order_ids, &placed_products).await?;
+        // A cancellation gives back what its reservation holds: those products too.
+        let released: Vec<Uuid> = unique(decoded.iter().flat_map(|(_, e)| match e {
+            OrderEvent::OrderCancelled(cancelled) => match &reservations[&cancelled.order_id].state
+            {
+                ReservationState::Confirmed(lines) => lines.iter().map(|l| l.product_id).collect(),
+                _ => Vec::new(),
+            },
+            OrderEvent::OrderPlaced(_) => Vec::new(),
+        }))
+        .into_iter()
+        .filter(|id| !loaded.contains_key(id))
+        .collect();
+        if !released.is_empty() {
+            loaded.extend(load_products(tx, &released).await?);
         }
-        let product_ids = unique(product_ids.into_iter());
-        let loaded = load_products(tx, &product_ids).await?;
         let product_versions = loaded
             .iter()
             .map(|(id, p)| (*id, p.loaded.version))
