@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::support::TestApp;
+use crate::support::{order_placed, TestApp};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -153,4 +153,50 @@ async fn readiness_fails_while_the_relay_is_stuck_and_recovers_after() {
 
     hold.rollback().await.expect("released");
     eventually("readiness to return", ready).await;
+}
+
+#[tokio::test]
+async fn a_second_event_claiming_a_recorded_version_is_dead_lettered_counted_and_named_by_readiness(
+) {
+    let app = TestApp::spawn().await;
+    let product = app.create_product("Kettle", 4000, 5).await;
+    let order_id = Uuid::now_v7();
+    let placed = order_placed(order_id, &[(product.id, 1)]);
+    app.publish_order_event(order_id, 1, "OrderPlaced", &placed)
+        .await;
+    app.wait_for_product(product.id, PATIENCE, |p| p.stock_reserved == 1)
+        .await;
+
+    // Another event at version 1 of the same stream: a forged message, or order-service
+    // restored from a backup and writing new events at versions already received.
+    app.publish_order_event(
+        order_id,
+        1,
+        "OrderCancelled",
+        &json!({ "order_id": order_id }),
+    )
+    .await;
+
+    let conflict = [
+        ("consumer", "product-service"),
+        ("kind", "version_conflict"),
+    ];
+    eventually("the conflict to be counted", || async {
+        let counted = sample(&scrape(&app).await, "es_dead_letters_total", &conflict)?;
+        (counted == 1.0).then_some(())
+    })
+    .await;
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200, "it still serves");
+    let body: Value = ready.json().await.expect("a JSON body");
+    assert_eq!(body["version_conflicts"]["count"], 1, "{body}");
+    let named = body["version_conflicts"]["latest"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(named.contains(&format!("order-{order_id}")), "{body}");
+    let product = app.product(product.id, 1).await;
+    assert_eq!(
+        product.stock_reserved, 1,
+        "the conflicting event had no effect"
+    );
 }
