@@ -18,6 +18,8 @@ pub mod names {
     pub const EVENTS_APPENDED: &str = "es_events_appended_total";
     pub const MESSAGES_CONSUMED: &str = "es_consumer_messages_total";
     pub const DEAD_LETTERS: &str = "es_dead_letters_total";
+    pub const CONSUMER_BATCH_MESSAGES: &str = "es_consumer_batch_messages";
+    pub const CONSUMER_BATCH_SECONDS: &str = "es_consumer_batch_seconds";
     pub const HEAD_POSITION: &str = "es_head_position";
     pub const RELAY_POSITION: &str = "es_relay_position";
     pub const RELAY_LAG_EVENTS: &str = "es_relay_lag_events";
@@ -41,6 +43,15 @@ pub fn describe_counters() {
         "Messages of the other service handled by a consumer, by outcome: applied, duplicate, \
          retried (nak'd for redelivery) or dead_lettered"
     );
+    metrics::describe_histogram!(
+        names::CONSUMER_BATCH_MESSAGES,
+        "Messages of the other service recorded per consumer transaction"
+    );
+    metrics::describe_histogram!(
+        names::CONSUMER_BATCH_SECONDS,
+        metrics::Unit::Seconds,
+        "Time a consumer took to record and settle one batch"
+    );
     metrics::describe_counter!(
         names::DEAD_LETTERS,
         "Messages a consumer could not decode or apply, recorded in dead_letters, by kind: \
@@ -48,6 +59,13 @@ pub fn describe_counters() {
          exhausted"
     );
 }
+
+/// Bucket bounds of [`names::CONSUMER_BATCH_MESSAGES`], for the recorder.
+pub const BATCH_MESSAGES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Bucket bounds of [`names::CONSUMER_BATCH_SECONDS`], for the recorder.
+pub const BATCH_SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
 
 /// The stream category: `order-0190…` -> `order`. Stream ids are `<category>-<id>` here.
 fn category(stream_id: &str) -> &str {
@@ -57,6 +75,15 @@ fn category(stream_id: &str) -> &str {
 pub(crate) fn appended(stream_id: &str, events: usize) {
     metrics::counter!(names::EVENTS_APPENDED, "category" => category(stream_id).to_owned())
         .increment(events as u64);
+}
+
+/// One batch of messages recorded (committed), and how long it took from its first message
+/// to its last ack.
+pub(crate) fn batch_recorded(consumer: &str, messages: usize, seconds: f64) {
+    metrics::histogram!(names::CONSUMER_BATCH_MESSAGES, "consumer" => consumer.to_owned())
+        .record(messages as f64);
+    metrics::histogram!(names::CONSUMER_BATCH_SECONDS, "consumer" => consumer.to_owned())
+        .record(seconds);
 }
 
 pub(crate) fn consumed(consumer: &str, outcome: &'static str) {

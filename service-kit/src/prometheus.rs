@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use event_store::metrics::{Reader, StoreGauges};
+use event_store::metrics::{names, Reader, StoreGauges};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
@@ -64,7 +64,19 @@ fn builder(service: &str) -> PrometheusBuilder {
     PrometheusBuilder::new()
         .add_global_label("service", service)
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)
-        .expect("the bucket list is not empty")
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(names::CONSUMER_BATCH_MESSAGES.to_owned()),
+                event_store::metrics::BATCH_MESSAGES_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(names::CONSUMER_BATCH_SECONDS.to_owned()),
+                event_store::metrics::BATCH_SECONDS_BUCKETS,
+            )
+        })
+        .expect("the bucket lists are not empty")
 }
 
 /// What `GET /metrics` renders: the process's recorder and one store's gauges.

@@ -401,7 +401,13 @@ impl Consumer {
     ) {
         let mut pending = deliveries;
         while !pending.is_empty() {
+            let (started, messages) = (Instant::now(), pending.len());
             let advanced = self.record_and_settle(pending, parking, shutdown).await;
+            metrics::batch_recorded(
+                &self.config.durable,
+                messages,
+                started.elapsed().as_secs_f64(),
+            );
             pending = advanced
                 .iter()
                 .flat_map(|(stream, version)| parking.take_ready(stream, *version))
