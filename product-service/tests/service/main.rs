@@ -6,4 +6,5 @@ mod observability;
 mod products;
 mod replay;
 mod saga;
+mod snapshots;
 mod support;
