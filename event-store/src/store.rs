@@ -177,10 +177,10 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
         validate(stream_id, events)?;
-        let appends = [StreamAppend {
-            stream_id: stream_id.to_owned(),
+        let appends = [Part {
+            stream_id,
             expected,
-            events: events.to_vec(),
+            events,
         }];
         for tries in 0..ANY_RETRIES {
             if tries > 0 {
@@ -189,10 +189,10 @@ impl EventStore {
             let mut conn = self.pool.acquire().await?;
             let attempted = if self.inline.is_empty() {
                 // One statement, its own transaction.
-                attempt(&mut conn, &appends).await?
+                attempt(&mut conn, &appends, false).await?
             } else {
                 let mut tx = conn.begin().await?;
-                let attempted = attempt(&mut tx, &appends).await?;
+                let attempted = attempt(&mut tx, &appends, true).await?;
                 if let Attempt::Appended(_, recorded) = &attempted {
                     self.apply_inline(&mut tx, recorded).await?;
                     tx.commit().await?;
@@ -296,7 +296,7 @@ impl EventStore {
         if let Some(twice) = streams.windows(2).find(|w| w[0] == w[1]) {
             return Err(StoreError::StreamRepeated(twice[0].to_owned()));
         }
-        match attempt(conn, appends).await? {
+        match attempt(conn, &parts(appends), !self.inline.is_empty()).await? {
             Attempt::Appended(results, recorded) => {
                 self.apply_inline(conn, &recorded).await?;
                 Ok(results)
@@ -525,7 +525,31 @@ pub async fn read_streams_on(
     Ok(by_stream)
 }
 
-async fn attempt(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Attempt, StoreError> {
+/// One stream's part of an append, borrowed.
+struct Part<'a> {
+    stream_id: &'a str,
+    expected: ExpectedVersion,
+    events: &'a [NewEvent],
+}
+
+fn parts(appends: &[StreamAppend]) -> Vec<Part<'_>> {
+    appends
+        .iter()
+        .map(|a| Part {
+            stream_id: &a.stream_id,
+            expected: a.expected,
+            events: &a.events,
+        })
+        .collect()
+}
+
+/// Runs the append statement. The events as stored come back only when `keep` (inline
+/// projections need them); otherwise only each stream's result.
+async fn attempt(
+    conn: &mut PgConnection,
+    appends: &[Part<'_>],
+    keep: bool,
+) -> Result<Attempt, StoreError> {
     let encode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Encode(Box::new(e)));
     let events = appends
         .iter()
@@ -552,7 +576,7 @@ async fn attempt(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<At
         .bind(
             appends
                 .iter()
-                .map(|a| a.stream_id.as_str())
+                .map(|a| a.stream_id)
                 .collect::<Vec<_>>(),
         )
         .bind(
@@ -591,14 +615,14 @@ async fn attempt(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<At
         );
     }
     let mut results = Vec::with_capacity(appends.len());
-    let mut recorded = Vec::with_capacity(n);
+    let mut recorded = Vec::with_capacity(if keep { n } else { 0 });
     for a in appends {
         let mut result = AppendResult {
             stream_version: 0,
             first_position: i64::MAX,
             last_position: 0,
         };
-        for e in &a.events {
+        for e in a.events {
             let Some(&(position, version, recorded_at)) = stored.get(&e.event_id) else {
                 return Err(StoreError::Database(sqlx::Error::Protocol(format!(
                     "the append returned no row for event {}",
@@ -608,9 +632,12 @@ async fn attempt(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<At
             result.stream_version = result.stream_version.max(version);
             result.first_position = result.first_position.min(position);
             result.last_position = result.last_position.max(position);
+            if !keep {
+                continue;
+            }
             recorded.push(RecordedEvent {
                 position,
-                stream_id: a.stream_id.clone(),
+                stream_id: a.stream_id.to_owned(),
                 stream_version: version,
                 event_id: e.event_id,
                 event_type: e.event_type.clone(),
