@@ -573,12 +573,7 @@ async fn attempt(
         metadata.push(serde_json::to_value(&e.metadata).map_err(encode)?);
     }
     let rows = sqlx::query(APPEND_SQL)
-        .bind(
-            appends
-                .iter()
-                .map(|a| a.stream_id)
-                .collect::<Vec<_>>(),
-        )
+        .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
         .bind(
             appends
                 .iter()

@@ -2,15 +2,11 @@
 //! service's read models).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::Context;
 use event_store::EventStore;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
-
-/// Short, so that a database that is down answers requests with 503 quickly.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// SQLSTATE of "database does not exist" and "database already exists".
 const INVALID_CATALOG_NAME: &str = "3D000";
@@ -21,9 +17,7 @@ const DUPLICATE_DATABASE: &str = "42P04";
 pub async fn connect(url: &str, size: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a Postgres URL")?;
     create_if_missing(&options).await?;
-    PgPoolOptions::new()
-        .max_connections(size.max(2))
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+    event_store::pool::options(size.max(2))
         .connect_with(event_store::pool::with_session_settings(options))
         .await
         .context("connecting to the database")

@@ -15,7 +15,7 @@ use event_store::replay::Rebuilds;
 use event_store::{nats, EventStore, Relay, RelayConfig};
 use service_kit::admin::{self, AdminState};
 use service_kit::prometheus::{self, Scrape};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, PgPool};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,7 +27,6 @@ use crate::projections::products::ProductsProjection;
 use crate::reactions::StockReservation;
 use crate::replay;
 
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// JetStream redeliveries before a message is dead-lettered.
 const MAX_DELIVER: i64 = 10;
 /// How long in-flight HTTP requests get to finish on shutdown.
@@ -54,9 +53,7 @@ impl Application {
     /// HTTP listener (`port 0` picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         ensure_database(&config.database_url).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_pool_size.max(2))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let pool = event_store::pool::options(config.database_pool_size.max(2))
             .connect_with(event_store::pool::with_session_settings(
                 PgConnectOptions::from_str(&config.database_url)
                     .context("DATABASE_URL is not a Postgres URL")?,

@@ -330,7 +330,10 @@ impl Consumer {
                         }
                     }
                     if batch.len() < MAX_BATCH {
-                        next = messages.next().now_or_never();
+                        // Outside tokio's cooperative budget: the acks of the last batch spent
+                        // it, and a spent budget answers "not ready" though messages are
+                        // buffered, which cut batches short (at about 128 messages).
+                        next = tokio::task::unconstrained(messages.next()).now_or_never();
                     }
                 }
                 if !batch.is_empty() {

@@ -11,19 +11,15 @@
 //! as the services make theirs (same acquire timeout, same session settings).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// The services' pool acquire timeout.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// order-service's `projections::orders::find`.
 const ORDER: &str = "SELECT order_id, customer_id, status, lines, total_cents, rejection_reason, \
@@ -138,9 +134,8 @@ pub fn serve(args: DbCeilingArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         let options = PgConnectOptions::from_str(&args.database_url)
             .context("--database-url is not a Postgres URL")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(args.pool_size.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        // The services' own pool settings, so the baseline differs from them only in its code.
+        let pool = event_store::pool::options(args.pool_size.max(1))
             .connect_with(event_store::pool::with_session_settings(options))
             .await
             .context("connecting to the database")?;
