@@ -65,9 +65,9 @@ ORDER BY i.ord
 RETURNING position, stream_version, event_id, recorded_at
 "#;
 
-/// The lowest transaction id that may still commit events into this database's `events`: the
-/// snapshot's `xmax`, or the oldest transaction in progress at the snapshot that is not known
-/// to belong to another database, whichever is lower. Rows below `xid << 20` are final.
+/// The lowest transaction id that may still commit events into this database's `events`, given
+/// snapshot `s`: its `xmax`, or the oldest transaction in progress at the snapshot that is not
+/// known to belong to another database, whichever is lower. Rows below `xid << 20` are final.
 ///
 /// The server's own horizon (`pg_snapshot_xmin`) counts every database's transactions, so a
 /// busy neighbour (the other service's consumer, another application on the same server)
@@ -77,15 +77,13 @@ RETURNING position, stream_version, event_id, recorded_at
 /// transaction that has ended meanwhile, or one the role may not see, still counts, so the
 /// horizon is never later than it may be. (docs/adr/0001-no-skip-positions.md)
 const HORIZON_SQL: &str = "\
-    WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s), \
-         elsewhere AS MATERIALIZED ( \
-             SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity \
-             WHERE backend_xid IS NOT NULL AND datid IS NOT NULL \
-               AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database())) \
-    SELECT least(pg_snapshot_xmax(s)::text::bigint, \
-                 (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x \
-                  WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid FROM elsewhere))) AS xid \
-    FROM snap";
+    least(pg_snapshot_xmax(s)::text::bigint, \
+          (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x \
+           WHERE x::text::bigint % 4294967296 NOT IN ( \
+               SELECT backend_xid::text::bigint FROM pg_stat_activity \
+               WHERE backend_xid IS NOT NULL AND datid IS NOT NULL \
+                 AND datid <> (SELECT oid FROM pg_database \
+                               WHERE datname = current_database()))))";
 
 pub(crate) const EVENT_COLUMNS: &str =
     "position, stream_id, stream_version, event_id, event_type, \
@@ -371,10 +369,22 @@ impl EventStore {
     }
 
     pub(crate) async fn read_page(&self, after: i64, limit: i64) -> Result<Page, StoreError> {
+        // The page and the horizon in one statement, so both see the same snapshot. Asking
+        // `pg_stat_activity` costs a scan of every backend, so it is asked only when the
+        // server's own horizon would hold back part of the page.
         let sql = format!(
-            "WITH horizon AS MATERIALIZED ({HORIZON_SQL}) \
-             SELECT {EVENT_COLUMNS}, position < (horizon.xid << 20) AS safe \
-             FROM events, horizon WHERE position > $1 ORDER BY position LIMIT $2"
+            "WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s), \
+                  page AS MATERIALIZED (SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 \
+                                        ORDER BY position LIMIT $2), \
+                  horizon AS MATERIALIZED ( \
+                      SELECT CASE WHEN NOT EXISTS ( \
+                                      SELECT 1 FROM page \
+                                      WHERE position >= pg_snapshot_xmin(s)::text::bigint << 20) \
+                                  THEN pg_snapshot_xmin(s)::text::bigint \
+                                  ELSE {HORIZON_SQL} END AS xid \
+                      FROM snap) \
+             SELECT page.*, position < (horizon.xid << 20) AS safe \
+             FROM page, horizon ORDER BY position"
         );
         let rows = sqlx::query(&sql)
             .bind(after)
