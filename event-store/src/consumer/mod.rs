@@ -52,7 +52,7 @@ pub use crate::inbox::{read_inbox, read_inbox_range};
 /// How long a delivered message stays with this consumer before the server redelivers it: after
 /// a crash, in-flight messages wait this long. Short, because a premature redelivery costs
 /// nothing (the inbox recognises the duplicate).
-const ACK_WAIT: Duration = Duration::from_secs(5);
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
 /// How long a message may wait parked for its stream's predecessor before it is nak'd (and,
 /// on its last delivery, dead-lettered). Covers a crashed replica's in-flight messages, which
 /// come back after `ACK_WAIT`.
@@ -69,10 +69,10 @@ const PARK_RETRY_ON_WAKEUP: Duration = Duration::from_millis(20);
 pub const MAX_BATCH: usize = 256;
 /// Messages asked for per pull request. The client asks for more when half are consumed, so
 /// about this many are ready whenever the consumer starts a batch under load.
-const PULL_BATCH: usize = 512;
+pub const PULL_BATCH: usize = 512;
 /// Messages delivered and not yet acknowledged, across replicas: pulled, in a batch, or
 /// parked. Bounds what a crash hands back after `ACK_WAIT`.
-const MAX_ACK_PENDING: i64 = 4096;
+pub const MAX_ACK_PENDING: i64 = 4096;
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// Consecutive errors from the message stream after which the consumer is recreated.
