@@ -31,7 +31,9 @@ pub fn init(service: &str, filter: &str, json: bool) -> Telemetry {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
     };
-    let text = (!json).then(tracing_subscriber::fmt::layer);
+    // Colours only for a terminal: escape codes cost formatting and clutter files and pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_ansi(ansi));
     let json = json.then(|| tracing_subscriber::fmt::layer().json().flatten_event(true));
     let registry = tracing_subscriber::registry()
         .with(env_filter)
