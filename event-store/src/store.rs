@@ -167,7 +167,7 @@ impl EventStore {
     ///
     /// Retrying an append whose event ids are all stored with the same content returns the
     /// original result; an id stored with other content is `EventIdReused`.
-    #[tracing::instrument(skip_all, fields(stream_id = %stream_id, n = events.len()), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(stream_id = %stream_id, n = events.len()), err)]
     pub async fn append(
         &self,
         stream_id: &str,
@@ -220,7 +220,7 @@ impl EventStore {
 
     /// Appends to several streams in one transaction: all or nothing, each stream with its own
     /// expected version. Results come back in the order of `appends`.
-    #[tracing::instrument(skip_all, fields(streams = appends.len()), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(streams = appends.len()), err)]
     pub async fn append_multi(
         &self,
         appends: &[StreamAppend],
