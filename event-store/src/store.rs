@@ -65,6 +65,30 @@ ORDER BY i.ord
 RETURNING position, stream_version, event_id, recorded_at
 "#;
 
+/// [`APPEND_SQL`] for the common case: one stream, as its transaction's first write (an
+/// `append` on its own), so no earlier ordinal of the transaction can be in use and the
+/// statement needs neither the per-stream join nor the look for earlier ordinals. Same
+/// checks: the expected version, and the stream's last event below this transaction's
+/// positions.
+const APPEND_ONE_SQL: &str = r#"
+WITH last AS (
+    SELECT stream_version, position FROM events WHERE stream_id = $1
+    ORDER BY stream_version DESC LIMIT 1
+), current AS (
+    SELECT coalesce((SELECT stream_version FROM last), 0) AS version,
+           coalesce((SELECT position FROM last), 0) AS position,
+           pg_current_xact_id()::text::bigint << 20 AS base
+)
+INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+SELECT current.base + t.ord, $1, current.version + t.ord,
+       t.event_id, t.event_type, t.schema_version, t.payload, t.metadata
+FROM current,
+     unnest($3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
+         WITH ORDINALITY AS t(event_id, event_type, schema_version, payload, metadata, ord)
+WHERE ($2::bigint IS NULL OR current.version = $2) AND current.position < current.base
+RETURNING position, stream_version, event_id, recorded_at
+"#;
+
 /// The lowest transaction id that may still commit events into this database's `events`, given
 /// snapshot `s`: its `xmax`, or the oldest transaction in progress at the snapshot that is not
 /// known to belong to another database, whichever is lower. Rows below `xid << 20` are final.
@@ -187,10 +211,10 @@ impl EventStore {
             let mut conn = self.pool.acquire().await?;
             let attempted = if self.inline.is_empty() {
                 // One statement, its own transaction.
-                attempt(&mut conn, &appends, false).await?
+                attempt(&mut conn, &appends, true, false).await?
             } else {
                 let mut tx = conn.begin().await?;
-                let attempted = attempt(&mut tx, &appends, true).await?;
+                let attempted = attempt(&mut tx, &appends, true, true).await?;
                 if let Attempt::Appended(_, recorded) = &attempted {
                     self.apply_inline(&mut tx, recorded).await?;
                     tx.commit().await?;
@@ -294,7 +318,7 @@ impl EventStore {
         if let Some(twice) = streams.windows(2).find(|w| w[0] == w[1]) {
             return Err(StoreError::StreamRepeated(twice[0].to_owned()));
         }
-        match attempt(conn, &parts(appends), !self.inline.is_empty()).await? {
+        match attempt(conn, &parts(appends), false, !self.inline.is_empty()).await? {
             Attempt::Appended(results, recorded) => {
                 self.apply_inline(conn, &recorded).await?;
                 Ok(results)
@@ -553,11 +577,13 @@ fn parts(appends: &[StreamAppend]) -> Vec<Part<'_>> {
         .collect()
 }
 
-/// Runs the append statement. The events as stored come back only when `keep` (inline
-/// projections need them); otherwise only each stream's result.
+/// Runs the append statement ([`APPEND_ONE_SQL`] for one stream as the transaction's
+/// `first_write`). The events as stored come back only when `keep` (inline projections need
+/// them); otherwise only each stream's result.
 async fn attempt(
     conn: &mut PgConnection,
     appends: &[Part<'_>],
+    first_write: bool,
     keep: bool,
 ) -> Result<Attempt, StoreError> {
     let encode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Encode(Box::new(e)));
@@ -582,15 +608,21 @@ async fn attempt(
         payloads.push(&e.payload);
         metadata.push(serde_json::to_value(&e.metadata).map_err(encode)?);
     }
-    let rows = sqlx::query(APPEND_SQL)
-        .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
-        .bind(
-            appends
-                .iter()
-                .map(|a| a.expected.required())
-                .collect::<Vec<_>>(),
-        )
-        .bind(idx)
+    let query = match (first_write, appends) {
+        (true, [one]) => sqlx::query(APPEND_ONE_SQL)
+            .bind(one.stream_id)
+            .bind(one.expected.required()),
+        _ => sqlx::query(APPEND_SQL)
+            .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
+            .bind(
+                appends
+                    .iter()
+                    .map(|a| a.expected.required())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(idx),
+    };
+    let rows = query
         .bind(&ids)
         .bind(types)
         .bind(schemas)
