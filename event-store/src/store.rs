@@ -132,6 +132,9 @@ async fn retry_pause(attempt: usize) {
 pub struct EventStore {
     pool: PgPool,
     pub(crate) wakeup: Arc<Wakeup>,
+    /// Appends made through [`EventStore::append_in_tx`] by this process, so a caller can
+    /// tell whether its transaction appended anything (and readers need waking).
+    appends_in_tx: Arc<std::sync::atomic::AtomicU64>,
     /// Projections updated in every appending transaction (see [`EventStore::with_inline`]).
     inline: Arc<[Arc<dyn Projection>]>,
 }
@@ -156,6 +159,7 @@ impl EventStore {
         EventStore {
             pool,
             wakeup: Arc::new(Wakeup::default()),
+            appends_in_tx: Arc::default(),
             inline: Arc::new([]),
         }
     }
@@ -299,7 +303,17 @@ impl EventStore {
     ) -> Result<Vec<AppendResult>, StoreError> {
         let results = self.append_uncounted(conn, appends).await?;
         count_appended(appends);
+        self.appends_in_tx
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(results)
+    }
+
+    /// How many [`EventStore::append_in_tx`] calls of this process have succeeded so far: a
+    /// caller compares it before and after its transaction to know whether to wake readers.
+    /// (Another task's append in between only causes a wake-up too many.)
+    pub fn appends_in_tx(&self) -> u64 {
+        self.appends_in_tx
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn append_uncounted(

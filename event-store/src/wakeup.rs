@@ -5,7 +5,10 @@
 //! notifying transactions on one lock, which would cost the concurrency the position scheme
 //! buys. Instead a background task sends one NOTIFY after a burst of local appends, at most
 //! one per [`NOTIFY_EVERY`] (each is a transaction of its own), carrying this process's id so
-//! that its own listener ignores it: local tailers were woken directly already.
+//! that its own listener ignores it: local tailers were woken directly already. And only while
+//! another process listens on the same database (a replica): a lone process would pay a
+//! commit per NOTIFY that nobody hears. Listeners are recognised by their connection's
+//! `application_name`, looked up at most once per [`LISTENERS_EVERY`].
 
 use std::time::Duration;
 
@@ -18,6 +21,11 @@ pub(crate) const CHANNEL: &str = "es_events";
 /// Least time between two NOTIFYs of one process: other processes' tailers (a replica leading
 /// the relay) hear of a burst of appends at most this late.
 const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+/// How often the notifier looks for other processes listening; a replica that starts listening
+/// is told of appends at most this much later (its tailers poll meanwhile).
+const LISTENERS_EVERY: Duration = Duration::from_secs(1);
+/// `application_name` of every listener connection, followed by the process's id.
+const LISTENER_NAME: &str = "es-listener ";
 
 pub(crate) struct Wakeup {
     /// Tailers in this process wait on this.
@@ -39,8 +47,15 @@ impl Default for Wakeup {
 }
 
 impl Wakeup {
+    /// Events were appended here: wakes local tailers, and other processes' (NOTIFY).
     pub fn appended(&self) {
         self.local.notify_waiters();
+        self.outbound.notify_one();
+    }
+
+    /// Foreign events were recorded here without appending anything: only other processes
+    /// may care (a replica's consumer holding their successors parked).
+    pub fn recorded(&self) {
         self.outbound.notify_one();
     }
 }
@@ -60,6 +75,15 @@ impl crate::EventStore {
 }
 
 async fn listen(pool: PgPool, store: &crate::EventStore, shutdown: CancellationToken) {
+    // A connection of its own, named so that other processes' notifiers can see it listens.
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name(&format!("{LISTENER_NAME}{}", store.wakeup.id));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options);
     while !shutdown.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -93,10 +117,21 @@ async fn listen(pool: PgPool, store: &crate::EventStore, shutdown: CancellationT
 }
 
 async fn announce(pool: PgPool, store: &crate::EventStore, shutdown: CancellationToken) {
+    let mut others: Option<(bool, std::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = store.wakeup.outbound.notified() => {}
+        }
+        if others.is_none_or(|(_, at)| at.elapsed() >= LISTENERS_EVERY) {
+            // When the lookup fails, notify anyway: a lost wake-up costs a replica a second.
+            let found = other_listeners(&pool, &store.wakeup.id)
+                .await
+                .unwrap_or(true);
+            others = Some((found, std::time::Instant::now()));
+        }
+        if others.is_some_and(|(found, _)| !found) {
+            continue;
         }
         if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
@@ -116,4 +151,17 @@ pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationT
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(duration) => {}
     }
+}
+
+/// Whether a process other than the one with `id` listens on this database.
+async fn other_listeners(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                        WHERE datname = current_database() \
+                          AND starts_with(application_name, $1) AND application_name <> $2)",
+    )
+    .bind(LISTENER_NAME)
+    .bind(format!("{LISTENER_NAME}{id}"))
+    .fetch_one(pool)
+    .await
 }

@@ -483,6 +483,7 @@ impl Consumer {
     /// Runs the batch's transaction, retrying in place while the database is unreachable
     /// (keeping the messages from redelivery) and at once after a race.
     async fn record(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Recorded {
+        let appends_before = self.store.appends_in_tx();
         let events: Vec<&ForeignEvent> = deliveries.iter().map(|d| &d.event).collect();
         let span = tracing::debug_span!("batch", messages = events.len());
         let mut backoff = Backoff::default();
@@ -492,7 +493,16 @@ impl Consumer {
                 .instrument(span.clone())
                 .await
             {
-                Ok(committed) => return Recorded::Committed(committed),
+                Ok(committed) => {
+                    if self.store.appends_in_tx() != appends_before {
+                        // The handlers appended events: wake the relay.
+                        self.store.notify_appended();
+                    } else if !committed.plan.apply.is_empty() {
+                        // Recorded only: a replica may hold the successors parked.
+                        self.store.wakeup.recorded();
+                    }
+                    return Recorded::Committed(committed);
+                }
                 Err(failure) => failure,
             };
             match retry_of(&failure) {
@@ -526,10 +536,6 @@ impl Consumer {
     ) -> HashMap<String, i64> {
         let Committed { plan, conflicts } = committed;
         let durable = &self.config.durable;
-        if !plan.apply.is_empty() {
-            // The handlers may have appended events: wake the relay.
-            self.store.notify_appended();
-        }
         let mut advanced = HashMap::new();
         for (i, delivery) in deliveries.into_iter().enumerate() {
             match plan.verdicts[i] {
