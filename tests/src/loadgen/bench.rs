@@ -16,6 +16,37 @@ use super::process::{binary_path, check_binaries, child_pid, SERVICES};
 use super::schedule::ClosedLoop;
 use crate::TestSystem;
 
+/// Connections the run holds at its peak: the raw-INSERT baseline's pool (clients + 2), each
+/// service's pool and its leadership, LISTEN and admin connections, and the probes' pools.
+pub fn connections_needed(args: &RunArgs) -> u32 {
+    args.clients as u32 + 2 + 2 * (args.pool_size + 4) + 16
+}
+
+/// Fails at once, saying how to fix it, when Postgres allows fewer connections than the run
+/// holds (the baseline would fail half way with "too many clients").
+async fn check_connections(args: &RunArgs) -> anyhow::Result<()> {
+    let url = event_store::testing::admin_database_url();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let allowed: String = sqlx::query_scalar("SHOW max_connections")
+        .fetch_one(&mut conn)
+        .await
+        .context("asking Postgres for max_connections")?;
+    let allowed: u32 = allowed.parse().unwrap_or(0);
+    let needed = connections_needed(args);
+    if allowed < needed {
+        anyhow::bail!(
+            "Postgres allows {allowed} connections; this run holds up to {needed} (--clients \
+             {} and --pool-size {}). Raise it, e.g. `ALTER SYSTEM SET max_connections = 200` \
+             and restart Postgres, or lower --clients or --pool-size.",
+            args.clients,
+            args.pool_size
+        );
+    }
+    Ok(())
+}
+
 /// Requests in flight while setting up (creating products, waiting for them).
 const SETUP_CONCURRENCY: usize = 16;
 /// So much stock that no order of a run is ever rejected for want of it.
@@ -42,6 +73,7 @@ pub struct Bench {
 impl Bench {
     pub async fn start(args: RunArgs) -> anyhow::Result<Bench> {
         check_binaries()?;
+        check_connections(&args).await?;
         let pool = ("DATABASE_POOL_SIZE".to_owned(), args.pool_size.to_string());
         let system = TestSystem::start_with_env(vec![pool]).await;
         let mut pids = Vec::new();
