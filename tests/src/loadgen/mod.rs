@@ -1,6 +1,6 @@
 //! The load generator behind `cargo run --release -p tests --bin loadgen` (see BENCHMARKS.md).
 //!
-//! - [`cli`]: flags. [`run`]: one run, phase by phase, then [`report`].
+//! - [`cli`]: flags. [`run`]: one run, phase by phase, then [`report`] and [`goals`].
 //! - [`bench`]: the system under test, started with [`crate::TestSystem`], and its products.
 //! - [`schedule`]: rate control, an open loop (fixed send instants, no coordinated omission)
 //!   and a closed loop (N clients back to back). [`stats`]: HdrHistogram latencies.
@@ -24,6 +24,7 @@ pub mod commands;
 pub mod costs;
 pub mod cpu;
 pub mod db_ceiling;
+pub mod goals;
 pub mod horizon;
 pub mod memory;
 pub mod pipeline;

@@ -1,4 +1,4 @@
-//! The figures of a run, every ratio between them, and the goals they are held to.
+//! The figures of a run and every ratio between them (the goals they are held to: [`super::goals`]).
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -6,13 +6,6 @@ use std::time::Duration;
 use super::memory::mebibytes;
 use super::schedule::ClosedLoop;
 use super::stats::{millis, per_second, ratio, Latencies};
-
-/// Goals from the issue.
-pub const READS_GOAL: f64 = 0.5;
-pub const COMMANDS_GOAL: f64 = 0.5;
-pub const PROPAGATION_GOAL_RATE: f64 = 500.0;
-pub const PROPAGATION_P99_GOAL: Duration = Duration::from_millis(50);
-pub const PROPAGATION_P50_GOAL: Duration = Duration::from_millis(10);
 
 /// A closed-loop measurement: requests per second and their latencies.
 pub struct Throughput {
@@ -202,11 +195,11 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-fn times(value: Option<f64>) -> String {
+pub(super) fn times(value: Option<f64>) -> String {
     value.map_or("n/a".to_owned(), |r| format!("{r:.2}x"))
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(super) fn verdict(met: bool) -> &'static str {
     if met {
         "met   "
     } else {
@@ -275,7 +268,8 @@ impl Report {
             }
         }
         self.print_ratios();
-        self.print_goals();
+        super::goals::print(self);
+        self.print_errors_and_notes();
     }
 
     fn print_ratios(&self) {
@@ -329,52 +323,7 @@ impl Report {
         }
     }
 
-    fn print_goals(&self) {
-        println!("\nGoals");
-        for r in &self.reads {
-            let x = ratio(r.service.per_second, r.ceiling.per_second);
-            println!(
-                "  [{}] {} >= {READS_GOAL} x ceiling: {}",
-                verdict(x.is_some_and(|x| x >= READS_GOAL)),
-                r.service.name,
-                times(x)
-            );
-        }
-        for p in &self.propagation {
-            if p.rate < PROPAGATION_GOAL_RATE {
-                continue;
-            }
-            let s = p.visible.summary();
-            // No sample at all, or any lost, is no evidence of speed.
-            let valid = s.count > 0 && s.errors == 0;
-            println!(
-                "  [{}] {} at {:.0}/s: p99 {} < {}",
-                verdict(valid && s.p99 < PROPAGATION_P99_GOAL),
-                p.name,
-                p.rate,
-                millis(s.p99),
-                millis(PROPAGATION_P99_GOAL)
-            );
-            println!(
-                "  [{}] {} at {:.0}/s: p50 {} < {}",
-                verdict(valid && s.p50 < PROPAGATION_P50_GOAL),
-                p.name,
-                p.rate,
-                millis(s.p50),
-                millis(PROPAGATION_P50_GOAL)
-            );
-        }
-        if let Some(b) = &self.baseline {
-            for c in &self.commands {
-                let x = ratio(c.per_second, b.per_second);
-                println!(
-                    "  [{}] {} >= {COMMANDS_GOAL} x raw insert: {}",
-                    verdict(x.is_some_and(|x| x >= COMMANDS_GOAL)),
-                    c.name,
-                    times(x)
-                );
-            }
-        }
+    fn print_errors_and_notes(&self) {
         let errors = self.invalidating_errors();
         println!(
             "  [{}] no errors in throughput measurements: {errors}",
