@@ -34,14 +34,47 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when retrying the same call may succeed (the database was unreachable or a
-    /// connection broke), as opposed to a conflict or invalid input.
+    /// True when retrying the same call may succeed (the database was unavailable, see
+    /// [`is_unavailable`]), as opposed to a conflict or invalid input.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            )
-        )
+        matches!(self, StoreError::Database(e) if is_unavailable(e))
+    }
+}
+
+/// True for errors that mean "the database cannot serve this right now" rather than a bug or
+/// a refusal of this request: refused, broken or unreadable connections, an exhausted or closed
+/// pool, and the server's own classes for it (08: connection exception; 53: insufficient
+/// resources, such as too many connections; 57: operator intervention, such as a shutdown, a
+/// crash restart, a start-up or a cancelled statement). The one definition every caller uses:
+/// the HTTP edge answers 503 for it, the consumer retries in place without spending a delivery.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_a_missing_row_is_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_unavailable(&sqlx::Error::Io(refused)));
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(StoreError::Database(sqlx::Error::PoolClosed).is_transient());
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
     }
 }

@@ -12,6 +12,7 @@
 //!   apply an event and advance in one transaction.
 //! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
+//! - [`leader`]: which replica runs the relay and each projector (a session advisory lock).
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
 //!   projection) and handlers of the other service's events, recorded in batches through the
 //!   inbox ([`inbox`]); [`envelope`] is the message contract between a relay and a consumer.
@@ -20,6 +21,9 @@
 //! - [`wire`]: [`wire_events!`], the event enums' shape: variant names are the stored type names.
 //! - [`replay`]: rebuilds a projection from the events held in the database, online, by
 //!   building beside the live tables and swapping (docs/adr/0002-online-rebuild.md).
+//! - [`StoreError`] and [`is_unavailable`]: what went wrong, and the one definition of "the
+//!   database cannot serve this right now" that the HTTP edge and the consumer share.
+//! - `testing` (feature `testing`): a database per test, unique NATS names, private servers.
 //!
 //! Data flows: a command handler appends -> the store commits -> the relay's tail wakes ->
 //! JetStream (deduplicated by event id) -> the other service's consumers.
@@ -53,7 +57,7 @@ pub mod __private {
     pub use serde_json;
 }
 
-pub use error::StoreError;
+pub use error::{is_unavailable, StoreError};
 pub use event::{AppendResult, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend};
 pub use relay::{Relay, RelayConfig};
 pub use store::EventStore;

@@ -13,7 +13,7 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::leader::{lock_key, Backoff, Leadership};
+use crate::leader::{Backoff, Leadership};
 use crate::{checkpoint, EventStore, RecordedEvent, Tail};
 
 /// A read model built from the service's own events.
@@ -55,12 +55,6 @@ pub trait Projection: Send + Sync + 'static {
 /// The checkpoint name of a projection.
 pub fn checkpoint_name(projection: &str) -> String {
     format!("projection:{projection}")
-}
-
-/// The session advisory-lock key that elects a projection's single projector (see
-/// [`leader`](crate::leader)). A rebuild that must not run beside the live projector takes the same lock.
-pub fn leadership_key(projection: &str) -> i64 {
-    lock_key(&checkpoint_name(projection))
 }
 
 /// Applies every event up to the store's current head once, without leadership (the

@@ -92,28 +92,11 @@ impl ResponseError for EdgeError {
 
 impl From<sqlx::Error> for EdgeError {
     fn from(error: sqlx::Error) -> Self {
-        if database_unavailable(&error) {
+        if event_store::is_unavailable(&error) {
             EdgeError::Unavailable(error.into())
         } else {
             EdgeError::Internal(error.into())
         }
-    }
-}
-
-/// True for errors that mean "the database cannot be reached right now" rather than a bug:
-/// refused or broken connections, an exhausted pool, a server shutting down or starting up.
-pub fn database_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            // Class 08: connection exception; 57P0x: shutdown, crash, starting up;
-            // 53300: too many connections.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300"
-        }),
-        _ => false,
     }
 }
 

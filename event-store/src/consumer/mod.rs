@@ -712,7 +712,7 @@ fn describe(failure: &Failure) -> String {
 
 fn retry_of(failure: &Failure) -> Retry {
     match failure {
-        Failure::Sql(e) if is_connection_error(e) => Retry::Unreachable(e.to_string()),
+        Failure::Sql(e) if crate::error::is_unavailable(e) => Retry::Unreachable(e.to_string()),
         Failure::Sql(e) if sqlstate(e).as_deref().is_some_and(is_race) => {
             Retry::Race(e.to_string())
         }
@@ -753,31 +753,11 @@ fn is_race(code: &str) -> bool {
 fn caused_by_unreachable_database(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
-            return is_connection_error(e);
+            return crate::error::is_unavailable(e);
         }
         match cause.downcast_ref::<StoreError>() {
-            Some(StoreError::Database(e)) => is_connection_error(e),
+            Some(StoreError::Database(e)) => crate::error::is_unavailable(e),
             _ => false,
         }
     })
-}
-
-/// Errors that say the database is unreachable or overloaded, as opposed to refusing this
-/// event: retried in place rather than spending one of the message's deliveries.
-fn is_connection_error(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // Connection exceptions, shutdown, insufficient resources.
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            ["08", "57", "53"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }),
-        _ => false,
-    }
 }

@@ -5,7 +5,6 @@ use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use event_store::StoreError;
-use service_kit::error::database_unavailable;
 pub use service_kit::error::ErrorBody;
 use uuid::Uuid;
 
@@ -144,7 +143,7 @@ impl From<StoreError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        if database_unavailable(&error) {
+        if event_store::is_unavailable(&error) {
             ApiError::Unavailable("the database")
         } else {
             ApiError::Internal(error.into())

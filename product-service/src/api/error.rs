@@ -114,7 +114,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => ApiError::VersionConflict(format!(
                 "the product kept changing while this request was applied ({e}); retry"
             )),
-            e if is_unavailable(&e) => ApiError::Unavailable(e.into()),
+            e if e.is_transient() => ApiError::Unavailable(e.into()),
             e => ApiError::Internal(e.into()),
         }
     }
@@ -133,20 +133,6 @@ impl From<CommandError> for ApiError {
             CommandError::Conflict(e) | CommandError::Store(e) => e.into(),
             CommandError::Corrupt(e) => ApiError::Internal(e),
         }
-    }
-}
-
-/// A database that is down, restarting or out of connections: the client may retry.
-fn is_unavailable(e: &StoreError) -> bool {
-    if e.is_transient() {
-        return true;
-    }
-    match e {
-        StoreError::Database(sqlx::Error::Database(db)) => db
-            .code()
-            // Class 08: connection exception; 57P0x: the server is shutting down or starting.
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
     }
 }
 
