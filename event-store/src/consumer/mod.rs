@@ -25,27 +25,29 @@
 mod batch;
 mod dead_letter;
 mod parking;
+mod reaction;
+mod retry;
 mod settle;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
-use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use self::batch::{Committed, Failure, Verdict};
+use self::batch::{Committed, Failure};
 use self::dead_letter::Kind;
 use self::parking::Parking;
+use self::retry::{describe, race_pause, retry_of, Retry};
 use crate::leader::Backoff;
-use crate::{envelope, metrics, nats, EventStore, StoreError};
+use crate::{envelope, metrics, nats, EventStore};
 
 pub use self::dead_letter::{dead_letter_headers, version_conflicts, Kind as DeadLetterKind};
+pub use self::reaction::{HandleError, Reaction};
 pub use crate::envelope::{decode, ForeignEvent};
 pub use crate::inbox::{read_inbox, read_inbox_range};
 
@@ -80,86 +82,6 @@ const STREAM_ERRORS_BEFORE_RECREATE: u32 = 3;
 /// Immediate retries of a batch whose reaction met a concurrent write, before the batch is
 /// split into single messages (and a single one is nak'd).
 const CONFLICT_RETRIES: u32 = 8;
-
-/// Why a handler did not apply an event.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// The event can never be applied (bad payload, broken invariant): dead-letter it.
-    #[error("poison message: {0}")]
-    Poison(String),
-    /// The state the handler decided on changed meanwhile (another writer appended to a
-    /// stream it read): decided again at once, on fresh state, in a new transaction.
-    #[error("concurrent write: {0}")]
-    Conflict(String),
-    /// Worth retrying later (database unavailable, a timeout).
-    #[error("transient failure: {0}")]
-    Transient(#[from] anyhow::Error),
-}
-
-impl HandleError {
-    /// What a failed append means for the event that caused it: a version conflict is decided
-    /// again; a database error is classified by [`HandleError::database`]; anything else (an
-    /// invalid stream id or event type, a reused event id) cannot get better by retrying.
-    pub fn from_store(error: StoreError, doing: &str) -> HandleError {
-        match error {
-            e @ StoreError::Conflict { .. } => HandleError::Conflict(format!("{doing}: {e}")),
-            StoreError::Database(e) => HandleError::database(e, doing),
-            // Applying the just-appended events to a read model failed: worth retrying (a
-            // database that went away), and dead-lettered once deliveries run out.
-            e @ StoreError::Projection { .. } => {
-                HandleError::Transient(anyhow::Error::new(e).context(doing.to_owned()))
-            }
-            other => HandleError::Poison(format!("{doing}: {other}")),
-        }
-    }
-
-    /// A database error while handling an event: a data exception (SQLSTATE class 22, such as
-    /// a NUL character in a text) fails the same way on every delivery, so it is poison; a
-    /// serialization failure, deadlock or unique violation is a race, decided again; all else
-    /// (connections, timeouts) is worth retrying later.
-    pub fn database(error: sqlx::Error, doing: &str) -> HandleError {
-        match sqlstate(&error).as_deref() {
-            Some(code) if code.starts_with("22") => {
-                HandleError::Poison(format!("{doing}: {error}"))
-            }
-            Some(code) if is_race(code) => HandleError::Conflict(format!("{doing}: {error}")),
-            _ => HandleError::Transient(anyhow::Error::new(error).context(doing.to_owned())),
-        }
-    }
-}
-
-/// Something a service does with the other service's events: a reaction that appends events
-/// of its own, or a projection of foreign events (order-service's catalogue).
-pub trait Reaction: Send + Sync + 'static {
-    fn name(&self) -> &str;
-
-    /// Handles one event inside the consumer's transaction. Appends go through
-    /// [`EventStore::append_in_tx`] on the same connection.
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        event: &'a ForeignEvent,
-    ) -> BoxFuture<'a, Result<(), HandleError>>;
-
-    /// Handles a batch of events, in the order given (within a stream, version order), with
-    /// the same effect as [`Reaction::handle`] on each in turn. Override it to work
-    /// set-based: one read and one write per batch instead of per event. An error fails the
-    /// whole batch; the consumer then runs it again one event at a time.
-    fn handle_batch<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        events: &'a [&'a ForeignEvent],
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move {
-            for event in events {
-                self.handle(&mut *tx, event)
-                    .instrument(consume_span(event))
-                    .await?;
-            }
-            Ok(())
-        })
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -209,16 +131,6 @@ enum Recorded {
     Failed(Failure),
     /// Shut down while the database was unreachable: nothing was recorded.
     Stopped,
-}
-
-/// How a batch's failure is retried.
-enum Retry {
-    /// The database is unreachable: wait and retry in place, spending no delivery.
-    Unreachable(String),
-    /// A concurrent write: retry at once on fresh state.
-    Race(String),
-    /// Split the batch, or settle the single message.
-    No,
 }
 
 impl Consumer {
@@ -525,166 +437,6 @@ impl Consumer {
             }
         }
     }
-
-    /// Acknowledges, parks or dead-letters each message of a committed batch.
-    async fn settle(
-        &self,
-        deliveries: Vec<Delivery>,
-        committed: Committed,
-        parking: &mut Parking<Delivery>,
-        shutdown: &CancellationToken,
-    ) -> HashMap<String, i64> {
-        let Committed { plan, conflicts } = committed;
-        let durable = &self.config.durable;
-        let mut advanced = HashMap::new();
-        for (i, delivery) in deliveries.into_iter().enumerate() {
-            match plan.verdicts[i] {
-                Verdict::Apply => {
-                    metrics::consumed(durable, "applied");
-                    settle::ack(&delivery.message).await;
-                    let stream = &delivery.event.stream_id;
-                    if let Some(version) = plan.recorded.get(stream) {
-                        advanced.insert(stream.clone(), *version);
-                    }
-                }
-                Verdict::Duplicate => {
-                    metrics::consumed(durable, "duplicate");
-                    settle::ack(&delivery.message).await;
-                }
-                Verdict::Conflict => {
-                    let event = &delivery.event;
-                    let holder = conflicts
-                        .get(&i)
-                        .copied()
-                        .flatten()
-                        .map_or_else(|| "another event".to_owned(), |id| format!("event {id}"));
-                    let error = format!(
-                        "version {} of {} is already recorded as {holder}; this message carries \
-                         event {}",
-                        event.stream_version, event.stream_id, event.event_id
-                    );
-                    self.dead_letter(&delivery.message, Kind::VersionConflict, &error, shutdown)
-                        .await;
-                }
-                Verdict::Early { recorded } => {
-                    self.early(delivery, recorded, parking, shutdown).await
-                }
-            }
-        }
-        advanced
-    }
-
-    /// A message whose stream's predecessor is not recorded yet: parked while there is room
-    /// and it has not waited too long; otherwise handed back, or dead-lettered on its last
-    /// delivery.
-    async fn early(
-        &self,
-        delivery: Delivery,
-        recorded: i64,
-        parking: &mut Parking<Delivery>,
-        shutdown: &CancellationToken,
-    ) {
-        let durable = &self.config.durable;
-        if delivery.may_park && parking.has_room() {
-            tracing::debug!(recorded, "predecessor not recorded yet; parked");
-            metrics::consumed(durable, "parked");
-            let since = delivery.parked_at.unwrap_or_else(Instant::now);
-            let (stream, version, sequence) = (
-                delivery.event.stream_id.clone(),
-                delivery.event.stream_version,
-                delivery.sequence(),
-            );
-            parking.park(&stream, version, sequence, delivery, since);
-        } else if self.last_delivery(&delivery) {
-            let error = format!(
-                "version {} of {} arrived, but only version {recorded} was ever recorded",
-                delivery.event.stream_version, delivery.event.stream_id
-            );
-            self.dead_letter(&delivery.message, Kind::OutOfOrder, &error, shutdown)
-                .await;
-        } else {
-            tracing::debug!(recorded, "predecessor not recorded yet; redelivering later");
-            metrics::consumed(durable, "retried");
-            settle::nak(&delivery.message).await;
-        }
-    }
-
-    /// A single message whose transaction was rolled back.
-    async fn settle_failure(
-        &self,
-        delivery: Delivery,
-        failure: Failure,
-        shutdown: &CancellationToken,
-    ) {
-        let error = describe(&failure);
-        if let Failure::Handler(_, HandleError::Poison(_)) = failure {
-            return self
-                .dead_letter(&delivery.message, Kind::Poison, &error, shutdown)
-                .await;
-        }
-        if self.last_delivery(&delivery) {
-            let error = format!(
-                "still failing after {} deliveries: {error}",
-                delivery.delivered()
-            );
-            return self
-                .dead_letter(&delivery.message, Kind::Exhausted, &error, shutdown)
-                .await;
-        }
-        tracing::warn!(
-            delivered = delivery.delivered(),
-            error,
-            "handling failed; redelivering later"
-        );
-        metrics::consumed(&self.config.durable, "retried");
-        settle::nak(&delivery.message).await;
-    }
-
-    fn last_delivery(&self, delivery: &Delivery) -> bool {
-        self.config.max_deliver > 0 && delivery.delivered() >= self.config.max_deliver
-    }
-
-    /// Hands back messages parked too long, retries the head of every parked stream (another
-    /// replica may have recorded its predecessor), and keeps the rest from being redelivered.
-    async fn retry_parked(&self, parking: &mut Parking<Delivery>, shutdown: &CancellationToken) {
-        let now = Instant::now();
-        let expired = parking.take_expired(now, PARK_LIMIT);
-        let heads = parking.take_heads();
-        for item in parking.keep_alive(now, ACK_WAIT / 3) {
-            settle::in_progress(&item.message).await;
-        }
-        let expired = expired.into_iter().map(|p| Delivery {
-            parked_at: Some(p.parked_at),
-            may_park: false,
-            ..p.item
-        });
-        let heads = heads.into_iter().map(|p| Delivery {
-            parked_at: Some(p.parked_at),
-            ..p.item
-        });
-        self.apply(expired.chain(heads).collect(), parking, shutdown)
-            .await;
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &jetstream::Message,
-        kind: Kind,
-        error: &str,
-        shutdown: &CancellationToken,
-    ) {
-        dead_letter::dead_letter(
-            &self.store,
-            &self.js,
-            &self.config,
-            message,
-            kind,
-            error,
-            shutdown,
-        )
-        .await;
-        self.dead_letters.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The span of one event's handling: every log line of the handlers names the request that
@@ -699,65 +451,4 @@ pub fn consume_span(event: &ForeignEvent) -> tracing::Span {
         correlation_id = event.metadata.correlation_id.as_deref(),
         traceparent = event.metadata.traceparent.as_deref(),
     )
-}
-
-fn describe(failure: &Failure) -> String {
-    match failure {
-        Failure::Handler(name, HandleError::Transient(e)) => format!("{name}: {e:#}"),
-        Failure::Handler(name, HandleError::Poison(reason)) => format!("{name}: {reason}"),
-        Failure::Handler(name, HandleError::Conflict(reason)) => format!("{name}: {reason}"),
-        Failure::Sql(e) => format!("recording in the inbox: {e}"),
-    }
-}
-
-fn retry_of(failure: &Failure) -> Retry {
-    match failure {
-        Failure::Sql(e) if crate::error::is_unavailable(e) => Retry::Unreachable(e.to_string()),
-        Failure::Sql(e) if sqlstate(e).as_deref().is_some_and(is_race) => {
-            Retry::Race(e.to_string())
-        }
-        Failure::Sql(_) => Retry::No,
-        Failure::Handler(_, HandleError::Conflict(reason)) => Retry::Race(reason.clone()),
-        Failure::Handler(name, HandleError::Transient(e)) if caused_by_unreachable_database(e) => {
-            Retry::Unreachable(format!("{name}: {e:#}"))
-        }
-        Failure::Handler(..) => Retry::No,
-    }
-}
-
-/// A short, growing, jittered pause between retries of a batch that met a concurrent write,
-/// so two writers racing on one stream stop colliding in lockstep.
-async fn race_pause(attempt: u32) {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()) % 500)
-        .unwrap_or(0);
-    let micros = 100 * u64::from(attempt) + jitter;
-    tokio::time::sleep(Duration::from_micros(micros)).await;
-}
-
-fn sqlstate(error: &sqlx::Error) -> Option<String> {
-    match error {
-        sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
-        _ => None,
-    }
-}
-
-/// Serialization failure, deadlock (class 40) or unique violation (23505): two transactions
-/// raced, and doing it again on fresh state settles it.
-fn is_race(code: &str) -> bool {
-    code.starts_with("40") || code == "23505"
-}
-
-/// Whether a handler's failure comes from the database being unreachable.
-fn caused_by_unreachable_database(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
-            return crate::error::is_unavailable(e);
-        }
-        match cause.downcast_ref::<StoreError>() {
-            Some(StoreError::Database(e)) => crate::error::is_unavailable(e),
-            _ => false,
-        }
-    })
 }

@@ -1,0 +1,92 @@
+//! What a service plugs into the consumer: a [`Reaction`] per concern, and how one says it
+//! could not apply an event ([`HandleError`]).
+
+use futures::future::BoxFuture;
+use sqlx::PgConnection;
+
+use tracing::Instrument;
+
+use super::consume_span;
+use super::retry::{is_race, sqlstate};
+use crate::envelope::ForeignEvent;
+use crate::StoreError;
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The event can never be applied (bad payload, broken invariant): dead-letter it.
+    #[error("poison message: {0}")]
+    Poison(String),
+    /// The state the handler decided on changed meanwhile (another writer appended to a
+    /// stream it read): decided again at once, on fresh state, in a new transaction.
+    #[error("concurrent write: {0}")]
+    Conflict(String),
+    /// Worth retrying later (database unavailable, a timeout).
+    #[error("transient failure: {0}")]
+    Transient(#[from] anyhow::Error),
+}
+
+impl HandleError {
+    /// What a failed append means for the event that caused it: a version conflict is decided
+    /// again; a database error is classified by [`HandleError::database`]; anything else (an
+    /// invalid stream id or event type, a reused event id) cannot get better by retrying.
+    pub fn from_store(error: StoreError, doing: &str) -> HandleError {
+        match error {
+            e @ StoreError::Conflict { .. } => HandleError::Conflict(format!("{doing}: {e}")),
+            StoreError::Database(e) => HandleError::database(e, doing),
+            // Applying the just-appended events to a read model failed: worth retrying (a
+            // database that went away), and dead-lettered once deliveries run out.
+            e @ StoreError::Projection { .. } => {
+                HandleError::Transient(anyhow::Error::new(e).context(doing.to_owned()))
+            }
+            other => HandleError::Poison(format!("{doing}: {other}")),
+        }
+    }
+
+    /// A database error while handling an event: a data exception (SQLSTATE class 22, such as
+    /// a NUL character in a text) fails the same way on every delivery, so it is poison; a
+    /// serialization failure, deadlock or unique violation is a race, decided again; all else
+    /// (connections, timeouts) is worth retrying later.
+    pub fn database(error: sqlx::Error, doing: &str) -> HandleError {
+        match sqlstate(&error).as_deref() {
+            Some(code) if code.starts_with("22") => {
+                HandleError::Poison(format!("{doing}: {error}"))
+            }
+            Some(code) if is_race(code) => HandleError::Conflict(format!("{doing}: {error}")),
+            _ => HandleError::Transient(anyhow::Error::new(error).context(doing.to_owned())),
+        }
+    }
+}
+
+/// Something a service does with the other service's events: a reaction that appends events
+/// of its own, or a projection of foreign events (order-service's catalogue).
+pub trait Reaction: Send + Sync + 'static {
+    fn name(&self) -> &str;
+
+    /// Handles one event inside the consumer's transaction. Appends go through
+    /// [`EventStore::append_in_tx`] on the same connection.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a ForeignEvent,
+    ) -> BoxFuture<'a, Result<(), HandleError>>;
+
+    /// Handles a batch of events, in the order given (within a stream, version order), with
+    /// the same effect as [`Reaction::handle`] on each in turn. Override it to work
+    /// set-based: one read and one write per batch instead of per event. An error fails the
+    /// whole batch; the consumer then runs it again one event at a time.
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            for event in events {
+                self.handle(&mut *tx, event)
+                    .instrument(consume_span(event))
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,309 @@
+//! Appends with optimistic concurrency and idempotent retry; reads by stream and in global order.
+//!
+//! `append` holds the append statements and their helpers, `read` every read.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::metrics;
+use crate::projection::Projection;
+use crate::wakeup::Wakeup;
+use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
+
+mod append;
+mod read;
+
+use append::{
+    attempt, conflict, count_appended, parts, retry_any, retry_pause, summarise, validate, Attempt,
+    Part, ANY_RETRIES,
+};
+pub(crate) use read::{read_committed_on, EVENT_COLUMNS};
+pub use read::{read_stream_on, read_streams_on};
+
+/// The event store of one service database. Cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    pub(crate) wakeup: Arc<Wakeup>,
+    /// Appends made through [`EventStore::append_in_tx`] by this process, so a caller can
+    /// tell whether its transaction appended anything (and readers need waking).
+    appends_in_tx: Arc<std::sync::atomic::AtomicU64>,
+    /// Projections updated in every appending transaction (see [`EventStore::with_inline`]).
+    inline: Arc<[Arc<dyn Projection>]>,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        EventStore {
+            pool,
+            wakeup: Arc::new(Wakeup::default()),
+            appends_in_tx: Arc::default(),
+            inline: Arc::new([]),
+        }
+    }
+
+    /// A store whose every append also applies `projections`, in the appending transaction
+    /// (Marten calls them inline projections): the write's response and every read after it
+    /// agree, whichever path appended (a command, a reaction), and no projector runs a
+    /// transaction of its own per event. For projections of one service's own aggregates;
+    /// [`crate::replay`] rebuilds them online like any other.
+    pub fn with_inline(mut self, projections: Vec<Arc<dyn Projection>>) -> Self {
+        self.inline = projections.into();
+        self
+    }
+
+    /// The projections applied inline, by [`EventStore::with_inline`].
+    pub fn inline_projections(&self) -> &[Arc<dyn Projection>] {
+        &self.inline
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the store's migrations. Services with migrations of their own run both
+    /// migrators on one database, so each ignores the other's entries.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await
+    }
+
+    /// Appends `events` to `stream_id` if its version matches `expected`.
+    ///
+    /// Retrying an append whose event ids are all stored with the same content returns the
+    /// original result; an id stored with other content is `EventIdReused`.
+    #[tracing::instrument(level = "debug", skip_all, fields(stream_id = %stream_id, n = events.len()), err)]
+    pub async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, StoreError> {
+        validate(stream_id, events)?;
+        let appends = [Part {
+            stream_id,
+            expected,
+            events,
+        }];
+        for tries in 0..ANY_RETRIES {
+            if tries > 0 {
+                retry_pause(tries).await;
+            }
+            let mut conn = self.pool.acquire().await?;
+            let attempted = if self.inline.is_empty() {
+                // One statement, its own transaction.
+                attempt(&mut conn, &appends, true, false).await?
+            } else {
+                let mut tx = conn.begin().await?;
+                let attempted = attempt(&mut tx, &appends, true, true).await?;
+                if let Attempt::Appended(_, recorded) = &attempted {
+                    self.apply_inline(&mut tx, recorded).await?;
+                    tx.commit().await?;
+                }
+                attempted
+            };
+            if let Attempt::Appended(results, _) = attempted {
+                self.wakeup.appended();
+                metrics::appended(stream_id, events.len());
+                return Ok(results[0]);
+            }
+            drop(conn);
+            if let Some(original) = self.already_stored(events).await? {
+                return Ok(summarise(&original));
+            }
+            let actual = self.stream_version(stream_id).await?;
+            if expected != ExpectedVersion::Any {
+                return Err(conflict(stream_id, expected, actual));
+            }
+        }
+        Err(conflict(
+            stream_id,
+            expected,
+            self.stream_version(stream_id).await?,
+        ))
+    }
+
+    /// Appends to several streams in one transaction: all or nothing, each stream with its own
+    /// expected version. Results come back in the order of `appends`.
+    #[tracing::instrument(level = "debug", skip_all, fields(streams = appends.len()), err)]
+    pub async fn append_multi(
+        &self,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        for _ in 0..ANY_RETRIES {
+            let mut tx = self.pool.begin().await?;
+            match self.append_uncounted(&mut tx, appends).await {
+                Ok(results) => {
+                    tx.commit().await?;
+                    self.wakeup.appended();
+                    count_appended(appends);
+                    return Ok(results);
+                }
+                Err(StoreError::Conflict { .. } | StoreError::EventIdReused { .. }) => {
+                    drop(tx);
+                    let events: Vec<NewEvent> =
+                        appends.iter().flat_map(|a| a.events.clone()).collect();
+                    if let Some(original) = self.already_stored(&events).await? {
+                        return Ok(appends
+                            .iter()
+                            .map(|a| {
+                                let rows: Vec<RecordedEvent> = original
+                                    .iter()
+                                    .filter(|r| a.events.iter().any(|e| e.event_id == r.event_id))
+                                    .cloned()
+                                    .collect();
+                                summarise(&rows)
+                            })
+                            .collect());
+                    }
+                    if !retry_any(appends) {
+                        return Err(self.first_conflict(appends).await?);
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(self.first_conflict(appends).await?)
+    }
+
+    /// Appends inside the caller's transaction, in one statement whatever the number of
+    /// streams (each stream at most once), so a reaction can record its events, its inbox
+    /// entry and its checkpoint atomically. The inline projections are applied on the same
+    /// transaction. On failure the transaction may be aborted: the caller rolls back, reloads
+    /// and decides again. Readers are woken once the caller commits and calls
+    /// [`EventStore::notify_appended`]. The appended-events counter counts them when the
+    /// statements succeed, before the caller commits.
+    pub async fn append_in_tx(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        let results = self.append_uncounted(conn, appends).await?;
+        count_appended(appends);
+        self.appends_in_tx
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(results)
+    }
+
+    /// How many [`EventStore::append_in_tx`] calls of this process have succeeded so far: a
+    /// caller compares it before and after its transaction to know whether to wake readers.
+    /// (Another task's append in between only causes a wake-up too many.)
+    pub fn appends_in_tx(&self) -> u64 {
+        self.appends_in_tx
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn append_uncounted(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        if appends.is_empty() {
+            return Err(StoreError::Empty);
+        }
+        for a in appends {
+            validate(&a.stream_id, &a.events)?;
+        }
+        let mut streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        streams.sort_unstable();
+        if let Some(twice) = streams.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StoreError::StreamRepeated(twice[0].to_owned()));
+        }
+        match attempt(conn, &parts(appends), false, !self.inline.is_empty()).await? {
+            Attempt::Appended(results, recorded) => {
+                self.apply_inline(conn, &recorded).await?;
+                Ok(results)
+            }
+            Attempt::VersionMismatch | Attempt::UniqueViolation => {
+                let events: Vec<NewEvent> = appends.iter().flat_map(|a| a.events.clone()).collect();
+                if let Some(reused) = self.reused_id(&events).await? {
+                    return Err(StoreError::EventIdReused { event_id: reused });
+                }
+                Err(self.first_conflict(appends).await?)
+            }
+        }
+    }
+
+    async fn apply_inline(
+        &self,
+        conn: &mut PgConnection,
+        recorded: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
+        for projection in self.inline.iter() {
+            if let Err(error) = projection.apply_batch(&mut *conn, recorded).await {
+                // The database failing (gone away, shutting down) is told as such, so callers
+                // answer 503 or retry, not report a bug.
+                return Err(match error.downcast::<sqlx::Error>() {
+                    Ok(e) => StoreError::Database(e),
+                    Err(error) => StoreError::Projection {
+                        projection: projection.name().to_owned(),
+                        error: error.into(),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes tailers after a transaction that used [`EventStore::append_in_tx`] committed.
+    pub fn notify_appended(&self) {
+        self.wakeup.appended();
+    }
+
+    /// The stored rows for these events if every id is stored with the same stream-independent
+    /// content (type and payload); `EventIdReused` if any id is stored with other content.
+    async fn already_stored(
+        &self,
+        events: &[NewEvent],
+    ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+        let stored = self.stored_by_id(events).await?;
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        for event in events {
+            match stored.iter().find(|r| r.event_id == event.event_id) {
+                Some(r) if r.event_type == event.event_type && r.payload == event.payload => {}
+                _ => {
+                    return Err(StoreError::EventIdReused {
+                        event_id: event.event_id,
+                    })
+                }
+            }
+        }
+        Ok(Some(stored))
+    }
+
+    async fn reused_id(&self, events: &[NewEvent]) -> Result<Option<Uuid>, StoreError> {
+        Ok(self.stored_by_id(events).await?.first().map(|r| r.event_id))
+    }
+
+    async fn stored_by_id(&self, events: &[NewEvent]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1) ORDER BY position"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn first_conflict(&self, appends: &[StreamAppend]) -> Result<StoreError, StoreError> {
+        for a in appends {
+            let actual = self.stream_version(&a.stream_id).await?;
+            if a.expected.required().is_some_and(|v| v != actual) {
+                return Ok(conflict(&a.stream_id, a.expected, actual));
+            }
+        }
+        // Every expectation holds now: the conflict was a race that has since resolved.
+        let a = &appends[0];
+        Ok(conflict(
+            &a.stream_id,
+            a.expected,
+            self.stream_version(&a.stream_id).await?,
+        ))
+    }
+}
