@@ -14,7 +14,10 @@
 //! - [`parking`]: events that arrived before their stream's predecessor, held unacknowledged
 //!   and applied as soon as it is recorded, by this process or a replica; only after
 //!   [`PARK_LIMIT`] are they handed back;
-//! - [`settle`]: ack, nak, keep-alive; [`dead_letter`]: poison and conflicting events.
+//! - [`settle`]: ack, nak, keep-alive, and what becomes of each message once its batch
+//!   committed or failed; [`dead_letter`]: poison and conflicting events;
+//! - [`retry`]: the batch's transaction retried in place (unreachable database, a race);
+//! - [`reaction`]: what a service plugs in ([`Reaction`], [`HandleError`]).
 //!
 //! A handler that fails inside a batch must not cost the others: the batch is rolled back
 //! and run again one message at a time, so only the bad message is dead-lettered or
@@ -39,15 +42,14 @@ use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use self::batch::{Committed, Failure};
 use self::dead_letter::Kind;
 use self::parking::Parking;
-use self::retry::{describe, race_pause, retry_of, Retry};
+use self::retry::{describe, Recorded};
 use crate::leader::Backoff;
 use crate::{envelope, metrics, nats, EventStore};
 
 pub use self::dead_letter::{dead_letter_headers, version_conflicts, Kind as DeadLetterKind};
-pub use self::reaction::{HandleError, Reaction};
+pub use self::reaction::{consume_span, HandleError, Reaction};
 pub use crate::envelope::{decode, ForeignEvent};
 pub use crate::inbox::{read_inbox, read_inbox_range};
 
@@ -122,15 +124,6 @@ impl Delivery {
     fn sequence(&self) -> u64 {
         self.message.info().map(|i| i.stream_sequence).unwrap_or(0)
     }
-}
-
-/// How recording a batch ended, after the retries in place.
-enum Recorded {
-    Committed(Committed),
-    /// Rolled back by a handler's failure or the consumer's own SQL.
-    Failed(Failure),
-    /// Shut down while the database was unreachable: nothing was recorded.
-    Stopped,
 }
 
 impl Consumer {
@@ -391,64 +384,4 @@ impl Consumer {
             }
         }
     }
-
-    /// Runs the batch's transaction, retrying in place while the database is unreachable
-    /// (keeping the messages from redelivery) and at once after a race.
-    async fn record(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Recorded {
-        let appends_before = self.store.appends_in_tx();
-        let events: Vec<&ForeignEvent> = deliveries.iter().map(|d| &d.event).collect();
-        let span = tracing::debug_span!("batch", messages = events.len());
-        let mut backoff = Backoff::default();
-        let mut races = 0;
-        loop {
-            let failure = match batch::record(&self.store, &self.handlers, &events)
-                .instrument(span.clone())
-                .await
-            {
-                Ok(committed) => {
-                    if self.store.appends_in_tx() != appends_before {
-                        // The handlers appended events: wake the relay.
-                        self.store.notify_appended();
-                    } else if !committed.plan.apply.is_empty() {
-                        // Recorded only: a replica may hold the successors parked.
-                        self.store.wakeup.recorded();
-                    }
-                    return Recorded::Committed(committed);
-                }
-                Err(failure) => failure,
-            };
-            match retry_of(&failure) {
-                Retry::Unreachable(error) => {
-                    tracing::warn!(error, "consumer cannot reach the database; retrying");
-                    for delivery in deliveries {
-                        settle::in_progress(&delivery.message).await;
-                    }
-                    backoff.wait(shutdown).await;
-                    if shutdown.is_cancelled() {
-                        return Recorded::Stopped;
-                    }
-                }
-                Retry::Race(error) if races < CONFLICT_RETRIES => {
-                    races += 1;
-                    tracing::debug!(races, error, "a concurrent write; recording again");
-                    race_pause(races).await;
-                }
-                Retry::Race(_) | Retry::No => return Recorded::Failed(failure),
-            }
-        }
-    }
-}
-
-/// The span of one event's handling: every log line of the handlers names the request that
-/// started the saga.
-pub fn consume_span(event: &ForeignEvent) -> tracing::Span {
-    tracing::info_span!(
-        "consume",
-        event_id = %event.event_id,
-        stream_id = %event.stream_id,
-        version = event.stream_version,
-        event_type = %event.event_type,
-        correlation_id = event.metadata.correlation_id.as_deref(),
-        traceparent = event.metadata.traceparent.as_deref(),
-    )
 }

@@ -6,7 +6,6 @@ use sqlx::PgConnection;
 
 use tracing::Instrument;
 
-use super::consume_span;
 use super::retry::{is_race, sqlstate};
 use crate::envelope::ForeignEvent;
 use crate::StoreError;
@@ -89,4 +88,18 @@ pub trait Reaction: Send + Sync + 'static {
             Ok(())
         })
     }
+}
+
+/// The span of one event's handling: every log line of the handlers names the request that
+/// started the saga.
+pub fn consume_span(event: &ForeignEvent) -> tracing::Span {
+    tracing::info_span!(
+        "consume",
+        event_id = %event.event_id,
+        stream_id = %event.stream_id,
+        version = event.stream_version,
+        event_type = %event.event_type,
+        correlation_id = event.metadata.correlation_id.as_deref(),
+        traceparent = event.metadata.traceparent.as_deref(),
+    )
 }

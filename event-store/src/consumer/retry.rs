@@ -3,9 +3,24 @@
 
 use std::time::Duration;
 
-use super::batch::Failure;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::batch::{self, Committed, Failure};
 use super::HandleError;
+use super::{settle, Consumer, Delivery, CONFLICT_RETRIES};
+use crate::envelope::ForeignEvent;
+use crate::leader::Backoff;
 use crate::StoreError;
+
+/// How recording a batch ended, after the retries in place.
+pub(super) enum Recorded {
+    Committed(Committed),
+    /// Rolled back by a handler's failure or the consumer's own SQL.
+    Failed(Failure),
+    /// Shut down while the database was unreachable: nothing was recorded.
+    Stopped,
+}
 
 /// How a batch's failure is retried.
 pub(super) enum Retry {
@@ -76,4 +91,56 @@ fn caused_by_unreachable_database(error: &anyhow::Error) -> bool {
             _ => false,
         }
     })
+}
+
+impl Consumer {
+    /// Runs the batch's transaction, retrying in place while the database is unreachable
+    /// (keeping the messages from redelivery) and at once after a race.
+    pub(super) async fn record(
+        &self,
+        deliveries: &[Delivery],
+        shutdown: &CancellationToken,
+    ) -> Recorded {
+        let appends_before = self.store.appends_in_tx();
+        let events: Vec<&ForeignEvent> = deliveries.iter().map(|d| &d.event).collect();
+        let span = tracing::debug_span!("batch", messages = events.len());
+        let mut backoff = Backoff::default();
+        let mut races = 0;
+        loop {
+            let failure = match batch::record(&self.store, &self.handlers, &events)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(committed) => {
+                    if self.store.appends_in_tx() != appends_before {
+                        // The handlers appended events: wake the relay.
+                        self.store.notify_appended();
+                    } else if !committed.plan.apply.is_empty() {
+                        // Recorded only: a replica may hold the successors parked.
+                        self.store.wakeup.recorded();
+                    }
+                    return Recorded::Committed(committed);
+                }
+                Err(failure) => failure,
+            };
+            match retry_of(&failure) {
+                Retry::Unreachable(error) => {
+                    tracing::warn!(error, "consumer cannot reach the database; retrying");
+                    for delivery in deliveries {
+                        settle::in_progress(&delivery.message).await;
+                    }
+                    backoff.wait(shutdown).await;
+                    if shutdown.is_cancelled() {
+                        return Recorded::Stopped;
+                    }
+                }
+                Retry::Race(error) if races < CONFLICT_RETRIES => {
+                    races += 1;
+                    tracing::debug!(races, error, "a concurrent write; recording again");
+                    race_pause(races).await;
+                }
+                Retry::Race(_) | Retry::No => return Recorded::Failed(failure),
+            }
+        }
+    }
 }
