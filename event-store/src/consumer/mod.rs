@@ -33,7 +33,6 @@ mod retry;
 mod settle;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,7 +102,6 @@ pub struct Consumer {
     js: async_nats::jetstream::Context,
     config: ConsumerConfig,
     handlers: Vec<Arc<dyn Reaction>>,
-    dead_letters: Arc<AtomicU64>,
 }
 
 /// A decoded message on its way through the consumer.
@@ -138,13 +136,7 @@ impl Consumer {
             js,
             config,
             handlers,
-            dead_letters: Arc::default(),
         }
-    }
-
-    /// Counts the messages this consumer has dead-lettered; take it before `run`.
-    pub fn dead_letter_counter(&self) -> Arc<AtomicU64> {
-        self.dead_letters.clone()
     }
 
     /// Runs until `shutdown`, finishing the batch in hand first.

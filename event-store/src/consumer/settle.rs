@@ -4,7 +4,6 @@
 //! (`double_ack`) would add a round trip per message for nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
@@ -201,6 +200,5 @@ impl Consumer {
             shutdown,
         )
         .await;
-        self.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,13 +147,12 @@ impl Fixture {
             self.config.clone(),
             vec![self.reaction.clone()],
         );
-        let dead_letters = consumer.dead_letter_counter();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(consumer.run(shutdown.clone()));
         Running {
             shutdown,
             task,
-            dead_letters,
+            pool: self.db.pool.clone(),
         }
     }
 
@@ -239,17 +238,18 @@ impl Drop for Fixture {
 pub struct Running {
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
-    pub dead_letters: Arc<AtomicU64>,
+    pool: PgPool,
 }
 
 impl Running {
+    /// Stops the consumer; returns the dead letters recorded in the test's database so far.
     pub async fn stop(self) -> u64 {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("the consumer stops on shutdown")
             .unwrap();
-        self.dead_letters.load(Ordering::SeqCst)
+        dead_letter_count(&self.pool).await
     }
 }
 
@@ -295,4 +295,13 @@ pub async fn handled_count(pool: &PgPool) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap()
+}
+
+/// Dead letters recorded in the test's database (what `es_dead_letters_total` counts).
+pub async fn dead_letter_count(pool: &PgPool) -> u64 {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n as u64
 }
