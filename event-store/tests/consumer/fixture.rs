@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
