@@ -4,15 +4,16 @@
 //!   writes, a tolerant view of product-service's events, and the catalogue folded from them.
 //! - [`commands`]: load an order's stream, decide, append with optimistic concurrency.
 //! - [`api`]: the HTTP API (actix-web), its errors and its OpenAPI document.
-//! - [`projections`]: read models: `orders` (own events) and `catalog` (product-service's).
+//! - [`projections`]: read models: `orders` (own events, updated inline in the appending
+//!   transaction) and `catalog` (product-service's, updated by the consumer).
 //! - [`reactions`]: the saga: a reservation's outcome confirms or rejects the order.
 //! - [`replay`]: rebuilds the projections from the store and the inbox, online (the `replay`
 //!   command and `/admin/projections`).
 //! - [`app`], [`config`], [`db`], [`telemetry`]: wiring, configuration, database, logging.
 //!
 //! Data flow: `POST /orders` prices the lines from the local catalogue and appends
-//! `OrderPlaced` to the store -> the relay publishes it to `<ns>.order.events.*` and the
-//! `orders` projector updates the read model -> product-service reserves stock and publishes
+//! `OrderPlaced` to the store, and `orders` in the same transaction -> the relay publishes it
+//! to `<ns>.order.events.*` -> product-service reserves stock and publishes
 //! `ReservationConfirmed`/`ReservationRejected` (and stock events) on `<ns>.product.events.*`
 //! -> the consumer records each in the inbox and, in the same transaction, updates the
 //! catalogue and confirms or rejects the order (a new event, published by the relay in turn).

@@ -5,8 +5,10 @@
 //!   this service writes, and a tolerant view of the order events it reacts to.
 //! - [`api`]: the HTTP API. Commands go through [`commands`] (load, decide, append with the
 //!   loaded version, retry on conflict); reads come from the read model.
-//! - [`projections`]: the `products` read model, folded from the product streams by a
-//!   `Projector` that stores its checkpoint in the same transaction.
+//! - [`projections`]: the `products` read model, updated inline: in the transaction of every
+//!   append to a product stream, whether a command or a reaction appended.
+//! - [`streams`]: loading products and reservations (from their snapshots and the events
+//!   after them) and writing snapshots.
 //! - [`reactions`]: order-service's `OrderPlaced`/`OrderCancelled`, received through a JetStream
 //!   `Consumer` and its inbox, reserve and release stock atomically across products.
 //! - [`replay`]: rebuilds `products` from the store, online (the `replay` command and
@@ -14,8 +16,8 @@
 //! - [`app`]: wiring and graceful stop; [`config`], [`telemetry`].
 //!
 //! Data flow: HTTP command -> event store (the outbox) -> relay -> JetStream
-//! `<ns>.product.events.*` -> order-service; meanwhile the projector tails the same store into
-//! `products`. Order events arrive on `<ns>.order.events.*` -> consumer -> stock reservation ->
+//! `<ns>.product.events.*` -> order-service; `products` changed in the append's own
+//! transaction. Order events arrive on `<ns>.order.events.*` -> consumer -> stock reservation ->
 //! event store -> relay -> order-service learns the outcome.
 
 pub mod api;

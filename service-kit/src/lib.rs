@@ -11,6 +11,8 @@
 //! - [`whole_number`]: JSON integers as the OpenAPI documents define them (`5.0` is 5).
 //! - [`error`]: the `{ error, message }` body both APIs answer with, the errors of the routes
 //!   here, and `resource`, whose unrouted methods answer 405 in that format.
+//! - [`config`]: the command-line parts both services share (log format, admin token, the
+//!   `replay` command's arguments).
 //! - [`admin`]: `/admin/projections`, projection status and online rebuilds behind the admin
 //!   token, with its own state (the service's `event_store::replay::Rebuilds`).
 //!

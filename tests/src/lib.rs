@@ -1,6 +1,7 @@
 //! End-to-end test support: both services started as processes (the binaries cargo built),
 //! each on a fresh database of its own, sharing a NATS namespace no other test uses.
-//! [`faults`] holds what the fault tests share: their load, invariants and summary line.
+//! [`faults`] holds what the fault tests share: their load, invariants and summary line;
+//! [`loadgen`] is the load generator (BENCHMARKS.md).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
