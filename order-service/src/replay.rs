@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use event_store::replay::{cli, Options, Target};
+use event_store::replay::{Options, Target};
 use event_store::EventStore;
+use service_kit::replay_cli as cli;
 
 use crate::config::{Config, ReplayArgs};
 use crate::db;

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use event_store::replay::{cli, Options, Target};
+use event_store::replay::{Options, Target};
 use event_store::{pool, EventStore};
+use service_kit::replay_cli as cli;
 
 use crate::config::{Config, ReplayArgs};
 use crate::projections::products::ProductsProjection;

@@ -13,6 +13,8 @@
 //!   here, and `resource`, whose unrouted methods answer 405 in that format.
 //! - [`config`]: the command-line parts both services share (log format, admin token, the
 //!   `replay` command's arguments).
+//! - [`replay_cli`]: the `replay` command's terminal side: the list of projections, a progress
+//!   bar on a terminal (plain lines elsewhere) and a summary per projection.
 //! - [`admin`]: `/admin/projections`, projection status and online rebuilds behind the admin
 //!   token, with its own state (the service's `event_store::replay::Rebuilds`).
 //!
@@ -25,5 +27,6 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod prometheus;
+pub mod replay_cli;
 pub mod request;
 pub mod whole_number;

@@ -21,11 +21,12 @@
 //! so memory is bounded by the page size whatever the number of events. The shadow tables
 //! keep only their unique indexes while they fill; the others are built concurrently at the
 //! end, before a second pass and the swap. [`Rebuilds`] runs rebuilds in the
-//! background for an admin endpoint and reports on them; [`cli`] runs them with progress.
+//! background for an admin endpoint and reports on them; each service's `replay` command
+//! runs them from a terminal through `service_kit::replay_cli`, which draws the progress the
+//! library reports through a callback.
 //! [`Target`] (in `target`) names what is rebuilt and from which [`Source`]; `sources` builds
 //! and swaps for each source; `shadow` manages the shadow schema.
 
-pub mod cli;
 mod registry;
 mod shadow;
 mod sources;

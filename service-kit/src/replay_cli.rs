@@ -10,8 +10,8 @@ use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use super::{rebuild, Options, Phase, Progress, Report, Target};
-use crate::EventStore;
+use event_store::replay::{rebuild, Options, Phase, Progress, Report, Target};
+use event_store::EventStore;
 
 /// How often a plain progress line is printed.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
