@@ -12,7 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use crate::wakeup::sleep_or_cancel;
+use crate::retry::{sleep_or_cancel, Backoff};
 use crate::{EventStore, RecordedEvent, Tail};
 
 /// How often a waiting replica asks for leadership again.
@@ -192,25 +192,6 @@ impl Leadership {
             .await;
         let _ = self.conn.close().await;
         tracing::info!(role = %self.role, "released leadership");
-    }
-}
-
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Retry delays after failures of the database or the broker: 100 ms doubling up to 5 s.
-pub(crate) struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(BACKOFF_START)
-    }
-}
-
-impl Backoff {
-    pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) {
-        sleep_or_cancel(self.0, shutdown).await;
-        self.0 = (self.0 * 2).min(BACKOFF_MAX);
     }
 }
 

@@ -41,6 +41,7 @@ pub mod pool;
 pub mod projection;
 pub mod relay;
 pub mod replay;
+pub mod retry;
 pub mod snapshot;
 pub mod store;
 pub mod tail;

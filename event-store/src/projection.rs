@@ -13,7 +13,8 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::leader::{Backoff, Leadership};
+use crate::leader::Leadership;
+use crate::retry::Backoff;
 use crate::{checkpoint, EventStore, RecordedEvent, Tail};
 
 /// A read model built from the service's own events.

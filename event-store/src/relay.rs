@@ -10,7 +10,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::leader::{Backoff, Leadership};
+use crate::leader::Leadership;
+use crate::retry::Backoff;
 use crate::{checkpoint, envelope, nats, EventStore, RecordedEvent, Tail};
 
 /// How long published events may wait for the checkpoint to be saved. Saving after every

@@ -17,6 +17,8 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::sleep_or_cancel;
+
 pub(crate) const CHANNEL: &str = "es_events";
 /// Least time between two NOTIFYs of one process: other processes' tailers (a replica leading
 /// the relay) hear of a burst of appends at most this late.
@@ -143,13 +145,6 @@ async fn announce(pool: PgPool, store: &crate::EventStore, shutdown: Cancellatio
         }
         // Appends meanwhile are announced by the next NOTIFY, after this pause.
         sleep_or_cancel(NOTIFY_EVERY, &shutdown).await;
-    }
-}
-
-pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(duration) => {}
     }
 }
 

@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
 use super::{settle, ConsumerConfig};
-use crate::leader::Backoff;
+use crate::retry::Backoff;
 use crate::{metrics, EventStore};
 
 /// Error texts in dead-letter headers are cut to this many characters.

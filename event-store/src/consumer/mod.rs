@@ -44,7 +44,7 @@ use tracing::Instrument;
 use self::dead_letter::Kind;
 use self::parking::Parking;
 use self::retry::{describe, Recorded};
-use crate::leader::Backoff;
+use crate::retry::Backoff;
 use crate::{envelope, metrics, nats, EventStore};
 
 pub use self::dead_letter::{dead_letter_headers, version_conflicts, Kind as DeadLetterKind};

@@ -10,7 +10,7 @@ use super::batch::{self, Committed, Failure};
 use super::HandleError;
 use super::{settle, Consumer, Delivery, CONFLICT_RETRIES};
 use crate::envelope::ForeignEvent;
-use crate::leader::Backoff;
+use crate::retry::Backoff;
 use crate::StoreError;
 
 /// How recording a batch ended, after the retries in place.
