@@ -4,6 +4,8 @@
 //!   several streams, `read_stream` and `read_all`. Positions come from the writing
 //!   transaction's id, so `read_all` can hand out events in position order without ever
 //!   skipping one that commits late (docs/adr/0001-no-skip-positions.md).
+//! - [`aggregate`]: commands on pure domains (`decide`/`evolve`): load (from a snapshot when
+//!   the aggregate keeps them), decide, append with the loaded version, retry on conflict.
 //! - [`tail`]: a subscription from a checkpoint, woken by appends ([`wakeup`]: in-process and
 //!   LISTEN/NOTIFY), polling only as a fallback.
 //! - [`snapshot`]: aggregates' states stored beside their streams, so loading one does not
@@ -28,6 +30,7 @@
 //! Data flows: a command handler appends -> the store commits -> the relay's tail wakes ->
 //! JetStream (deduplicated by event id) -> the other service's consumers.
 
+pub mod aggregate;
 pub mod checkpoint;
 pub mod consumer;
 pub mod envelope;

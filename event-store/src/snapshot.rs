@@ -33,6 +33,16 @@ pub struct Loaded<S> {
     pub events: Vec<RecordedEvent>,
 }
 
+impl<S> Default for Loaded<S> {
+    /// A stream with neither a snapshot nor events.
+    fn default() -> Self {
+        Loaded {
+            snapshot: None,
+            events: Vec::new(),
+        }
+    }
+}
+
 /// Loads each stream's snapshot of `schema_version` and the events after it, in one query
 /// whatever the number of streams, on the caller's connection (so a reaction sees what its
 /// transaction will append to). A snapshot of another schema version, or one whose state no

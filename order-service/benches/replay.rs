@@ -89,7 +89,7 @@ async fn main() {
     let orders = env_number("REPLAY_BENCH_ORDERS", 500_000);
     let page = env_number("REPLAY_BENCH_PAGE", DEFAULT_PAGE_SIZE);
     let db = TestDb::new().await;
-    order_service::db::migrate(&db.pool)
+    order_service::app::migrate(&db.pool)
         .await
         .expect("migrating");
     let store = db.store();

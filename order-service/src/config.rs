@@ -1,12 +1,20 @@
-//! The one typed configuration, read from flags or the environment. Defaults match
+//! The one typed configuration, read from flags or the environment. What both services share
+//! is `service_kit::config::Common`; here only what differs. Defaults match
 //! docker-compose.yml and a local Postgres and NATS.
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand};
-pub use service_kit::config::{AdminToken, LogFormat, ReplayArgs};
+use clap::Parser;
+pub use service_kit::config::{
+    AdminToken, Command, Common, EventNames, LogFormat, ReplayArgs, DEFAULT_READY_MAX_LAG_SECONDS,
+};
 
-/// Command line of the `order-service` binary.
+/// The service's name: its durable consumer, dead-letter subject and metrics label.
+pub const SERVICE_NAME: &str = "order-service";
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8081";
+
+/// Command line of the `order-service` binary: `order-service [serve]` or `order-service replay`.
 #[derive(Debug, Parser)]
 #[command(
     name = "order-service",
@@ -20,62 +28,16 @@ pub struct Cli {
     pub config: Config,
 }
 
-#[derive(Debug, Clone, Subcommand)]
-pub enum Command {
-    /// Serve HTTP and run the relay, projector and consumer (the default).
-    Serve,
-    /// Rebuild projections from the events in this service's database (own events from the
-    /// store, product-service's from the inbox), while the service may keep running. Needs
-    /// only DATABASE_URL.
-    Replay(ReplayArgs),
-}
-
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8081";
-pub const DEFAULT_NAMESPACE: &str = "shop";
-pub const DEFAULT_LOG_FILTER: &str = "info";
-pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
-pub const DEFAULT_POOL_SIZE: u32 = 20;
-
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Postgres database of this service; created at start if it does not exist.
     #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-
-    /// Connections in the service's Postgres pool (HTTP requests, the consumer's batches, the
-    /// relay's reads); the relay's and projectors' leadership locks use one more each.
-    #[arg(long, env = "DATABASE_POOL_SIZE", global = true, default_value_t = DEFAULT_POOL_SIZE)]
-    pub database_pool_size: u32,
-
-    #[arg(long, env = "NATS_URL", global = true, default_value = DEFAULT_NATS_URL)]
-    pub nats_url: String,
-
+    /// Where the HTTP server listens; port 0 picks a free port.
     #[arg(long, env = "HTTP_ADDR", global = true, default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
-
-    /// Prefix of every JetStream stream and subject, so several deployments (or tests) can
-    /// share one NATS server.
-    #[arg(long, env = "EVENTS_NAMESPACE", global = true, default_value = DEFAULT_NAMESPACE)]
-    pub events_namespace: String,
-
-    /// Log filter in `tracing_subscriber::EnvFilter` syntax.
-    #[arg(long = "log", env = "RUST_LOG", global = true, default_value = DEFAULT_LOG_FILTER)]
-    pub log_filter: String,
-
-    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Bearer token for `/admin/*` (projection rebuilds). Unset or empty: the admin routes
-    /// do not exist (404).
-    #[arg(long, env = "ADMIN_TOKEN", global = true, hide_env_values = true)]
-    pub admin_token: Option<AdminToken>,
-
-    /// `/health/ready` answers 503 when the relay or a projector has left an event
-    /// unprocessed for longer than this many seconds (0: never for lag).
-    #[arg(long, env = "READY_MAX_LAG_SECONDS", global = true, default_value_t = DEFAULT_READY_MAX_LAG_SECONDS)]
-    pub ready_max_lag_seconds: u64,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 impl Config {
@@ -83,61 +45,19 @@ impl Config {
     pub fn defaults() -> Self {
         Config {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
-            database_pool_size: DEFAULT_POOL_SIZE,
-            nats_url: DEFAULT_NATS_URL.to_owned(),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
-            events_namespace: DEFAULT_NAMESPACE.to_owned(),
-            log_filter: DEFAULT_LOG_FILTER.to_owned(),
-            log_format: LogFormat::Text,
-            admin_token: None,
-            ready_max_lag_seconds: DEFAULT_READY_MAX_LAG_SECONDS,
+            common: Common::default(),
         }
     }
 
-    /// The admin token, if one is configured (an empty one counts as none).
-    pub fn admin_token(&self) -> Option<AdminToken> {
-        AdminToken::configured(self.admin_token.as_ref())
-    }
-
-    /// How old an unprocessed event may get before readiness fails; `None`: no limit.
-    pub fn ready_max_lag(&self) -> Option<std::time::Duration> {
-        (self.ready_max_lag_seconds > 0)
-            .then(|| std::time::Duration::from_secs(self.ready_max_lag_seconds))
-    }
-
-    /// The NATS names derived from the namespace.
-    pub fn nats_names(&self) -> NatsNames {
-        NatsNames::new(&self.events_namespace)
-    }
-}
-
-/// JetStream streams, subject prefixes and consumer names of one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsNames {
-    /// The stream this service publishes its events to.
-    pub order_stream: String,
-    pub order_subjects: String,
-    /// product-service's stream, consumed here.
-    pub product_stream: String,
-    pub product_subjects: String,
-    /// The durable consumer on `product_stream`.
-    pub durable: String,
-    pub dead_letter_subject: String,
-}
-
-/// The service's name, used as its durable consumer name.
-pub const SERVICE_NAME: &str = "order-service";
-
-impl NatsNames {
-    pub fn new(ns: &str) -> Self {
-        NatsNames {
-            order_stream: format!("{ns}_order_events"),
-            order_subjects: format!("{ns}.order.events"),
-            product_stream: format!("{ns}_product_events"),
-            product_subjects: format!("{ns}.product.events"),
-            durable: SERVICE_NAME.to_owned(),
-            dead_letter_subject: format!("{ns}.deadletter.{SERVICE_NAME}"),
-        }
+    /// The JetStream names derived from the namespace.
+    pub fn nats_names(&self) -> EventNames {
+        EventNames::new(
+            &self.common.events_namespace,
+            SERVICE_NAME,
+            "order",
+            "product",
+        )
     }
 }
 
@@ -163,7 +83,7 @@ mod tests {
         ] {
             let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
             assert!(matches!(cli.command, Some(Command::Serve)));
-            assert_eq!(cli.config.events_namespace, "t1");
+            assert_eq!(cli.config.common.events_namespace, "t1");
         }
     }
 
@@ -192,11 +112,12 @@ mod tests {
     fn an_empty_admin_token_disables_admin_and_a_set_one_is_kept() {
         let cli = Cli::try_parse_from(["order-service", "--admin-token", ""])
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.config.admin_token(), None);
+        assert_eq!(cli.config.common.admin_token(), None);
         let cli = Cli::try_parse_from(["order-service", "--admin-token", "s3cret"])
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(cli
             .config
+            .common
             .admin_token()
             .is_some_and(|t| t.matches("s3cret")));
     }
@@ -204,12 +125,12 @@ mod tests {
     #[test]
     fn the_readiness_lag_limit_defaults_to_30_seconds_and_0_turns_it_off() {
         assert_eq!(
-            Config::defaults().ready_max_lag(),
+            Config::defaults().common.ready_max_lag(),
             Some(std::time::Duration::from_secs(30))
         );
         let cli = Cli::try_parse_from(["order-service", "--ready-max-lag-seconds", "0"])
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.config.ready_max_lag(), None);
+        assert_eq!(cli.config.common.ready_max_lag(), None);
     }
 
     #[test]
@@ -220,11 +141,11 @@ mod tests {
 
     #[test]
     fn nats_names_derive_from_the_namespace() {
-        let names = NatsNames::new("shop");
-        assert_eq!(names.order_stream, "shop_order_events");
-        assert_eq!(names.order_subjects, "shop.order.events");
-        assert_eq!(names.product_stream, "shop_product_events");
-        assert_eq!(names.product_subjects, "shop.product.events");
+        let names = Config::defaults().nats_names();
+        assert_eq!(names.own_stream, "shop_order_events");
+        assert_eq!(names.own_subjects, "shop.order.events");
+        assert_eq!(names.other_stream, "shop_product_events");
+        assert_eq!(names.other_subjects, "shop.product.events");
         assert_eq!(names.durable, "order-service");
         assert_eq!(names.dead_letter_subject, "shop.deadletter.order-service");
     }

@@ -2,14 +2,14 @@
 //!
 //! - [`domain`]: pure decisions and state (orders), the wire format of the events this service
 //!   writes, a tolerant view of product-service's events, and the catalogue folded from them.
-//! - [`commands`]: load an order's stream, decide, append with optimistic concurrency.
 //! - [`api`]: the HTTP API (actix-web), its errors and its OpenAPI document.
 //! - [`projections`]: read models: `orders` (own events, updated inline in the appending
 //!   transaction) and `catalog` (product-service's, updated by the consumer).
 //! - [`reactions`]: the saga: a reservation's outcome confirms or rejects the order.
 //! - [`replay`]: rebuilds the projections from the store and the inbox, online (the `replay`
 //!   command and `/admin/projections`).
-//! - [`app`], [`config`], [`db`], [`telemetry`]: wiring, configuration, database, logging.
+//! - [`app`], [`config`], [`telemetry`]: wiring (on `service_kit::service`), configuration,
+//!   logging.
 //!
 //! Data flow: `POST /orders` prices the lines from the local catalogue and appends
 //! `OrderPlaced` to the store, and `orders` in the same transaction -> the relay publishes it
@@ -20,14 +20,12 @@
 
 pub mod api;
 pub mod app;
-pub mod commands;
 pub mod config;
-pub mod db;
 pub mod domain;
 pub mod projections;
 pub mod reactions;
 pub mod replay;
 pub mod telemetry;
 
-pub use app::Application;
+pub use app::{build, Application};
 pub use config::Config;

@@ -3,15 +3,15 @@
 
 use clap::Parser;
 use order_service::config::{Cli, Command};
-use order_service::{replay, telemetry, Application};
+use order_service::{replay, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init(&cli.config.log_filter, cli.config.log_format);
+    let _telemetry = telemetry::init(&cli.config.common.log_filter, cli.config.common.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let app = Application::build(cli.config).await?;
+            let app = order_service::build(cli.config).await?;
             tracing::info!(port = app.port(), "serving");
             app.run_until_stopped().await
         }

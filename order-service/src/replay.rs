@@ -4,12 +4,9 @@
 
 use std::sync::Arc;
 
-use event_store::replay::{Options, Target};
-use event_store::EventStore;
-use service_kit::replay_cli as cli;
+use event_store::replay::Target;
 
 use crate::config::{Config, ReplayArgs};
-use crate::db;
 use crate::projections::catalog::{self, CatalogProjection};
 use crate::projections::orders::{self, OrdersProjection};
 
@@ -26,18 +23,6 @@ pub fn targets() -> Vec<Target> {
 /// `order-service replay`: rebuilds against DATABASE_URL (NATS is not needed), beside a
 /// running service or not.
 pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
-    let targets = targets();
-    if args.list {
-        cli::list(&targets);
-        return Ok(());
-    }
-    let pool = db::connect(&config.database_url, 4).await?;
-    db::migrate(&pool).await?;
-    let store = EventStore::new(pool.clone());
-    let options = Options {
-        page_size: args.page_size,
-    };
-    let result = cli::run(&store, &targets, &args.projections, &options).await;
-    pool.close().await;
-    result
+    let migrations = crate::app::migrations();
+    service_kit::replay_cli::command(&config.database_url, migrations, &targets(), args).await
 }

@@ -25,7 +25,6 @@ use clap::Parser;
 use event_store::consumer::{ForeignEvent, Reaction as _};
 use event_store::testing::TestDb;
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent};
-use product_service::commands::new_event;
 use product_service::domain::events::{
     PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReleased, StockReserved,
 };
@@ -148,7 +147,9 @@ fn stored(event: &ProductEvent) -> NewEvent {
         causation_id: Some(Uuid::now_v7().to_string()),
         traceparent: None,
     };
-    new_event(event.event_type(), event.payload(), &metadata)
+    NewEvent::new(event.event_type(), event.payload())
+        .with_schema_version(product_service::domain::SCHEMA_VERSION)
+        .with_metadata(metadata)
 }
 
 /// Writes a product whose stream holds `length` events, `append_size` per append; returns

@@ -3,8 +3,8 @@
 //!
 //! - [`domain`]: pure decisions and state (products, reservations), the wire format of the events
 //!   this service writes, and a tolerant view of the order events it reacts to.
-//! - [`api`]: the HTTP API. Commands go through [`commands`] (load, decide, append with the
-//!   loaded version, retry on conflict); reads come from the read model.
+//! - [`api`]: the HTTP API. Commands go through `event_store::aggregate::Commands` (load,
+//!   decide, append with the loaded version, retry on conflict); reads come from the read model.
 //! - [`projections`]: the `products` read model, updated inline: in the transaction of every
 //!   append to a product stream, whether a command or a reaction appended.
 //! - [`streams`]: loading products and reservations (from their snapshots and the events
@@ -22,7 +22,6 @@
 
 pub mod api;
 pub mod app;
-pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod projections;
@@ -31,5 +30,5 @@ pub mod replay;
 pub mod streams;
 pub mod telemetry;
 
-pub use app::Application;
+pub use app::{build, Application};
 pub use config::Config;

@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use event_store::replay::{Options, Target};
-use event_store::{pool, EventStore};
-use service_kit::replay_cli as cli;
+use event_store::replay::Target;
 
 use crate::config::{Config, ReplayArgs};
 use crate::projections::products::ProductsProjection;
@@ -18,22 +15,6 @@ pub fn targets() -> Vec<Target> {
 /// `product-service replay`: rebuilds against DATABASE_URL (NATS is not needed), beside a
 /// running service or not.
 pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
-    let targets = targets();
-    if args.list {
-        cli::list(&targets);
-        return Ok(());
-    }
-    let pool = pool::connect_lazy(&config.database_url, 4).context("DATABASE_URL")?;
-    let store = EventStore::new(pool.clone());
-    store
-        .migrate()
-        .await
-        .context("running the event store's migrations")?;
-    crate::app::migrate(&pool).await?;
-    let options = Options {
-        page_size: args.page_size,
-    };
-    let result = cli::run(&store, &targets, &args.projections, &options).await;
-    pool.close().await;
-    result
+    let migrations = crate::app::migrations();
+    service_kit::replay_cli::command(&config.database_url, migrations, &targets(), args).await
 }

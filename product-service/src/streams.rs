@@ -8,95 +8,26 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use event_store::{snapshot, ExpectedVersion, RecordedEvent};
+use event_store::aggregate::{self, Fold, LoadError, LoadedWith};
+use event_store::{snapshot, RecordedEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::events::{ProductEvent, ReservationEvent};
-use crate::domain::product::{self, ProductState, SNAPSHOT_SCHEMA_VERSION};
-use crate::domain::reservation::{self, ReservationState};
+use crate::domain::product::{Product, ProductState};
+use crate::domain::reservation::{Reservation, ReservationState};
 
-/// A command writes a product's snapshot once this many events were folded on top of the
-/// last one. (Reactions write one for every product they append to, once per batch.)
-pub const SNAPSHOT_EVERY: usize = 32;
-
-/// An aggregate's state and the version of the last event folded into it (0: no stream).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded<S> {
-    pub state: S,
-    pub version: i64,
-}
-
-impl<S> Loaded<S> {
-    /// What the next append must expect so that any concurrent write makes it conflict.
-    pub fn expected(&self) -> ExpectedVersion {
-        if self.version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(self.version)
-        }
-    }
-}
+pub use event_store::aggregate::Loaded;
 
 /// A product as loaded, and how many events were folded on top of its snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadedProduct {
-    pub loaded: Loaded<ProductState>,
-    pub folded: usize,
-}
+pub type LoadedProduct = LoadedWith<ProductState>;
 
+/// A product folded from its events alone, ignoring any snapshot.
 pub fn fold_product(events: &[RecordedEvent]) -> anyhow::Result<Loaded<ProductState>> {
-    fold(
-        Loaded::default(),
-        events,
-        ProductEvent::from_stored,
-        product::evolve,
-    )
+    aggregate::fold::<Product>(Loaded::default(), events)
 }
 
 pub fn fold_reservation(events: &[RecordedEvent]) -> anyhow::Result<Loaded<ReservationState>> {
-    fold(
-        Loaded::default(),
-        events,
-        ReservationEvent::from_stored,
-        reservation::evolve,
-    )
-}
-
-impl<S: Default> Default for Loaded<S> {
-    fn default() -> Self {
-        Loaded {
-            state: S::default(),
-            version: 0,
-        }
-    }
-}
-
-/// Folds stored events onto `start`; types this code does not know are skipped (they still
-/// count for the version), a known type that does not decode is an error.
-fn fold<S, E>(
-    start: Loaded<S>,
-    events: &[RecordedEvent],
-    decode: fn(&str, &serde_json::Value) -> Result<Option<E>, serde_json::Error>,
-    evolve: fn(S, &E) -> S,
-) -> anyhow::Result<Loaded<S>> {
-    let Loaded {
-        mut state,
-        mut version,
-    } = start;
-    for stored in events {
-        let decoded = decode(&stored.event_type, &stored.payload).with_context(|| {
-            format!(
-                "decoding {} at version {} of {}",
-                stored.event_type, stored.stream_version, stored.stream_id
-            )
-        })?;
-        if let Some(event) = decoded {
-            state = evolve(state, &event);
-        }
-        version = stored.stream_version;
-    }
-    Ok(Loaded { state, version })
+    aggregate::fold::<Reservation>(Loaded::default(), events)
 }
 
 /// Loads products from their snapshots and the events after them, in one query whatever
@@ -105,15 +36,15 @@ fn fold<S, E>(
 pub async fn load_products(
     conn: &mut PgConnection,
     ids: &[Uuid],
-) -> anyhow::Result<HashMap<Uuid, LoadedProduct>> {
-    Ok(load_for_saga(conn, &[], ids).await?.1)
+) -> Result<HashMap<Uuid, LoadedProduct>, LoadError> {
+    aggregate::load_many::<Product>(conn, ids).await
 }
 
 /// Loads the reservations of these orders, in one query, on `conn`.
 pub async fn load_reservations(
     conn: &mut PgConnection,
     order_ids: &[Uuid],
-) -> anyhow::Result<HashMap<Uuid, Loaded<ReservationState>>> {
+) -> Result<HashMap<Uuid, Loaded<ReservationState>>, LoadError> {
     Ok(load_for_saga(conn, order_ids, &[]).await?.0)
 }
 
@@ -125,17 +56,20 @@ pub async fn load_for_saga(
     conn: &mut PgConnection,
     order_ids: &[Uuid],
     product_ids: &[Uuid],
-) -> anyhow::Result<(
-    HashMap<Uuid, Loaded<ReservationState>>,
-    HashMap<Uuid, LoadedProduct>,
-)> {
+) -> Result<
+    (
+        HashMap<Uuid, Loaded<ReservationState>>,
+        HashMap<Uuid, LoadedProduct>,
+    ),
+    LoadError,
+> {
     let reservation_streams: Vec<String> = order_ids
         .iter()
-        .map(|id| reservation::stream_id(*id))
+        .map(|id| Reservation::stream_id(*id))
         .collect();
     let product_streams: Vec<String> = product_ids
         .iter()
-        .map(|id| product::stream_id(*id))
+        .map(|id| Product::stream_id(*id))
         .collect();
     let all: Vec<&str> = reservation_streams
         .iter()
@@ -143,34 +77,17 @@ pub async fn load_for_saga(
         .map(String::as_str)
         .collect();
     // Only product streams have snapshots (of `ProductState`'s schema).
-    let mut found = snapshot::load::<ProductState>(conn, &all, SNAPSHOT_SCHEMA_VERSION)
-        .await
-        .context("reading reservations and products")?;
-    let mut take = |stream: &str| {
-        found.remove(stream).unwrap_or(snapshot::Loaded {
-            snapshot: None,
-            events: Vec::new(),
-        })
-    };
+    let schema_version = Product::SNAPSHOT.map_or(-1, |p| p.schema_version);
+    let mut found = snapshot::load::<ProductState>(conn, &all, schema_version).await?;
+    let mut take = |stream: &str| found.remove(stream).unwrap_or_default();
     let mut reservations = HashMap::with_capacity(order_ids.len());
     for (id, stream) in order_ids.iter().zip(&reservation_streams) {
-        reservations.insert(*id, fold_reservation(&take(stream).events)?);
+        let folded = fold_reservation(&take(stream).events).map_err(LoadError::Corrupt)?;
+        reservations.insert(*id, folded);
     }
     let mut products = HashMap::with_capacity(product_ids.len());
     for (id, stream) in product_ids.iter().zip(&product_streams) {
-        let loaded = take(stream);
-        let start = loaded.snapshot.map_or_else(Loaded::default, |s| Loaded {
-            state: s.state,
-            version: s.version,
-        });
-        let folded = loaded.events.len();
-        let loaded = fold(
-            start,
-            &loaded.events,
-            ProductEvent::from_stored,
-            product::evolve,
-        )?;
-        products.insert(*id, LoadedProduct { loaded, folded });
+        products.insert(*id, aggregate::fold_snapshot::<Product>(take(stream))?);
     }
     Ok((reservations, products))
 }
@@ -180,16 +97,7 @@ pub async fn save_snapshots(
     conn: &mut PgConnection,
     products: &[(Uuid, &ProductState, i64)],
 ) -> anyhow::Result<()> {
-    let streams: Vec<String> = products
-        .iter()
-        .map(|(id, _, _)| product::stream_id(*id))
-        .collect();
-    let rows: Vec<(&str, i64, &ProductState)> = streams
-        .iter()
-        .zip(products)
-        .map(|(stream, (_, state, version))| (stream.as_str(), *version, *state))
-        .collect();
-    snapshot::save(conn, SNAPSHOT_SCHEMA_VERSION, &rows)
+    aggregate::save_snapshots::<Product>(conn, products)
         .await
         .context("saving product snapshots")
 }

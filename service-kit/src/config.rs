@@ -1,6 +1,121 @@
-//! The parts of the command line both services share: how logs are written, the token that
-//! opens `/admin/*`, and the arguments of the `replay` command. Each service's own `Config`
-//! keeps what differs (defaults, stream names).
+//! The configuration both services share: the `serve` and `replay` commands, and every
+//! setting whose default is the same for both ([`Common`]). Each service's `Config` adds only
+//! what differs (its database and its port) and flattens [`Common`] in.
+
+use std::time::Duration;
+
+/// `<service> [serve]` or `<service> replay`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Serve HTTP and run the relay, the consumer and its reactions (the default).
+    Serve,
+    /// Rebuild projections from the events in this service's database (its own events from
+    /// the store, the other service's from the inbox), while the service may keep running.
+    /// Needs only DATABASE_URL.
+    Replay(ReplayArgs),
+}
+
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_NAMESPACE: &str = "shop";
+pub const DEFAULT_LOG_FILTER: &str = "info";
+pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
+pub const DEFAULT_POOL_SIZE: u32 = 20;
+
+/// The settings both services share, with the same defaults (docker-compose.yml's).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct Common {
+    /// Connections in the service's Postgres pool (HTTP requests, the consumer's batches, the
+    /// relay's reads); the relay's leadership lock uses one more.
+    #[arg(long, env = "DATABASE_POOL_SIZE", global = true, default_value_t = DEFAULT_POOL_SIZE)]
+    pub database_pool_size: u32,
+    #[arg(long, env = "NATS_URL", global = true, default_value = DEFAULT_NATS_URL)]
+    pub nats_url: String,
+    /// Prefix of every JetStream stream and subject, so several deployments (or tests) can
+    /// share one NATS server.
+    #[arg(long, env = "EVENTS_NAMESPACE", global = true, default_value = DEFAULT_NAMESPACE)]
+    pub events_namespace: String,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long = "log", env = "RUST_LOG", global = true, default_value = DEFAULT_LOG_FILTER)]
+    pub log_filter: String,
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Bearer token for `/admin/*` (projection rebuilds). Unset or empty: the admin routes
+    /// do not exist (404).
+    #[arg(long, env = "ADMIN_TOKEN", global = true, hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+    /// `/health/ready` answers 503 when the relay or a projector has left an event
+    /// unprocessed for longer than this many seconds (0: never for lag).
+    #[arg(long, env = "READY_MAX_LAG_SECONDS", global = true, default_value_t = DEFAULT_READY_MAX_LAG_SECONDS)]
+    pub ready_max_lag_seconds: u64,
+}
+
+impl Default for Common {
+    /// The documented defaults, ignoring the environment.
+    fn default() -> Self {
+        Common {
+            database_pool_size: DEFAULT_POOL_SIZE,
+            nats_url: DEFAULT_NATS_URL.to_owned(),
+            events_namespace: DEFAULT_NAMESPACE.to_owned(),
+            log_filter: DEFAULT_LOG_FILTER.to_owned(),
+            log_format: LogFormat::Text,
+            admin_token: None,
+            ready_max_lag_seconds: DEFAULT_READY_MAX_LAG_SECONDS,
+        }
+    }
+}
+
+impl Common {
+    /// The admin token, if one is configured (an empty one counts as none).
+    pub fn admin_token(&self) -> Option<AdminToken> {
+        AdminToken::configured(self.admin_token.as_ref())
+    }
+
+    /// How old an unprocessed event may get before readiness fails; `None`: no limit.
+    pub fn ready_max_lag(&self) -> Option<Duration> {
+        (self.ready_max_lag_seconds > 0).then(|| Duration::from_secs(self.ready_max_lag_seconds))
+    }
+}
+
+/// The JetStream names of one service in one namespace: the stream its relay publishes to,
+/// the other service's stream its consumer reads, and its durable consumer and dead letters.
+/// Both services derive them here, so each names the other's stream as the other does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNames {
+    /// This service's stream and subject prefix (`<ns>_<own>_events`, `<ns>.<own>.events`).
+    pub own_stream: String,
+    pub own_subjects: String,
+    /// The other service's stream and subject prefix, consumed here.
+    pub other_stream: String,
+    pub other_subjects: String,
+    /// The durable consumer on `other_stream`: the service's name.
+    pub durable: String,
+    pub dead_letter_subject: String,
+}
+
+impl EventNames {
+    /// The names in namespace `ns` of `service`, whose events are `own` (such as `order`) and
+    /// which consumes `other`'s.
+    pub fn new(ns: &str, service: &str, own: &str, other: &str) -> Self {
+        EventNames {
+            own_stream: stream_name(ns, own),
+            own_subjects: subject_prefix(ns, own),
+            other_stream: stream_name(ns, other),
+            other_subjects: subject_prefix(ns, other),
+            durable: service.to_owned(),
+            dead_letter_subject: format!("{ns}.deadletter.{service}"),
+        }
+    }
+}
+
+/// The JetStream stream holding `source`'s events (`order`, `product`) in namespace `ns`.
+pub fn stream_name(ns: &str, source: &str) -> String {
+    format!("{ns}_{source}_events")
+}
+
+/// The subject prefix of `source`'s events in namespace `ns`: `<ns>.<source>.events`.
+pub fn subject_prefix(ns: &str, source: &str) -> String {
+    format!("{ns}.{source}.events")
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -64,6 +179,20 @@ pub struct ReplayArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_derive_from_the_namespace_and_mirror_each_other() {
+        let order = EventNames::new("shop", "order-service", "order", "product");
+        assert_eq!(order.own_stream, "shop_order_events");
+        assert_eq!(order.own_subjects, "shop.order.events");
+        assert_eq!(order.other_stream, "shop_product_events");
+        assert_eq!(order.other_subjects, "shop.product.events");
+        assert_eq!(order.durable, "order-service");
+        assert_eq!(order.dead_letter_subject, "shop.deadletter.order-service");
+        let product = EventNames::new("shop", "product-service", "product", "order");
+        assert_eq!(product.other_stream, order.own_stream);
+        assert_eq!(product.own_subjects, order.other_subjects);
+    }
 
     #[test]
     fn the_token_matches_only_itself_and_is_never_printed() {

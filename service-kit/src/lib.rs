@@ -11,8 +11,14 @@
 //! - [`whole_number`]: JSON integers as the OpenAPI documents define them (`5.0` is 5).
 //! - [`error`]: the `{ error, message }` body both APIs answer with, the errors of the routes
 //!   here, and `resource`, whose unrouted methods answer 405 in that format.
-//! - [`config`]: the command-line parts both services share (log format, admin token, the
-//!   `replay` command's arguments).
+//! - [`service`]: the skeleton of a service: database, store, NATS, the relay and consumer,
+//!   the HTTP server with the shared routes, and graceful stop; [`tasks`] is the policy its
+//!   background tasks run under (bounded drain, a panic named by readiness and stopping the
+//!   service), [`database`] creates, pools and migrates the database, [`health`] answers
+//!   liveness and readiness.
+//! - [`config`]: the configuration both services share (the `serve`/`replay` commands, the
+//!   settings with common defaults, the JetStream names of each service).
+//! - [`fresh`]: `?min_version=`, read-your-writes against a read model.
 //! - [`replay_cli`]: the `replay` command's terminal side: the list of projections, a progress
 //!   bar on a terminal (plain lines elsewhere) and a summary per projection.
 //! - [`admin`]: `/admin/projections`, projection status and online rebuilds behind the admin
@@ -24,9 +30,14 @@
 
 pub mod admin;
 pub mod config;
+pub mod database;
 pub mod error;
+pub mod fresh;
+pub mod health;
 pub mod logging;
 pub mod prometheus;
 pub mod replay_cli;
 pub mod request;
+pub mod service;
+pub mod tasks;
 pub mod whole_number;

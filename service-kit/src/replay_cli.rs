@@ -13,8 +13,34 @@ use tokio_util::sync::CancellationToken;
 use event_store::replay::{rebuild, Options, Phase, Progress, Report, Target};
 use event_store::EventStore;
 
+use crate::config::ReplayArgs;
+
 /// How often a plain progress line is printed.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
+
+/// `<service> replay`: lists the projections, or rebuilds those `args` names against the
+/// database at `database_url` (migrated first; NATS is not needed), beside a running service
+/// or not.
+pub async fn command(
+    database_url: &str,
+    migrations: sqlx::migrate::Migrator,
+    targets: &[Target],
+    args: &ReplayArgs,
+) -> anyhow::Result<()> {
+    if args.list {
+        list(targets);
+        return Ok(());
+    }
+    let pool = crate::database::connect(database_url, 4).await?;
+    crate::database::migrate(&pool, migrations).await?;
+    let store = EventStore::new(pool.clone());
+    let options = Options {
+        page_size: args.page_size,
+    };
+    let result = run(&store, targets, &args.projections, &options).await;
+    pool.close().await;
+    result
+}
 
 /// Prints each projection: its name, source and tables.
 pub fn list(targets: &[Target]) {

@@ -7,9 +7,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::fresh::{mark_stale, read_at_least, MinVersion};
 use super::{resource, AppState};
 use crate::projections::catalog::{self, CatalogRow};
+use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -109,7 +109,7 @@ pub async fn get_product(
     let fresh = read_at_least(
         query.min_version,
         |row: &CatalogRow| row.version,
-        || async { Ok(catalog::find(&state.pool, id).await?) },
+        || async { Ok::<_, ApiError>(catalog::find(&state.pool, id).await?) },
     )
     .await?;
     let (row, stale) =

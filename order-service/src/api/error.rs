@@ -8,7 +8,6 @@ use event_store::StoreError;
 pub use service_kit::error::ErrorBody;
 use uuid::Uuid;
 
-use crate::commands::CommandError;
 use crate::domain::error::DomainError;
 
 /// Largest JSON body accepted.
@@ -151,11 +150,14 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// What running a command can fail with.
+type CommandError = event_store::aggregate::CommandError<DomainError>;
+
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::Domain(e) => e.into(),
-            CommandError::Store(e) => e.into(),
+            CommandError::Conflict(e) | CommandError::Store(e) => e.into(),
             CommandError::Corrupt(e) => ApiError::Internal(e),
         }
     }

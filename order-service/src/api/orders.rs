@@ -7,14 +7,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::fresh::{mark_stale, read_at_least, MinVersion};
 use super::request_id::RequestContext;
 use super::{resource, AppState};
-use crate::commands;
 use crate::domain::commands::OrderCommand;
 use crate::domain::events::OrderLine;
 use crate::domain::order::{OrderState, OrderStatus};
 use crate::projections::{catalog, orders};
+use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
 use service_kit::whole_number;
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -174,8 +173,10 @@ pub async fn place_order(
         customer_id: body.customer_id,
         lines,
     };
-    let done =
-        commands::execute_new(&state.store, order_id, command, &request_id.metadata()).await?;
+    let done = state
+        .commands
+        .execute_new(order_id, command, &request_id.metadata())
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/orders/{order_id}")))
         .json(OrderView::from_state(done.state, done.version)))
@@ -204,7 +205,7 @@ pub async fn get_order(
     let fresh = read_at_least(
         query.min_version,
         |row: &orders::OrderRow| row.version,
-        || async { Ok(orders::find(&state.pool, id).await?) },
+        || async { Ok::<_, ApiError>(orders::find(&state.pool, id).await?) },
     )
     .await?;
     let (row, stale) = fresh.found(|| ApiError::NotFound(format!("order {id} not found")))?;
@@ -272,12 +273,9 @@ pub async fn cancel_order(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let done = commands::execute(
-        &state.store,
-        id,
-        OrderCommand::Cancel,
-        &request_id.metadata(),
-    )
-    .await?;
+    let done = state
+        .commands
+        .execute(id, OrderCommand::Cancel, &request_id.metadata())
+        .await?;
     Ok(HttpResponse::Ok().json(OrderView::from_state(done.state, done.version)))
 }

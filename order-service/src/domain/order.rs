@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use event_store::aggregate::{Aggregate, Fold};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -54,7 +55,7 @@ impl fmt::Display for OrderStatus {
 }
 
 /// One order as folded from its events; `Default` is an order not placed yet.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderState {
     pub order_id: Uuid,
     /// `None` until the order is placed.
@@ -192,4 +193,42 @@ fn validate_lines(lines: &[OrderLine]) -> Result<i64, DomainError> {
             .ok_or(DomainError::TotalOverflow)?;
     }
     Ok(total)
+}
+
+/// The order for `event_store::aggregate::Commands`, which does the IO around
+/// [`decide`] and [`evolve`].
+pub struct Order;
+
+impl Fold for Order {
+    type State = OrderState;
+    type Event = OrderEvent;
+    const SCHEMA_VERSION: i32 = super::SCHEMA_VERSION;
+
+    fn stream_id(order_id: Uuid) -> String {
+        stream_id(order_id)
+    }
+
+    fn evolve(state: OrderState, event: &OrderEvent) -> OrderState {
+        evolve(state, event)
+    }
+
+    fn decode(
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<OrderEvent>, serde_json::Error> {
+        OrderEvent::from_stored(event_type, payload)
+    }
+
+    fn encode(event: &OrderEvent) -> (&'static str, serde_json::Value) {
+        (event.event_type(), event.payload())
+    }
+}
+
+impl Aggregate for Order {
+    type Command = OrderCommand;
+    type Error = DomainError;
+
+    fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEvent>, DomainError> {
+        decide(state, command)
+    }
 }

@@ -11,15 +11,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use event_store::aggregate::{self, to_new_events, Loaded};
 use event_store::consumer::{ForeignEvent, HandleError, Reaction};
-use event_store::{store, EventStore, ExpectedVersion, Metadata, StreamAppend};
+use event_store::{EventStore, ExpectedVersion, Metadata, StreamAppend};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::commands::{self, to_new_events};
 use crate::domain::commands::OrderCommand;
-use crate::domain::order::{self, OrderState};
+use crate::domain::order::{self, Order, OrderState};
 use crate::domain::product_events::ProductEvent;
 
 /// Name of the reaction.
@@ -54,17 +54,28 @@ impl ReservationOutcome {
             .map(|(_, (order_id, _))| *order_id)
             .filter(|id| seen.insert(*id))
             .collect();
-        let mut orders = load(tx, &order_ids).await?;
+        let mut orders: HashMap<Uuid, Loaded<OrderState>> =
+            aggregate::load_many::<Order>(tx, &order_ids)
+                .await?
+                .into_iter()
+                .map(|(id, order)| (id, order.loaded))
+                .collect();
         let mut appends: BTreeMap<String, StreamAppend> = BTreeMap::new();
         for (cause, (order_id, command)) in verdicts {
-            let (state, version) = orders.remove(&order_id).unwrap_or_default();
+            let Loaded { state, version } = orders.remove(&order_id).unwrap_or_default();
             // An unknown order or a rejection after a confirmation breaks the contract between
             // the services; retrying cannot help, so the message is dead-lettered for a person
             // to see.
             let events = order::decide(&state, command)
                 .map_err(|e| HandleError::Poison(format!("order {order_id}: {e}")))?;
             let next = events.iter().fold(state, order::evolve);
-            orders.insert(order_id, (next, version));
+            orders.insert(
+                order_id,
+                Loaded {
+                    state: next,
+                    version,
+                },
+            );
             if events.is_empty() {
                 continue;
             }
@@ -83,7 +94,7 @@ impl ReservationOutcome {
                     events: Vec::new(),
                 })
                 .events
-                .extend(to_new_events(&events, &metadata));
+                .extend(to_new_events::<Order>(&events, &metadata));
         }
         if appends.is_empty() {
             return Ok(());
@@ -139,26 +150,4 @@ impl Reaction for ReservationOutcome {
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(self.react(tx, events))
     }
-}
-
-/// The orders folded from their streams as the transaction sees them, with each stream's
-/// version (an order absent from the answer has no stream).
-async fn load(
-    tx: &mut PgConnection,
-    order_ids: &[Uuid],
-) -> Result<HashMap<Uuid, (OrderState, i64)>, HandleError> {
-    let streams: Vec<String> = order_ids.iter().map(|id| order::stream_id(*id)).collect();
-    let wanted: Vec<(&str, i64)> = streams.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut events = store::read_streams_on(tx, &wanted)
-        .await
-        .map_err(|e| HandleError::database(e, "loading the orders"))?;
-    let mut orders = HashMap::with_capacity(order_ids.len());
-    for (id, stream) in order_ids.iter().zip(&streams) {
-        if let Some(recorded) = events.remove(stream) {
-            let folded = commands::fold(&recorded)
-                .map_err(|e| HandleError::Poison(format!("{stream}: {e}")))?;
-            orders.insert(*id, folded);
-        }
-    }
-    Ok(orders)
 }

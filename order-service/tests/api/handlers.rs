@@ -1,12 +1,13 @@
 //! The consumer's handlers and the orders projection, driven directly on a database.
 
+use event_store::aggregate::Commands;
 use event_store::consumer::{ForeignEvent, HandleError, Reaction};
 use event_store::projection::Projection;
 use event_store::testing::TestDb;
 use event_store::{EventStore, Metadata};
-use order_service::commands;
 use order_service::domain::commands::OrderCommand;
 use order_service::domain::events::OrderLine;
+use order_service::domain::order::Order;
 use order_service::projections::catalog::{self, CatalogProjection};
 use order_service::projections::orders::{self, OrdersProjection};
 use order_service::reactions::reservation::ReservationOutcome;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 async fn migrated() -> TestDb {
     let db = TestDb::new().await;
-    order_service::db::migrate(&db.pool).await.unwrap();
+    order_service::app::migrate(&db.pool).await.unwrap();
     db
 }
 
@@ -58,7 +59,8 @@ async fn place(store: &EventStore) -> Uuid {
             unit_price_cents: 100,
         }],
     };
-    commands::execute(store, order_id, command, &Metadata::default())
+    Commands::<Order>::new(store.clone())
+        .execute(order_id, command, &Metadata::default())
         .await
         .unwrap();
     order_id
@@ -258,7 +260,8 @@ async fn a_concurrent_write_to_the_order_is_a_conflict_to_decide_again() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    commands::execute(&store, order_id, OrderCommand::Cancel, &Metadata::default())
+    Commands::<Order>::new(store.clone())
+        .execute(order_id, OrderCommand::Cancel, &Metadata::default())
         .await
         .unwrap();
     let result = reaction.handle(&mut tx, &event).await;
@@ -280,14 +283,10 @@ async fn the_orders_projection_folds_each_version_once() {
     let db = migrated().await;
     let store = db.store();
     let order_id = place(&store).await;
-    commands::execute(
-        &store,
-        order_id,
-        OrderCommand::Confirm,
-        &Metadata::default(),
-    )
-    .await
-    .unwrap();
+    Commands::<Order>::new(store.clone())
+        .execute(order_id, OrderCommand::Confirm, &Metadata::default())
+        .await
+        .unwrap();
     let events = store
         .read_stream(&format!("order-{order_id}"), 1)
         .await

@@ -73,9 +73,9 @@ async fn orders_are_taken_while_nats_is_down_and_published_when_it_returns() {
     nats.restart();
 
     let id = id_of(&order);
-    let subject = format!("{}.order-{id}.OrderPlaced", app.names.order_subjects);
+    let subject = format!("{}.order-{id}.OrderPlaced", app.names.own_subjects);
     eventually(|| async {
-        let mut stream = app.js.get_stream(&app.names.order_stream).await.ok()?;
+        let mut stream = app.js.get_stream(&app.names.own_stream).await.ok()?;
         stream.info().await.ok()?;
         stream.get_last_raw_message_by_subject(&subject).await.ok()
     })

@@ -10,8 +10,8 @@ use async_nats::HeaderMap;
 use event_store::envelope::headers;
 use event_store::testing::{self, TestDb};
 use event_store::EventStore;
-use order_service::config::{AdminToken, NatsNames};
-use order_service::{Application, Config};
+use order_service::config::{AdminToken, Common, EventNames};
+use order_service::Config;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -25,7 +25,7 @@ pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
     pub js: jetstream::Context,
-    pub names: NatsNames,
+    pub names: EventNames,
     pub nats_url: String,
     shutdown: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
@@ -47,7 +47,7 @@ impl TestApp {
     /// The app with `ADMIN_TOKEN` set to `token`.
     pub async fn spawn_with_admin_token(token: &str) -> TestApp {
         TestApp::spawn_with(&testing::nats_url(), |config| {
-            config.admin_token = Some(AdminToken::new(token));
+            config.common.admin_token = Some(AdminToken::new(token));
         })
         .await
     }
@@ -57,14 +57,18 @@ impl TestApp {
         let db = TestDb::new().await;
         let mut config = Config {
             database_url: db.url.clone(),
-            nats_url: nats_url.to_owned(),
             http_addr: "127.0.0.1:0".parse().expect("an address"),
-            events_namespace: testing::unique("ns"),
-            ..Config::defaults()
+            common: Common {
+                nats_url: nats_url.to_owned(),
+                events_namespace: testing::unique("ns"),
+                ..Common::default()
+            },
         };
         adjust(&mut config);
         let names = config.nats_names();
-        let app = Application::build(config).await.expect("building the app");
+        let app = order_service::build(config)
+            .await
+            .expect("building the app");
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
         let running = tokio::spawn(app.run_until_stopped());
@@ -72,7 +76,7 @@ impl TestApp {
             .await
             .expect("connecting to NATS");
         let js = jetstream::new(client);
-        event_store::nats::ensure_stream(&js, &names.product_stream, &names.product_subjects)
+        event_store::nats::ensure_stream(&js, &names.other_stream, &names.other_subjects)
             .await
             .expect("declaring product-service's stream");
         TestApp {
@@ -165,7 +169,7 @@ impl TestApp {
                 .as_str(),
         );
         h.insert(headers::CORRELATION_ID, correlation.as_str());
-        let subject = format!("{}.{stream_id}.{event_type}", self.names.product_subjects);
+        let subject = format!("{}.{stream_id}.{event_type}", self.names.other_subjects);
         let payload = serde_json::to_vec(&payload).expect("a payload");
         self.js
             .publish_with_headers(subject, h, payload.into())
@@ -253,7 +257,7 @@ impl Drop for TestApp {
                 if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await
                 {
                     let js = jetstream::new(client);
-                    for stream in [&names.order_stream, &names.product_stream] {
+                    for stream in [&names.own_stream, &names.other_stream] {
                         let _ =
                             tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream))
                                 .await;

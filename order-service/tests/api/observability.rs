@@ -88,7 +88,7 @@ async fn metrics_count_appends_time_requests_by_route_and_show_the_readers_caugh
 #[tokio::test]
 async fn readiness_fails_while_the_relay_is_stuck_and_recovers_after() {
     let app = TestApp::spawn_with(&event_store::testing::nats_url(), |config| {
-        config.ready_max_lag_seconds = 1;
+        config.common.ready_max_lag_seconds = 1;
     })
     .await;
     let widget = app.create_product("Widget", 100, 10).await;

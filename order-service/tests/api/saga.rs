@@ -120,10 +120,10 @@ async fn order_events_are_published_for_product_service() {
     let order = app.placed("alice", &[(widget, 3)]).await;
     let id = id_of(&order);
 
-    let stream = app.js.get_stream(&app.names.order_stream).await.unwrap();
+    let stream = app.js.get_stream(&app.names.own_stream).await.unwrap();
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: format!("{}.order-{id}.>", app.names.order_subjects),
+            filter_subject: format!("{}.order-{id}.>", app.names.own_subjects),
             ..Default::default()
         })
         .await
@@ -137,7 +137,7 @@ async fn order_events_are_published_for_product_service() {
 
     assert_eq!(
         message.subject.as_str(),
-        format!("{}.order-{id}.OrderPlaced", app.names.order_subjects)
+        format!("{}.order-{id}.OrderPlaced", app.names.own_subjects)
     );
     let headers = message.headers.as_ref().unwrap();
     assert_eq!(headers.get("Es-Stream-Version").unwrap().as_str(), "1");

@@ -8,9 +8,14 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use event_store::StoreError;
+
+/// Largest JSON body accepted.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// What running a command can fail with.
+type CommandError = event_store::aggregate::CommandError<DomainError>;
 pub use service_kit::error::ErrorBody;
 
-use crate::commands::CommandError;
 use crate::domain::error::DomainError;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::ApiState;
+use super::{resource, AppState};
 use crate::domain::product;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/products/{id}/events").route(web::get().to(history)));
+}
 
 /// One stored event.
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,7 +63,7 @@ impl From<RecordedEvent> for StoredEvent {
     )
 )]
 pub async fn history(
-    state: web::Data<ApiState>,
+    state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let events = state

@@ -1,12 +1,13 @@
 //! `GET /openapi.json`: the OpenAPI document of every route.
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use service_kit::admin;
 
-use super::{commands, error, events, health, products};
+use super::{changes, error, events, products, resource};
+use service_kit::health;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,8 +22,8 @@ use super::{commands, error, events, health, products};
         products::create,
         products::list,
         products::get,
-        commands::change_price,
-        commands::restock,
+        changes::change_price,
+        changes::restock,
         events::history,
         health::live,
         health::ready,
@@ -34,12 +35,12 @@ use super::{commands, error, events, health, products};
     components(schemas(
         products::CreateProduct,
         products::Product,
-        commands::ChangePrice,
-        commands::Restock,
+        changes::ChangePrice,
+        changes::Restock,
         events::StoredEvent,
         error::ErrorBody,
-        health::Liveness,
-        health::Readiness,
+        health::Live,
+        health::Ready,
         admin::ProjectionList,
         admin::ProjectionView,
         admin::RebuildView,
@@ -53,6 +54,10 @@ use super::{commands, error, events, health, products};
     modifiers(&AdminSecurity)
 )]
 pub struct ApiDoc;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/openapi.json").route(web::get().to(document)));
+}
 
 /// The `admin_token` bearer scheme the admin routes name.
 struct AdminSecurity;

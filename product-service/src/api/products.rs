@@ -1,27 +1,29 @@
 //! `POST /products`, `GET /products`, `GET /products/{id}`.
 
-use std::time::Duration;
-
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::request_id::RequestContext;
-use super::ApiState;
-use crate::commands::Outcome;
+use super::{resource, AppState};
 use crate::domain::commands::ProductCommand;
+use crate::domain::product::ProductState;
 use crate::projections::products::{self, ProductRow};
+use event_store::aggregate::Loaded;
+use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
 use service_kit::whole_number;
 
-/// How long `?min_version=` waits for the read model at most, and how often it looks.
-const MAX_WAIT: Duration = Duration::from_secs(5);
-const POLL_EVERY: Duration = Duration::from_millis(20);
-/// Set on a read that timed out before reaching the requested version.
-pub const STALE_HEADER: &str = "X-Stale";
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/products")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(resource("/products/{id}").route(web::get().to(get)));
+}
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -72,8 +74,8 @@ impl From<ProductRow> for Product {
     }
 }
 
-impl From<Outcome> for Product {
-    fn from(outcome: Outcome) -> Self {
+impl From<Loaded<ProductState>> for Product {
+    fn from(outcome: Loaded<ProductState>) -> Self {
         let state = outcome.state;
         Product {
             id: state.product_id,
@@ -97,14 +99,6 @@ pub struct ListParams {
     pub offset: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct GetParams {
-    /// Wait (up to 5 s) until the read model holds at least this version. On timeout the
-    /// response carries what is there with `X-Stale: true`, or 404 if the product is not there.
-    pub min_version: Option<i64>,
-}
-
 /// Adds a product to the catalogue.
 #[utoipa::path(
     post,
@@ -121,7 +115,7 @@ pub struct GetParams {
     )
 )]
 pub async fn create(
-    state: web::Data<ApiState>,
+    state: web::Data<AppState>,
     context: RequestContext,
     body: web::Json<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
@@ -161,7 +155,7 @@ pub async fn create(
     )
 )]
 pub async fn list(
-    state: web::Data<ApiState>,
+    state: web::Data<AppState>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
@@ -186,7 +180,7 @@ pub async fn list(
     get,
     path = "/products/{id}",
     tag = "products",
-    params(("id" = Uuid, Path, description = "Product id"), GetParams),
+    params(("id" = Uuid, Path, description = "Product id"), MinVersion),
     responses(
         (status = 200, body = Product,
             headers(("X-Stale" = String, description = "`true` when min_version was not reached in time"))),
@@ -196,28 +190,19 @@ pub async fn list(
     )
 )]
 pub async fn get(
-    state: web::Data<ApiState>,
+    state: web::Data<AppState>,
     id: web::Path<Uuid>,
-    params: web::Query<GetParams>,
+    params: web::Query<MinVersion>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let deadline = Instant::now() + MAX_WAIT;
-    loop {
-        let row = products::get(&state.pool, id).await?;
-        let fresh = match (&row, params.min_version) {
-            (Some(row), Some(min)) => row.version >= min,
-            (Some(_), None) => true,
-            (None, None) => return Err(ApiError::product_not_found()),
-            (None, Some(_)) => false,
-        };
-        if fresh || Instant::now() >= deadline {
-            let row = row.ok_or_else(ApiError::product_not_found)?;
-            let mut response = HttpResponse::Ok();
-            if !fresh {
-                response.insert_header((STALE_HEADER, "true"));
-            }
-            return Ok(response.json(Product::from(row)));
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+    let fresh = read_at_least(
+        params.min_version,
+        |row: &ProductRow| row.version,
+        || async { Ok::<_, ApiError>(products::get(&state.pool, id).await?) },
+    )
+    .await?;
+    let (row, stale) = fresh.found(ApiError::product_not_found)?;
+    let mut response = HttpResponse::Ok();
+    mark_stale(&mut response, stale);
+    Ok(response.json(Product::from(row)))
 }

@@ -1,5 +1,6 @@
 //! The product aggregate: catalogue data and stock of one product.
 
+use event_store::aggregate::{Aggregate, Fold, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,6 +19,10 @@ pub fn stream_id(product_id: Uuid) -> String {
 /// Version of [`ProductState`]'s shape in stored snapshots. Change it whenever the struct
 /// changes: snapshots of another version are ignored and the product folded from its events.
 pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
+
+/// A command writes a product's snapshot once this many events were folded on top of the
+/// last one. (Reactions write one for every product they append to, once per batch.)
+pub const SNAPSHOT_EVERY: usize = 32;
 
 /// One product as folded from its events; `Default` is a product that does not exist yet.
 ///
@@ -169,4 +174,49 @@ fn validate_quantity(quantity: i64) -> Result<(), DomainError> {
         return Err(DomainError::InvalidQuantity { quantity });
     }
     Ok(())
+}
+
+/// The product for `event_store::aggregate::Commands`, which does the IO around
+/// [`decide`] and [`evolve`]. Snapshotted: a product stream gains events with every order.
+pub struct Product;
+
+impl Fold for Product {
+    type State = ProductState;
+    type Event = ProductEvent;
+    const SCHEMA_VERSION: i32 = super::SCHEMA_VERSION;
+    const SNAPSHOT: Option<SnapshotPolicy> = Some(SnapshotPolicy {
+        schema_version: SNAPSHOT_SCHEMA_VERSION,
+        every: SNAPSHOT_EVERY,
+    });
+
+    fn stream_id(product_id: Uuid) -> String {
+        stream_id(product_id)
+    }
+
+    fn evolve(state: ProductState, event: &ProductEvent) -> ProductState {
+        evolve(state, event)
+    }
+
+    fn decode(
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<ProductEvent>, serde_json::Error> {
+        ProductEvent::from_stored(event_type, payload)
+    }
+
+    fn encode(event: &ProductEvent) -> (&'static str, serde_json::Value) {
+        (event.event_type(), event.payload())
+    }
+}
+
+impl Aggregate for Product {
+    type Command = ProductCommand;
+    type Error = DomainError;
+
+    fn decide(
+        state: &ProductState,
+        command: ProductCommand,
+    ) -> Result<Vec<ProductEvent>, DomainError> {
+        decide(state, command)
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use event_store::aggregate::Fold;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::commands::ProductCommand;
@@ -22,7 +24,7 @@ pub fn stream_id(order_id: Uuid) -> String {
 }
 
 /// Where one order's reservation stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReservationState {
     #[default]
     None,
@@ -197,4 +199,34 @@ fn sum_lines(lines: &[(Uuid, i64)]) -> Result<Vec<ReservedLine>, Rejection> {
         }
     }
     Ok(summed)
+}
+
+/// How reservation streams are read (`event_store::aggregate`). Only the saga decides on
+/// them, across products, so there is no command of its own; a few events per order, never
+/// snapshotted.
+pub struct Reservation;
+
+impl Fold for Reservation {
+    type State = ReservationState;
+    type Event = ReservationEvent;
+    const SCHEMA_VERSION: i32 = super::SCHEMA_VERSION;
+
+    fn stream_id(order_id: Uuid) -> String {
+        stream_id(order_id)
+    }
+
+    fn evolve(state: ReservationState, event: &ReservationEvent) -> ReservationState {
+        evolve(state, event)
+    }
+
+    fn decode(
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<ReservationEvent>, serde_json::Error> {
+        ReservationEvent::from_stored(event_type, payload)
+    }
+
+    fn encode(event: &ReservationEvent) -> (&'static str, serde_json::Value) {
+        (event.event_type(), event.payload())
+    }
 }

@@ -11,16 +11,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use event_store::aggregate::to_new_events;
 use event_store::consumer::{ForeignEvent, HandleError, Reaction};
 use event_store::{EventStore, Metadata, StreamAppend};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::commands::new_event;
 use crate::domain::order_events::OrderEvent;
-use crate::domain::product::{self, ProductState};
-use crate::domain::reservation::{self, ReservationState, SagaDecision};
+use crate::domain::product::{self, Product, ProductState};
+use crate::domain::reservation::{self, Reservation, ReservationState, SagaDecision};
 use crate::streams::{load_for_saga, load_products, save_snapshots, Loaded};
 
 pub const NAME: &str = "stock-reservation";
@@ -219,12 +219,10 @@ impl Working {
                 events: Vec::new(),
             })
             .events
-            .extend(
-                decision
-                    .reservation
-                    .iter()
-                    .map(|e| new_event(e.event_type(), e.payload(), &metadata)),
-            );
+            .extend(to_new_events::<Reservation>(
+                &decision.reservation,
+                &metadata,
+            ));
         for (product_id, event) in decision.products {
             let Some(state) = self.products.remove(&product_id) else {
                 return Err(HandleError::Poison(format!(
@@ -243,7 +241,7 @@ impl Working {
                     events: Vec::new(),
                 })
                 .events
-                .push(new_event(event.event_type(), event.payload(), &metadata));
+                .extend(to_new_events::<Product>(&[event], &metadata));
         }
         Ok(())
     }

@@ -115,7 +115,7 @@ async fn a_dead_lettered_message_is_counted() {
 
 #[tokio::test]
 async fn readiness_fails_while_the_relay_is_stuck_and_recovers_after() {
-    let app = TestApp::spawn_with(|config| config.ready_max_lag_seconds = 1).await;
+    let app = TestApp::spawn_with(|config| config.common.ready_max_lag_seconds = 1).await;
     let ready = || async { (app.get("/health/ready").await.status() == 200).then_some(()) };
     eventually("readiness", ready).await;
 

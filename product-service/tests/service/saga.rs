@@ -253,10 +253,12 @@ async fn concurrent_reservations_conflict_and_retry_instead_of_overselling() {
         price_cents: 100,
         stock: 10,
     };
-    product_service::commands::ProductCommands::new(store.clone())
-        .execute(product_id, create, &event_store::Metadata::default())
-        .await
-        .expect("created");
+    event_store::aggregate::Commands::<product_service::domain::product::Product>::new(
+        store.clone(),
+    )
+    .execute(product_id, create, &event_store::Metadata::default())
+    .await
+    .expect("created");
     let reaction = std::sync::Arc::new(StockReservation::new(store.clone()));
 
     let mut tasks = Vec::new();

@@ -5,19 +5,20 @@
 //! write them at the versions its appends produced.
 //!
 //! Histories are made of real events through the real paths: HTTP-less commands
-//! (`ProductCommands`) for creation, price changes and restocks, and the `StockReservation`
+//! (`Commands<Product>`) for creation, price changes and restocks, and the `StockReservation`
 //! reaction, driven in a transaction with hand-made `ForeignEvent`s, for reservations,
 //! rejections and releases.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use event_store::aggregate::Commands;
 use event_store::consumer::{ForeignEvent, Reaction as _};
 use event_store::testing::{self, TestDb};
 use event_store::{EventStore, Metadata};
-use product_service::commands::ProductCommands;
 use product_service::domain::commands::ProductCommand;
 use product_service::domain::events::ReservationEvent;
+use product_service::domain::product::Product;
 use product_service::domain::product::{self, ProductState, SNAPSHOT_SCHEMA_VERSION};
 use product_service::domain::reservation::{reserve_order, ReservationState, SagaDecision};
 use product_service::projections::products::ProductsProjection;
@@ -35,7 +36,7 @@ use crate::support::order_placed;
 struct Fixture {
     db: TestDb,
     store: EventStore,
-    commands: ProductCommands,
+    commands: Commands<Product>,
     reaction: StockReservation,
     /// Global position of the last order event handed to the reaction.
     position: i64,
@@ -65,7 +66,7 @@ impl Fixture {
             .expect("product-service's migrations");
         let store = db.store().with_inline(vec![Arc::new(ProductsProjection)]);
         Fixture {
-            commands: ProductCommands::new(store.clone()),
+            commands: Commands::new(store.clone()),
             reaction: StockReservation::new(store.clone()),
             db,
             store,

@@ -8,8 +8,8 @@ use async_nats::HeaderMap;
 use event_store::envelope::headers;
 use event_store::testing::{self, TestDb};
 use product_service::api::products::Product;
-use product_service::config::AdminToken;
-use product_service::{Application, Config};
+use product_service::config::{AdminToken, Common};
+use product_service::Config;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,7 +31,7 @@ impl TestApp {
 
     /// The app with `ADMIN_TOKEN` set to `token`.
     pub async fn spawn_with_admin_token(token: &str) -> TestApp {
-        TestApp::spawn_with(|config| config.admin_token = Some(AdminToken::new(token))).await
+        TestApp::spawn_with(|config| config.common.admin_token = Some(AdminToken::new(token))).await
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
@@ -40,13 +40,17 @@ impl TestApp {
         let namespace = testing::unique("ns");
         let mut config = Config {
             database_url: db.url.clone(),
-            nats_url: testing::nats_url(),
             http_addr: "127.0.0.1:0".parse().expect("an address"),
-            events_namespace: namespace.clone(),
-            ..Config::default()
+            common: Common {
+                nats_url: testing::nats_url(),
+                events_namespace: namespace.clone(),
+                ..Common::default()
+            },
         };
         adjust(&mut config);
-        let app = Application::build(config).await.expect("the app starts");
+        let app = product_service::build(config)
+            .await
+            .expect("the app starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
         tokio::spawn(app.run_until_stopped());

@@ -1,20 +1,39 @@
-//! Liveness (the process answers) and readiness (its dependencies answer, and the relay and
-//! projectors are not stuck: no event waits longer than `READY_MAX_LAG_SECONDS` for them).
+//! `GET /health/live` (the process answers) and `GET /health/ready`: ready when the database
+//! and NATS answer, every background task is running, and neither the relay nor a projector
+//! has left an event unprocessed for longer than `READY_MAX_LAG_SECONDS`.
 
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use async_nats::connection::State;
+use event_store::metrics::Reader;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use super::{resource, AppState};
+use crate::error::resource;
+use crate::tasks::Failures;
 
 /// Longest a readiness probe waits for the database.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health/live").route(web::get().to(live)))
+/// What readiness looks at.
+#[derive(Clone)]
+pub struct Health {
+    pub pool: PgPool,
+    /// Publishing is the relay's job; this connection is only asked whether it is up.
+    pub nats: async_nats::Client,
+    /// The relay and projectors whose lag readiness checks.
+    pub readers: Vec<Reader>,
+    /// Readiness fails when one of them is this far behind; `None`: never for lag.
+    pub ready_max_lag: Option<Duration>,
+    /// Background tasks that stopped with a panic.
+    pub failures: Failures,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig, health: Health) {
+    cfg.app_data(web::Data::new(health))
+        .service(resource("/health/live").route(web::get().to(live)))
         .service(resource("/health/ready").route(web::get().to(ready)));
 }
 
@@ -37,6 +56,10 @@ pub struct Ready {
     /// as `projection orders (41 s)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub behind: Vec<String>,
+    /// Background tasks (relay, consumer, notifier) that stopped with a panic; the service
+    /// is shutting down so that its supervisor starts it whole again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tasks: Vec<String>,
     /// Events of the other service dead-lettered because another event already holds their
     /// stream version (a forged message, or the other service's database restored from a
     /// backup): how many, and the latest few, each naming the stream, the version and both
@@ -64,26 +87,27 @@ pub async fn live() -> HttpResponse {
     })
 }
 
-/// The database answers `SELECT 1`, the NATS connection is up, and neither the relay nor a
-/// projector has left an event unprocessed for longer than `READY_MAX_LAG_SECONDS`.
+/// The database answers `SELECT 1`, the NATS connection is up, every background task runs,
+/// and neither the relay nor a projector has left an event unprocessed for longer than
+/// `READY_MAX_LAG_SECONDS`.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Ready),
-        (status = 503, description = "A dependency is down or a reader is behind; the body says which", body = Ready),
+        (status = 503, description = "A dependency is down, a task failed or a reader is behind; the body says which", body = Ready),
     ))]
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let probe = sqlx::query("SELECT 1").execute(&state.pool);
+pub async fn ready(health: web::Data<Health>) -> HttpResponse {
+    let probe = sqlx::query("SELECT 1").execute(&health.pool);
     let database = matches!(
         tokio::time::timeout(DB_PROBE_TIMEOUT, probe).await,
         Ok(Ok(_))
     );
-    let nats = state.nats.connection_state() == State::Connected;
-    let behind = match state.ready_max_lag {
-        Some(max) if database => behind(&state, max).await,
+    let nats = health.nats.connection_state() == State::Connected;
+    let behind = match health.ready_max_lag {
+        Some(max) if database => behind(&health, max).await,
         _ => Vec::new(),
     };
     let version_conflicts = if database {
-        conflicts(&state).await
+        conflicts(&health).await
     } else {
         None
     };
@@ -93,11 +117,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         database: word(database),
         nats: word(nats),
         behind,
+        failed_tasks: health.failures.names(),
         version_conflicts,
         error: None,
         message: None,
     };
-    if database && nats && body.behind.is_empty() {
+    if database && nats && body.behind.is_empty() && body.failed_tasks.is_empty() {
         return HttpResponse::Ok().json(body);
     }
     let down: Vec<&str> = [(database, "database"), (nats, "nats")]
@@ -108,6 +133,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut problems = Vec::new();
     if !down.is_empty() {
         problems.push(format!("down: {}", down.join(", ")));
+    }
+    if !body.failed_tasks.is_empty() {
+        problems.push(format!("failed: {}", body.failed_tasks.join(", ")));
     }
     if !body.behind.is_empty() {
         problems.push(format!("behind: {}", body.behind.join(", ")));
@@ -120,8 +148,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 /// The readers further behind than `max` (none when the lag cannot be measured in time: the
 /// database probe above reports that).
-async fn behind(state: &AppState, max: Duration) -> Vec<String> {
-    let stuck = event_store::metrics::stuck(&state.pool, &state.readers, max);
+async fn behind(health: &Health, max: Duration) -> Vec<String> {
+    let stuck = event_store::metrics::stuck(&health.pool, &health.readers, max);
     match tokio::time::timeout(DB_PROBE_TIMEOUT, stuck).await {
         Ok(Ok(stuck)) => stuck
             .iter()
@@ -132,9 +160,9 @@ async fn behind(state: &AppState, max: Duration) -> Vec<String> {
 }
 
 /// The version conflicts dead-lettered so far, if any.
-async fn conflicts(state: &AppState) -> Option<VersionConflicts> {
-    let found = event_store::consumer::version_conflicts(&state.pool, 3);
-    match tokio::time::timeout(Duration::from_secs(2), found).await {
+async fn conflicts(health: &Health) -> Option<VersionConflicts> {
+    let found = event_store::consumer::version_conflicts(&health.pool, 3);
+    match tokio::time::timeout(DB_PROBE_TIMEOUT, found).await {
         Ok(Ok((count, latest))) if count > 0 => Some(VersionConflicts { count, latest }),
         _ => None,
     }

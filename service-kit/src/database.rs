@@ -1,10 +1,11 @@
-//! The service's database: created if missing, pooled, migrated (the store's tables, then this
+//! The service's database: created if missing, pooled, migrated (the store's tables, then the
 //! service's read models).
 
 use std::str::FromStr;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use event_store::EventStore;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
@@ -12,8 +13,9 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 const INVALID_CATALOG_NAME: &str = "3D000";
 const DUPLICATE_DATABASE: &str = "42P04";
 
-/// Connects to `url` with a pool of `size` connections, creating its database first when the
-/// server says it does not exist.
+/// Connects to `url` with a pool of `size` connections (at least 2), creating its database
+/// first when the server says it does not exist. A role that may not create databases works
+/// as long as the database exists: it is only created after connecting to it failed.
 pub async fn connect(url: &str, size: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a Postgres URL")?;
     create_if_missing(&options).await?;
@@ -69,18 +71,16 @@ fn sqlstate(error: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// Runs the store's migrations, then this service's. Each migrator ignores the other's
-/// entries in the shared `_sqlx_migrations` table.
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+/// Runs the store's migrations, then the service's own (`sqlx::migrate!` of its crate). Each
+/// migrator ignores the other's entries in the shared `_sqlx_migrations` table.
+pub async fn migrate(pool: &PgPool, mut service: Migrator) -> anyhow::Result<()> {
     EventStore::new(pool.clone())
         .migrate()
         .await
         .context("running the event store's migrations")?;
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
+    service.set_ignore_missing(true);
+    service
         .run(pool)
         .await
-        .context("running order-service's migrations")?;
-    Ok(())
+        .context("running the service's migrations")
 }

@@ -9,8 +9,6 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
-use super::error::ApiError;
-
 const POLL: Duration = Duration::from_millis(20);
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
@@ -33,7 +31,7 @@ pub struct Fresh<T> {
 
 impl<T> Fresh<T> {
     /// The row, or `not_found` when there is none.
-    pub fn found(self, not_found: impl FnOnce() -> ApiError) -> Result<(T, bool), ApiError> {
+    pub fn found<E>(self, not_found: impl FnOnce() -> E) -> Result<(T, bool), E> {
         match self.row {
             Some(row) => Ok((row, self.stale)),
             None => Err(not_found()),
@@ -43,14 +41,14 @@ impl<T> Fresh<T> {
 
 /// Reads with `fetch` until the row has `version(row) >= min_version` or the wait is over.
 /// Without `min_version` it reads once.
-pub async fn read_at_least<T, F, Fut>(
+pub async fn read_at_least<T, E, F, Fut>(
     min_version: Option<i64>,
     version: impl Fn(&T) -> i64,
     fetch: F,
-) -> Result<Fresh<T>, ApiError>
+) -> Result<Fresh<T>, E>
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<Option<T>, ApiError>>,
+    Fut: Future<Output = Result<Option<T>, E>>,
 {
     let Some(min) = min_version else {
         return Ok(Fresh {

@@ -8,9 +8,14 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::products::Product;
 use super::request_id::RequestContext;
-use super::ApiState;
+use super::{resource, AppState};
 use crate::domain::commands::ProductCommand;
 use service_kit::whole_number;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/products/{id}/price").route(web::post().to(change_price)))
+        .service(resource("/products/{id}/restock").route(web::post().to(restock)));
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangePrice {
@@ -46,7 +51,7 @@ pub struct Restock {
     )
 )]
 pub async fn change_price(
-    state: web::Data<ApiState>,
+    state: web::Data<AppState>,
     context: RequestContext,
     id: web::Path<Uuid>,
     body: web::Json<ChangePrice>,
@@ -75,7 +80,7 @@ pub async fn change_price(
     )
 )]
 pub async fn restock(
-    state: web::Data<ApiState>,
+    state: web::Data<AppState>,
     context: RequestContext,
     id: web::Path<Uuid>,
     body: web::Json<Restock>,
@@ -87,7 +92,7 @@ pub async fn restock(
 }
 
 async fn run(
-    state: &ApiState,
+    state: &AppState,
     context: &RequestContext,
     id: Uuid,
     command: ProductCommand,
