@@ -3,9 +3,10 @@
 //! and decide again on fresh state when a concurrent writer got there first.
 //!
 //! A domain stays pure: it implements [`Aggregate`] with two synchronous functions,
-//! `decide(&State, Command) -> Result<Vec<Event>, Error>` and `evolve(State, &Event) -> State`,
-//! plus its events' wire form. [`Commands`] does the IO around them, in the spirit of
-//! cqrs-es's `CqrsFramework`, and every command handler of both services goes through it.
+//! `decide(&State, Command) -> Result<Vec<Event>, Error>` and `evolve(State, &Event) -> State`;
+//! its events' wire form comes from `wire_events!`. [`Commands`] does the IO around them, in
+//! the spirit of cqrs-es's `CqrsFramework`, and every command handler of both services goes
+//! through it.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -17,6 +18,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::consumer::HandleError;
+use crate::wire::WireEvent;
 use crate::{snapshot, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
 
 /// Decisions after a conflicting concurrent append, before answering with the conflict.
@@ -28,7 +30,7 @@ pub trait Fold {
     /// The state as folded from the events; `Default` is one that does not exist yet.
     /// (De)serializable because it may be snapshotted.
     type State: Default + Clone + Send + Sync + Serialize + DeserializeOwned;
-    type Event: Send + Sync;
+    type Event: WireEvent + Send + Sync;
 
     /// The schema version new events are written at.
     const SCHEMA_VERSION: i32;
@@ -38,16 +40,9 @@ pub trait Fold {
     /// The stream holding the events of `id`.
     fn stream_id(id: Uuid) -> String;
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
-    /// A stored event; `Ok(None)` for a type this code does not know (skipped by folds).
-    fn decode(
-        event_type: &str,
-        payload: &serde_json::Value,
-    ) -> Result<Option<Self::Event>, serde_json::Error>;
-    /// The stored type name and payload of an event.
-    fn encode(event: &Self::Event) -> (&'static str, serde_json::Value);
 }
 
-/// A pure domain: what it decides on its folded state, and how its events are stored.
+/// A pure domain: what it decides on its folded state.
 pub trait Aggregate: Fold {
     type Command: Clone + Send;
     /// What `decide` refuses with: the client's mistake, never a storage failure.
@@ -160,12 +155,14 @@ pub fn fold<A: Fold>(
         mut version,
     } = start;
     for stored in events {
-        let decoded = A::decode(&stored.event_type, &stored.payload).with_context(|| {
-            format!(
-                "decoding {} at version {} of {}",
-                stored.event_type, stored.stream_version, stored.stream_id
-            )
-        })?;
+        // A type this code does not know is skipped; it still counts for the version.
+        let decoded =
+            A::Event::from_stored(&stored.event_type, &stored.payload).with_context(|| {
+                format!(
+                    "decoding {} at version {} of {}",
+                    stored.event_type, stored.stream_version, stored.stream_id
+                )
+            })?;
         if let Some(event) = decoded {
             state = A::evolve(state, &event);
         }
@@ -255,8 +252,7 @@ pub fn to_new_events<A: Fold>(events: &[A::Event], metadata: &Metadata) -> Vec<N
     events
         .iter()
         .map(|event| {
-            let (event_type, payload) = A::encode(event);
-            NewEvent::new(event_type, payload)
+            NewEvent::new(event.event_type(), event.payload())
                 .with_schema_version(A::SCHEMA_VERSION)
                 .with_metadata(metadata.clone())
         })

@@ -24,6 +24,22 @@
 //! assert_eq!(AccountEvent::from_stored("Frozen", &serde_json::json!({})).unwrap(), None);
 //! ```
 
+/// What [`wire_events!`] gives an event enum: its stored type names and payloads, so generic
+/// code (`crate::aggregate`) can store and decode any service's events.
+pub trait WireEvent: Sized {
+    /// Every wire name of the enum, in declaration order.
+    const TYPES: &'static [&'static str];
+    /// The stable type name stored beside the payload.
+    fn event_type(&self) -> &'static str;
+    /// The payload alone, with no type tag.
+    fn payload(&self) -> serde_json::Value;
+    /// Decodes a stored event; `Ok(None)` for a type name this enum does not know.
+    fn from_stored(
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<Self>, serde_json::Error>;
+}
+
 /// Declares `pub enum $name { Variant(Variant), .. }` where each variant wraps the payload struct
 /// of the same name, and that name is the event type on the wire.
 #[macro_export]
@@ -66,6 +82,25 @@ macro_rules! wire_events {
                     $(stringify!($variant) => Self::$variant($variant::deserialize(payload)?),)+
                     _ => return Ok(None),
                 }))
+            }
+        }
+
+        impl $crate::wire::WireEvent for $name {
+            const TYPES: &'static [&'static str] = Self::TYPES;
+
+            fn event_type(&self) -> &'static str {
+                Self::event_type(self)
+            }
+
+            fn payload(&self) -> $crate::__private::serde_json::Value {
+                Self::payload(self)
+            }
+
+            fn from_stored(
+                event_type: &str,
+                payload: &$crate::__private::serde_json::Value,
+            ) -> ::std::result::Result<Option<Self>, $crate::__private::serde_json::Error> {
+                Self::from_stored(event_type, payload)
             }
         }
 

@@ -48,7 +48,7 @@ use crate::retry::Backoff;
 use crate::{envelope, metrics, nats, EventStore};
 
 pub use self::dead_letter::{dead_letter_headers, version_conflicts, Kind as DeadLetterKind};
-pub use self::reaction::{consume_span, HandleError, Reaction};
+pub use self::reaction::{consume_span, BatchReaction, HandleError, Reaction};
 pub use crate::envelope::{decode, ForeignEvent};
 pub use crate::inbox::{read_inbox, read_inbox_range};
 

@@ -90,6 +90,45 @@ pub trait Reaction: Send + Sync + 'static {
     }
 }
 
+/// A reaction that works set-based: what it does for one event is what it does for a batch
+/// of one. Implement this instead of [`Reaction`], which it then is.
+pub trait BatchReaction: Send + Sync + 'static {
+    /// The name of the reaction (logs, metrics).
+    const NAME: &'static str;
+
+    /// As [`Reaction::handle_batch`]: one read and one write for the whole batch.
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+    ) -> BoxFuture<'a, Result<(), HandleError>>;
+}
+
+impl<T: BatchReaction> Reaction for T {
+    fn name(&self) -> &str {
+        T::NAME
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a ForeignEvent,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            let one = [event];
+            BatchReaction::handle_batch(self, tx, &one).await
+        })
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        BatchReaction::handle_batch(self, tx, events)
+    }
+}
+
 /// The span of one event's handling: every log line of the handlers names the request that
 /// started the saga.
 pub fn consume_span(event: &ForeignEvent) -> tracing::Span {

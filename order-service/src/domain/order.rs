@@ -211,17 +211,6 @@ impl Fold for Order {
     fn evolve(state: OrderState, event: &OrderEvent) -> OrderState {
         evolve(state, event)
     }
-
-    fn decode(
-        event_type: &str,
-        payload: &serde_json::Value,
-    ) -> Result<Option<OrderEvent>, serde_json::Error> {
-        OrderEvent::from_stored(event_type, payload)
-    }
-
-    fn encode(event: &OrderEvent) -> (&'static str, serde_json::Value) {
-        (event.event_type(), event.payload())
-    }
 }
 
 impl Aggregate for Order {

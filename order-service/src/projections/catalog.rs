@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use event_store::consumer::{ForeignEvent, HandleError, Reaction};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -59,18 +59,8 @@ const COLUMNS: &str = "product_id, name, price_cents, stock_available, available
 /// The consumer handler that keeps `catalog_products` up to date.
 pub struct CatalogProjection;
 
-impl Reaction for CatalogProjection {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        event: &'a ForeignEvent,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move { apply_batch(tx, &[event]).await })
-    }
+impl BatchReaction for CatalogProjection {
+    const NAME: &'static str = NAME;
 
     fn handle_batch<'a>(
         &'a self,

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use event_store::aggregate::{self, to_new_events, Loaded};
-use event_store::consumer::{ForeignEvent, HandleError, Reaction};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
 use event_store::{EventStore, ExpectedVersion, Metadata, StreamAppend};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -130,18 +130,8 @@ fn verdict(incoming: &ForeignEvent) -> Result<Option<(Uuid, OrderCommand)>, Hand
     })
 }
 
-impl Reaction for ReservationOutcome {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        event: &'a ForeignEvent,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move { self.react(tx, &[event]).await })
-    }
+impl BatchReaction for ReservationOutcome {
+    const NAME: &'static str = NAME;
 
     fn handle_batch<'a>(
         &'a self,

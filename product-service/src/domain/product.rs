@@ -196,17 +196,6 @@ impl Fold for Product {
     fn evolve(state: ProductState, event: &ProductEvent) -> ProductState {
         evolve(state, event)
     }
-
-    fn decode(
-        event_type: &str,
-        payload: &serde_json::Value,
-    ) -> Result<Option<ProductEvent>, serde_json::Error> {
-        ProductEvent::from_stored(event_type, payload)
-    }
-
-    fn encode(event: &ProductEvent) -> (&'static str, serde_json::Value) {
-        (event.event_type(), event.payload())
-    }
 }
 
 impl Aggregate for Product {

@@ -218,15 +218,4 @@ impl Fold for Reservation {
     fn evolve(state: ReservationState, event: &ReservationEvent) -> ReservationState {
         evolve(state, event)
     }
-
-    fn decode(
-        event_type: &str,
-        payload: &serde_json::Value,
-    ) -> Result<Option<ReservationEvent>, serde_json::Error> {
-        ReservationEvent::from_stored(event_type, payload)
-    }
-
-    fn encode(event: &ReservationEvent) -> (&'static str, serde_json::Value) {
-        (event.event_type(), event.payload())
-    }
 }

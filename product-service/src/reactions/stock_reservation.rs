@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use event_store::aggregate::to_new_events;
-use event_store::consumer::{ForeignEvent, HandleError, Reaction};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
 use event_store::{EventStore, Metadata, StreamAppend};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -35,18 +35,8 @@ impl StockReservation {
     }
 }
 
-impl Reaction for StockReservation {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        event: &'a ForeignEvent,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move { self.react(tx, &[event]).await })
-    }
+impl BatchReaction for StockReservation {
+    const NAME: &'static str = NAME;
 
     fn handle_batch<'a>(
         &'a self,
