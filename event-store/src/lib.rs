@@ -18,6 +18,8 @@
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
 //!   projection) and handlers of the other service's events, recorded in batches through the
 //!   inbox ([`inbox`]); [`envelope`] is the message contract between a relay and a consumer.
+//! - [`read_model`]: read models of one row per aggregate, folded batch by batch (the
+//!   services' inline projections of their own aggregates).
 //! - [`metrics`]: counters of appends and consumed messages, and the relay's and projections'
 //!   lag measured from their checkpoints at scrape time.
 //! - [`wire`]: [`wire_events!`], the event enums' shape: variant names are the stored type names.
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod nats;
 pub mod pool;
 pub mod projection;
+pub mod read_model;
 pub mod relay;
 pub mod replay;
 pub mod retry;

@@ -14,7 +14,7 @@ use event_store::consumer::Reaction;
 use service_kit::service::{Service, Start};
 
 use crate::api::{self, AppState};
-use crate::config::{Config, SERVICE_NAME};
+use crate::config::Config;
 use crate::projections::catalog::CatalogProjection;
 use crate::projections::orders::OrdersProjection;
 use crate::reactions::reservation::ReservationOutcome;
@@ -37,11 +37,7 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// and binds `config.http_addr` (port 0 picks a free port).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let service = Service::start(Start {
-        name: SERVICE_NAME,
-        own: "order",
-        other: "product",
-        database_url: &config.database_url,
-        common: &config.common,
+        config: &config,
         migrations: migrations(),
         // Orders are this service's own aggregates: their read model is written in the
         // transaction of every append, so a client reads its own writes at once.
@@ -60,7 +56,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         pool: service.pool().clone(),
         commands: Commands::new(store),
     });
-    service.serve(config.http_addr, replay::targets(), move |cfg| {
+    service.serve(replay::targets(), move |cfg| {
         cfg.app_data(state.clone());
         api::configure(cfg);
     })

@@ -1,10 +1,7 @@
-//! The one typed configuration, read from flags or the environment. What both services share
-//! is `service_kit::config::Common`; here only what differs. Defaults match
-//! docker-compose.yml and a local Postgres and NATS.
+//! The one typed configuration, read from flags or the environment: the shape both services
+//! share (`service_kit::config`), with order-service's names and defaults.
 
-use std::net::SocketAddr;
-
-use clap::Parser;
+use service_kit::config::Service;
 pub use service_kit::config::{
     AdminToken, Command, Common, EventNames, LogFormat, ReplayArgs, DEFAULT_READY_MAX_LAG_SECONDS,
 };
@@ -14,55 +11,27 @@ pub const SERVICE_NAME: &str = "order-service";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8081";
 
+/// order-service among the services.
+#[derive(Debug, Clone)]
+pub struct OrderService;
+
+impl Service for OrderService {
+    const NAME: &'static str = SERVICE_NAME;
+    const ABOUT: &'static str = "Orders and the order side of the saga";
+    const OWN_EVENTS: &'static str = "order";
+    const OTHER_EVENTS: &'static str = "product";
+    const DEFAULT_DATABASE_URL: &'static str = DEFAULT_DATABASE_URL;
+    const DEFAULT_HTTP_ADDR: &'static str = DEFAULT_HTTP_ADDR;
+}
+
 /// Command line of the `order-service` binary: `order-service [serve]` or `order-service replay`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "order-service",
-    version,
-    about = "Orders and the order side of the saga"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub config: Config,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct Config {
-    /// Postgres database of this service; created at start if it does not exist.
-    #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
-    /// Where the HTTP server listens; port 0 picks a free port.
-    #[arg(long, env = "HTTP_ADDR", global = true, default_value = DEFAULT_HTTP_ADDR)]
-    pub http_addr: SocketAddr,
-    #[command(flatten)]
-    pub common: Common,
-}
-
-impl Config {
-    /// The defaults, as if no flag and no variable were set.
-    pub fn defaults() -> Self {
-        Config {
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
-            http_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
-            common: Common::default(),
-        }
-    }
-
-    /// The JetStream names derived from the namespace.
-    pub fn nats_names(&self) -> EventNames {
-        EventNames::new(
-            &self.common.events_namespace,
-            SERVICE_NAME,
-            "order",
-            "product",
-        )
-    }
-}
-
+pub type Cli = service_kit::config::Cli<OrderService>;
+pub type Config = service_kit::config::Config<OrderService>;
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]

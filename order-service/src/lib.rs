@@ -8,7 +8,7 @@
 //! - [`reactions`]: the saga: a reservation's outcome confirms or rejects the order.
 //! - [`replay`]: rebuilds the projections from the store and the inbox, online (the `replay`
 //!   command and `/admin/projections`).
-//! - [`app`], [`config`], [`telemetry`]: wiring (on `service_kit::service`), configuration,
+//! - [`app`], [`config`]: wiring (on `service_kit::service`), configuration,
 //!   logging.
 //!
 //! Data flow: `POST /orders` prices the lines from the local catalogue and appends
@@ -25,7 +25,6 @@ pub mod domain;
 pub mod projections;
 pub mod reactions;
 pub mod replay;
-pub mod telemetry;
 
 pub use app::{build, Application};
 pub use config::Config;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use event_store::replay::Target;
 
-use crate::config::{Config, ReplayArgs};
 use crate::projections::catalog::{self, CatalogProjection};
 use crate::projections::orders::{self, OrdersProjection};
 
@@ -18,11 +17,4 @@ pub fn targets() -> Vec<Target> {
         Target::inline(Arc::new(OrdersProjection), &["orders"]),
         Target::inbox(Arc::new(CatalogProjection), &["catalog_products"]),
     ]
-}
-
-/// `order-service replay`: rebuilds against DATABASE_URL (NATS is not needed), beside a
-/// running service or not.
-pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
-    let migrations = crate::app::migrations();
-    service_kit::replay_cli::command(&config.database_url, migrations, &targets(), args).await
 }

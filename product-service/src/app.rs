@@ -13,7 +13,7 @@ use event_store::aggregate::Commands;
 use service_kit::service::{Service, Start};
 
 use crate::api::{self, AppState};
-use crate::config::{Config, SERVICE_NAME};
+use crate::config::Config;
 use crate::projections::products::ProductsProjection;
 use crate::reactions::StockReservation;
 use crate::replay;
@@ -35,11 +35,7 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// listener (`port 0` picks a free port).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let service = Service::start(Start {
-        name: SERVICE_NAME,
-        own: "product",
-        other: "order",
-        database_url: &config.database_url,
-        common: &config.common,
+        config: &config,
         migrations: migrations(),
         inline: vec![Arc::new(ProductsProjection)],
     })
@@ -51,7 +47,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         store: store.clone(),
         commands: Commands::new(store),
     });
-    service.serve(config.http_addr, replay::targets(), move |cfg| {
+    service.serve(replay::targets(), move |cfg| {
         cfg.app_data(state.clone());
         api::configure(cfg);
     })

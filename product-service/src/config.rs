@@ -1,10 +1,7 @@
-//! The one typed configuration, read from flags or the environment. What both services share
-//! is `service_kit::config::Common`; here only what differs. Defaults match
-//! docker-compose.yml and a local Postgres and NATS.
+//! The one typed configuration, read from flags or the environment: the shape both services
+//! share (`service_kit::config`), with product-service's names and defaults.
 
-use std::net::SocketAddr;
-
-use clap::Parser;
+use service_kit::config::Service;
 pub use service_kit::config::{
     AdminToken, Command, Common, EventNames, LogFormat, ReplayArgs, DEFAULT_READY_MAX_LAG_SECONDS,
 };
@@ -14,55 +11,26 @@ pub const SERVICE_NAME: &str = "product-service";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/products";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8082";
 
+/// product-service among the services.
+#[derive(Debug, Clone)]
+pub struct ProductService;
+
+impl Service for ProductService {
+    const NAME: &'static str = SERVICE_NAME;
+    const ABOUT: &'static str = "Product catalogue and stock";
+    const OWN_EVENTS: &'static str = "product";
+    const OTHER_EVENTS: &'static str = "order";
+    const DEFAULT_DATABASE_URL: &'static str = DEFAULT_DATABASE_URL;
+    const DEFAULT_HTTP_ADDR: &'static str = DEFAULT_HTTP_ADDR;
+}
+
 /// The command line: `product-service [serve]` or `product-service replay`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "product-service",
-    version,
-    about = "Product catalogue and stock"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub config: Config,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct Config {
-    /// Postgres database of this service; created at start if it does not exist.
-    #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
-    /// Where the HTTP server listens; port 0 picks a free port.
-    #[arg(long, env = "HTTP_ADDR", global = true, default_value = DEFAULT_HTTP_ADDR)]
-    pub http_addr: SocketAddr,
-    #[command(flatten)]
-    pub common: Common,
-}
-
-impl Config {
-    /// The defaults, as if no flag and no variable were set.
-    pub fn defaults() -> Self {
-        Config {
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
-            http_addr: SocketAddr::from(([0, 0, 0, 0], 8082)),
-            common: Common::default(),
-        }
-    }
-
-    /// The JetStream names derived from the namespace.
-    pub fn nats_names(&self) -> EventNames {
-        EventNames::new(
-            &self.common.events_namespace,
-            SERVICE_NAME,
-            "product",
-            "order",
-        )
-    }
-}
-
+pub type Cli = service_kit::config::Cli<ProductService>;
+pub type Config = service_kit::config::Config<ProductService>;
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@
 //!   `Consumer` and its inbox, reserve and release stock atomically across products.
 //! - [`replay`]: rebuilds `products` from the store, online (the `replay` command and
 //!   `/admin/projections`).
-//! - [`app`]: wiring and graceful stop; [`config`], [`telemetry`].
+//! - [`app`]: wiring and graceful stop; [`config`].
 //!
 //! Data flow: HTTP command -> event store (the outbox) -> relay -> JetStream
 //! `<ns>.product.events.*` -> order-service; `products` changed in the append's own
@@ -28,7 +28,6 @@ pub mod projections;
 pub mod reactions;
 pub mod replay;
 pub mod streams;
-pub mod telemetry;
 
 pub use app::{build, Application};
 pub use config::Config;

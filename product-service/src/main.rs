@@ -1,17 +1,17 @@
+//! The `product-service` binary: `product-service [serve]` or `product-service replay`, configured
+//! from flags and the environment.
+
 use clap::Parser;
-use product_service::config::{Cli, Command};
-use product_service::{replay, telemetry};
+use product_service::config::Cli;
+use product_service::{app, replay};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let _telemetry = telemetry::init(&cli.config.common.log_filter, cli.config.common.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let app = product_service::build(cli.config).await?;
-            tracing::info!(port = app.port(), "product-service listening");
-            app.run_until_stopped().await
-        }
-        Command::Replay(args) => replay::run(&cli.config, &args).await,
-    }
+    service_kit::service::main(
+        Cli::parse(),
+        product_service::build,
+        replay::targets,
+        app::migrations,
+    )
+    .await
 }

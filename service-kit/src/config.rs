@@ -4,6 +4,70 @@
 
 use std::time::Duration;
 
+/// What tells the two services apart in their configuration: names and defaults.
+pub trait Service: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The binary's name: its durable consumer, dead-letter subject and metrics label.
+    const NAME: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// Whose events it writes and whose it consumes, as named in subjects (`order`).
+    const OWN_EVENTS: &'static str;
+    const OTHER_EVENTS: &'static str;
+    const DEFAULT_DATABASE_URL: &'static str;
+    const DEFAULT_HTTP_ADDR: &'static str;
+}
+
+/// The command line of a service: `<service> [serve]` or `<service> replay`, with flags
+/// before or after the subcommand.
+#[derive(Debug, clap::Parser)]
+#[command(name = S::NAME, about = S::ABOUT, version)]
+pub struct Cli<S: Service> {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config<S>,
+}
+
+/// One service's configuration, from flags or the environment; defaults match
+/// docker-compose.yml and a local Postgres and NATS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config<S: Service> {
+    /// Postgres database of this service; created at start if it does not exist.
+    #[arg(long, env = "DATABASE_URL", global = true, default_value = S::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Where the HTTP server listens; port 0 picks a free port.
+    #[arg(long, env = "HTTP_ADDR", global = true, default_value = S::DEFAULT_HTTP_ADDR)]
+    pub http_addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(skip)]
+    pub service: std::marker::PhantomData<S>,
+}
+
+impl<S: Service> Config<S> {
+    /// The defaults, as if no flag and no variable were set.
+    pub fn defaults() -> Self {
+        Config {
+            database_url: S::DEFAULT_DATABASE_URL.to_owned(),
+            http_addr: S::DEFAULT_HTTP_ADDR
+                .parse()
+                .expect("a service's default address parses"),
+            common: Common::default(),
+            service: std::marker::PhantomData,
+        }
+    }
+
+    /// The JetStream names derived from the namespace.
+    pub fn nats_names(&self) -> EventNames {
+        EventNames::new(
+            &self.common.events_namespace,
+            S::NAME,
+            S::OWN_EVENTS,
+            S::OTHER_EVENTS,
+        )
+    }
+}
+
 /// `<service> [serve]` or `<service> replay`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {

@@ -5,9 +5,10 @@
 
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -25,9 +26,21 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// The errors of the routes in this crate, with the codes and statuses the services use.
+/// Largest JSON body either service accepts.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// The errors of the routes and extractors in this crate, with the codes and statuses the
+/// services use.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
+    /// Not JSON at all: syntax, truncation, wrong content type.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// JSON of the wrong shape, or a query string that does not parse.
+    #[error("{0}")]
+    Validation(String),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     #[error("{0}")]
     NotFound(String),
     /// The method the request used.
@@ -47,6 +60,9 @@ pub enum EdgeError {
 impl EdgeError {
     pub fn code(&self) -> &'static str {
         match self {
+            EdgeError::MalformedJson(_) => "malformed_json",
+            EdgeError::Validation(_) => "validation_failed",
+            EdgeError::PayloadTooLarge { .. } => "payload_too_large",
             EdgeError::NotFound(_) => "not_found",
             EdgeError::MethodNotAllowed(_) => "method_not_allowed",
             EdgeError::Unauthorized(_) => "unauthorized",
@@ -60,6 +76,9 @@ impl EdgeError {
 impl ResponseError for EdgeError {
     fn status_code(&self) -> StatusCode {
         match self {
+            EdgeError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            EdgeError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EdgeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::NotFound(_) => StatusCode::NOT_FOUND,
             EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -98,6 +117,49 @@ impl From<sqlx::Error> for EdgeError {
             EdgeError::Internal(error.into())
         }
     }
+}
+
+/// Makes actix's extractors answer a body, path or query they cannot take in the JSON error
+/// format: JSON syntax and content-type problems are 400, well-formed JSON of the wrong shape
+/// is 422, a body over [`JSON_LIMIT`] is 413, a path whose id is not a uuid names nothing
+/// (404, like an unknown id), a query string that does not parse is 422.
+pub fn extractors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(JSON_LIMIT)
+            .error_handler(json_error),
+    )
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .app_data(web::QueryConfig::default().error_handler(query_error));
+}
+
+fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let edge = match error {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => EdgeError::PayloadTooLarge { limit },
+        JsonPayloadError::Payload(PayloadError::Overflow) => {
+            EdgeError::PayloadTooLarge { limit: JSON_LIMIT }
+        }
+        JsonPayloadError::ContentType => EdgeError::MalformedJson(
+            "the body must be sent as Content-Type: application/json".into(),
+        ),
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            EdgeError::Validation(format!("invalid body: {e}"))
+        }
+        JsonPayloadError::Deserialize(e) => {
+            EdgeError::MalformedJson(format!("the body is not valid JSON: {e}"))
+        }
+        other => EdgeError::MalformedJson(format!("cannot read the body: {other}")),
+    };
+    edge.into()
+}
+
+fn path_error(error: PathError, req: &HttpRequest) -> actix_web::Error {
+    EdgeError::NotFound(format!("nothing at {}: {error}", req.path())).into()
+}
+
+fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    EdgeError::Validation(format!("invalid query string: {error}")).into()
 }
 
 /// A resource whose other methods answer 405 with the JSON error body and the `Allow` header

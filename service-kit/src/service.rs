@@ -30,12 +30,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Common, EventNames};
-use crate::error::EdgeError;
+use crate::config::{self, Cli, Command, Common, Config, EventNames, LogFormat};
+use crate::error::{self, EdgeError};
 use crate::health::{self, Health};
 use crate::prometheus::{self, Scrape};
 use crate::tasks::{Tasks, DRAIN};
-use crate::{database, request};
+use crate::{database, logging, replay_cli, request};
 
 /// JetStream redeliveries of one message before it is dead-lettered.
 const MAX_DELIVER: i64 = 10;
@@ -49,14 +49,8 @@ const HTTP_SHUTDOWN_SECS: u64 = 10;
 const STREAM_DECLARE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a service is, for [`Service::start`].
-pub struct Start<'a> {
-    /// The service's name: its durable consumer, dead-letter subject and metrics label.
-    pub name: &'static str,
-    /// Whose events it writes and whose it consumes, as named in subjects (`order`, `product`).
-    pub own: &'static str,
-    pub other: &'static str,
-    pub database_url: &'a str,
-    pub common: &'a Common,
+pub struct Start<'a, S: config::Service> {
+    pub config: &'a Config<S>,
     /// The service's own migrations (`sqlx::migrate!()` of its crate).
     pub migrations: Migrator,
     /// Read models of its own aggregates, updated in the transaction of every append.
@@ -70,14 +64,15 @@ pub struct Service {
     store: EventStore,
     nats: async_nats::Client,
     names: EventNames,
+    http_addr: SocketAddr,
     common: Common,
     tasks: Tasks,
 }
 
 impl Service {
-    pub async fn start(start: Start<'_>) -> anyhow::Result<Service> {
-        let common = start.common;
-        let pool = database::connect(start.database_url, common.database_pool_size).await?;
+    pub async fn start<S: config::Service>(start: Start<'_, S>) -> anyhow::Result<Service> {
+        let common = &start.config.common;
+        let pool = database::connect(&start.config.database_url, common.database_pool_size).await?;
         database::migrate(&pool, start.migrations).await?;
         let store = EventStore::new(pool.clone()).with_inline(start.inline);
         let nats = nats::connect(&common.nats_url)
@@ -94,11 +89,12 @@ impl Service {
             }
         });
         Ok(Service {
-            name: start.name,
+            name: S::NAME,
             pool,
             store,
             nats,
-            names: EventNames::new(&common.events_namespace, start.name, start.own, start.other),
+            names: start.config.nats_names(),
+            http_addr: start.config.http_addr,
             common: common.clone(),
             tasks,
         })
@@ -148,14 +144,9 @@ impl Service {
         });
     }
 
-    /// Binds `http_addr` and serves the service's `routes` (its handlers and their state)
-    /// beside the shared ones; `targets` are the projections `/admin` can rebuild.
-    pub fn serve<F>(
-        self,
-        http_addr: SocketAddr,
-        targets: Vec<Target>,
-        routes: F,
-    ) -> anyhow::Result<Application>
+    /// Binds the configured address and serves the service's `routes` (its handlers and
+    /// their state) beside the shared ones; `targets` are the projections `/admin` can rebuild.
+    pub fn serve<F>(self, targets: Vec<Target>, routes: F) -> anyhow::Result<Application>
     where
         F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     {
@@ -172,12 +163,14 @@ impl Service {
             ready_max_lag: self.common.ready_max_lag(),
             failures: self.tasks.failures().clone(),
         };
+        let http_addr = self.http_addr;
         let listener =
             TcpListener::bind(http_addr).with_context(|| format!("binding {http_addr}"))?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(request::middleware))
+                .configure(error::extractors)
                 .configure(routes.clone())
                 .configure(|cfg| health::routes(cfg, health.clone()))
                 .configure(|cfg| prometheus::routes(cfg, scrape.clone()))
@@ -330,5 +323,36 @@ async fn stop_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+/// What a service's binary does with its command line: `serve` (the default) builds the
+/// service with `build` and runs it until stopped; `replay` rebuilds the projections
+/// `targets()` names against the service's database, migrated by `migrations()` first.
+pub async fn main<S, B, F>(
+    cli: Cli<S>,
+    build: B,
+    targets: fn() -> Vec<Target>,
+    migrations: fn() -> Migrator,
+) -> anyhow::Result<()>
+where
+    S: config::Service,
+    B: FnOnce(Config<S>) -> F,
+    F: std::future::Future<Output = anyhow::Result<Application>>,
+{
+    let common = &cli.config.common;
+    let json = common.log_format == LogFormat::Json;
+    // Kept until exit: it flushes exported spans.
+    let _telemetry = logging::init(S::NAME, &common.log_filter, json);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = build(cli.config).await?;
+            tracing::info!(port = app.port(), "{} serving", S::NAME);
+            app.run_until_stopped().await
+        }
+        Command::Replay(args) => {
+            let database_url = &cli.config.database_url;
+            replay_cli::command(database_url, migrations(), &targets(), &args).await
+        }
     }
 }

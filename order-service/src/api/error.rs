@@ -1,23 +1,16 @@
 //! The one error type of the HTTP API and its JSON body. Every error a client can cause is a
 //! 4xx naming the problem; 5xx are reserved for dependencies (503) and bugs (500, opaque).
 
-use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 use event_store::StoreError;
 pub use service_kit::error::ErrorBody;
 use uuid::Uuid;
 
 use crate::domain::error::DomainError;
 
-/// Largest JSON body accepted.
-pub const JSON_LIMIT: usize = 64 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not JSON, is cut off, or is not sent as `application/json`.
-    #[error("{0}")]
-    MalformedJson(String),
     /// Well-formed input that is missing a field, has a field of the wrong type, or breaks a
     /// rule of the domain.
     #[error("{0}")]
@@ -30,13 +23,6 @@ pub enum ApiError {
     VersionConflict(String),
     #[error("{0}")]
     InvalidTransition(String),
-    #[error("the request body is larger than the {limit} bytes allowed")]
-    PayloadTooLarge { limit: usize },
-    /// An admin route without the right bearer token.
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    RebuildInProgress(String),
     #[error("{0} is unavailable, try again later")]
     Unavailable(&'static str),
     #[error("internal error")]
@@ -54,15 +40,11 @@ fn unknown_products_message(ids: &[Uuid]) -> String {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::MalformedJson(_) => "malformed_json",
             ApiError::Validation(_) => "validation_failed",
             ApiError::UnknownProduct(_) => "unknown_product",
             ApiError::NotFound(_) => "not_found",
             ApiError::VersionConflict(_) => "version_conflict",
             ApiError::InvalidTransition(_) => "invalid_transition",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::RebuildInProgress(_) => "rebuild_in_progress",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -79,16 +61,11 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) | ApiError::UnknownProduct(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::VersionConflict(_)
-            | ApiError::InvalidTransition(_)
-            | ApiError::RebuildInProgress(_) => StatusCode::CONFLICT,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::VersionConflict(_) | ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,11 +81,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unauthorized(_) = self {
-            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
-        }
-        response.json(self.body())
+        HttpResponse::build(self.status_code()).json(self.body())
     }
 }
 
@@ -161,39 +134,6 @@ impl From<CommandError> for ApiError {
             CommandError::Corrupt(e) => ApiError::Internal(e),
         }
     }
-}
-
-/// Turns actix's JSON extractor errors into [`ApiError`]: JSON syntax and content-type
-/// problems are 400, well-formed JSON of the wrong shape is 422, too large is 413.
-pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let api = match error {
-        JsonPayloadError::OverflowKnownLength { limit, .. }
-        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
-        JsonPayloadError::Payload(PayloadError::Overflow) => {
-            ApiError::PayloadTooLarge { limit: JSON_LIMIT }
-        }
-        JsonPayloadError::ContentType => ApiError::MalformedJson(
-            "the body must be sent as Content-Type: application/json".into(),
-        ),
-        JsonPayloadError::Deserialize(e) => match e.classify() {
-            serde_json::error::Category::Data => ApiError::Validation(format!("invalid body: {e}")),
-            _ => ApiError::MalformedJson(format!("the body is not valid JSON: {e}")),
-        },
-        other => ApiError::MalformedJson(format!("cannot read the body: {other}")),
-    };
-    api.into()
-}
-
-/// A path whose id is not a uuid names nothing, so it is a 404 like an unknown id.
-pub fn path_error(error: actix_web::error::PathError, req: &HttpRequest) -> actix_web::Error {
-    ApiError::NotFound(format!("nothing at {}: {error}", req.path())).into()
-}
-
-pub fn query_error(
-    error: actix_web::error::QueryPayloadError,
-    _req: &HttpRequest,
-) -> actix_web::Error {
-    ApiError::Validation(format!("invalid query string: {error}")).into()
 }
 
 #[cfg(test)]

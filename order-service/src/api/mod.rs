@@ -20,7 +20,6 @@ use service_kit::error::resource;
 use sqlx::PgPool;
 
 use crate::domain::order::Order;
-use error::{json_error, path_error, query_error, JSON_LIMIT};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,17 +30,10 @@ pub struct AppState {
     pub commands: Commands<Order>,
 }
 
-/// Registers every route and the extractor configuration that turns their errors into JSON.
-/// Health, metrics, admin and unrouted paths are the shared skeleton's (`service_kit`).
+/// Registers every route. Extractor errors, health, metrics, admin and unrouted paths are
+/// the shared skeleton's (`service_kit::service`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(JSON_LIMIT)
-            .error_handler(json_error),
-    )
-    .app_data(web::PathConfig::default().error_handler(path_error))
-    .app_data(web::QueryConfig::default().error_handler(query_error))
-    .configure(orders::routes)
-    .configure(catalog::routes)
-    .configure(openapi::routes);
+    cfg.configure(orders::routes)
+        .configure(catalog::routes)
+        .configure(openapi::routes);
 }

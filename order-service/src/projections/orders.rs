@@ -1,13 +1,10 @@
 //! The orders read model: one row per order stream, the fold of `domain::order::evolve`, with
-//! `version` = the stream version of the last event applied. Run by the store's `Projector`,
-//! which commits each batch together with the checkpoint; the version guard additionally makes
-//! an event that is applied twice (a rebuild over live rows) a no-op.
-
-use std::collections::{HashMap, HashSet};
+//! `version` = the stream version of the last event applied. Updated inline, in the
+//! transaction of every append to an order; applying a batch is `event_store::read_model`'s.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use event_store::projection::Projection;
+use event_store::read_model::RowModel;
 use event_store::RecordedEvent;
 use futures::future::BoxFuture;
 use sqlx::types::Json;
@@ -61,106 +58,47 @@ const COLUMNS: &str =
 
 pub struct OrdersProjection;
 
-impl Projection for OrdersProjection {
-    fn name(&self) -> &str {
-        NAME
+impl RowModel for OrdersProjection {
+    const NAME: &'static str = NAME;
+    type Event = OrderEvent;
+    type Row = OrderRow;
+
+    fn key(event: &OrderEvent) -> Uuid {
+        event.order_id()
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(apply(tx, event))
+    fn row_key(row: &OrderRow) -> Uuid {
+        row.order_id
     }
 
-    fn apply_batch<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(apply_batch(tx, events))
+    fn starts_stream(event: &OrderEvent, recorded: &RecordedEvent) -> bool {
+        matches!(event, OrderEvent::OrderPlaced(_)) && recorded.stream_version == 1
     }
-}
 
-/// Applies one of this service's events to its order's row.
-pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent) -> anyhow::Result<()> {
-    let Some(event) = decode(recorded)? else {
-        return Ok(());
-    };
-    let current: Option<OrderRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE"
-    ))
-    .bind(event.order_id())
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = next_row(current.as_ref(), &event, recorded)? {
-        upsert(conn, vec![row]).await?;
+    fn next_row(
+        current: Option<&OrderRow>,
+        event: &OrderEvent,
+        recorded: &RecordedEvent,
+    ) -> anyhow::Result<Option<OrderRow>> {
+        next_row(current, event, recorded)
     }
-    Ok(())
-}
 
-/// Applies a page of events with one read and one write: the rows the page continues are
-/// loaded, every event folded in memory with [`next_row`] (exactly as [`apply`] does one by
-/// one), and the changed rows written back in one statement. A rebuild applies its pages so.
-pub async fn apply_batch(conn: &mut PgConnection, events: &[RecordedEvent]) -> anyhow::Result<()> {
-    let mut decoded = Vec::with_capacity(events.len());
-    for recorded in events {
-        if let Some(event) = decode(recorded)? {
-            decoded.push((event, recorded));
-        }
-    }
-    // An order whose first event here is its OrderPlaced folds from nothing, so its row is
-    // not read: if it is stored already, the version-guarded write leaves it unless this page
-    // takes it further, and then the fold from the stream's start is the right row.
-    let mut first_seen = HashSet::new();
-    let ids: Vec<Uuid> = decoded
-        .iter()
-        .filter(|(event, recorded)| {
-            first_seen.insert(event.order_id()) && !starts_stream(event, recorded)
+    fn load<'a>(
+        conn: &'a mut PgConnection,
+        keys: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<OrderRow>, sqlx::Error>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_id = ANY($1)");
+            sqlx::query_as(&sql).bind(keys).fetch_all(conn).await
         })
-        .map(|(event, _)| event.order_id())
-        .collect();
-    // No FOR UPDATE: one writer applies a page at a time (a rebuild's shadow tables have one
-    // writer; a projector's batches are serialised by its checkpoint row), and row locks
-    // would cost a heap write per row.
-    let loaded: Vec<OrderRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM orders WHERE order_id = ANY($1)"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut rows: HashMap<Uuid, OrderRow> = loaded.into_iter().map(|r| (r.order_id, r)).collect();
-    // First-touch order, so the write is deterministic.
-    let mut changed: Vec<Uuid> = Vec::new();
-    let mut seen: HashSet<Uuid> = HashSet::new();
-    for (event, recorded) in &decoded {
-        let id = event.order_id();
-        if let Some(row) = next_row(rows.get(&id), event, recorded)? {
-            if seen.insert(id) {
-                changed.push(id);
-            }
-            rows.insert(id, row);
-        }
     }
-    let changed: Vec<OrderRow> = changed.iter().filter_map(|id| rows.remove(id)).collect();
-    if !changed.is_empty() {
-        upsert(conn, changed).await?;
+
+    fn upsert(
+        conn: &mut PgConnection,
+        rows: Vec<OrderRow>,
+    ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(upsert(conn, rows))
     }
-    Ok(())
-}
-
-fn starts_stream(event: &OrderEvent, recorded: &RecordedEvent) -> bool {
-    matches!(event, OrderEvent::OrderPlaced(_)) && recorded.stream_version == 1
-}
-
-fn decode(recorded: &RecordedEvent) -> anyhow::Result<Option<OrderEvent>> {
-    OrderEvent::from_stored(&recorded.event_type, &recorded.payload).with_context(|| {
-        format!(
-            "{} version {} ({}) does not decode",
-            recorded.stream_id, recorded.stream_version, recorded.event_type
-        )
-    })
 }
 
 /// The row `event` makes of `current`, or `None` when the row already includes it (its

@@ -63,6 +63,7 @@ impl TestApp {
                 events_namespace: testing::unique("ns"),
                 ..Common::default()
             },
+            ..Config::defaults()
         };
         adjust(&mut config);
         let names = config.nats_names();

@@ -1,16 +1,12 @@
 //! The one error type of the HTTP API and its JSON body `{ "error": code, "message": text }`.
 //!
-//! 400 `malformed_json` is for bodies that are not JSON at all (syntax, truncation, wrong
-//! content type); 422 `validation_failed` is for JSON of the wrong shape (missing field, wrong
-//! type) and for values the domain refuses (price 0, empty name).
+//! 422 `validation_failed` is for values the domain refuses (price 0, empty name); bodies that
+//! are not JSON or of the wrong shape are answered by the shared extractors
+//! (`service_kit::error::extractors`).
 
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
 use event_store::StoreError;
-
-/// Largest JSON body accepted.
-pub const JSON_LIMIT: usize = 64 * 1024;
 
 /// What running a command can fail with.
 type CommandError = event_store::aggregate::CommandError<DomainError>;
@@ -21,20 +17,11 @@ use crate::domain::error::DomainError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
-    MalformedJson(String),
-    #[error("{0}")]
     Validation(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     VersionConflict(String),
-    #[error("the request body is larger than {limit} bytes")]
-    PayloadTooLarge { limit: usize },
-    /// An admin route without the right bearer token.
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    RebuildInProgress(String),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(anyhow::Error),
     #[error("internal error: {0}")]
@@ -44,13 +31,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::MalformedJson(_) => "malformed_json",
             ApiError::Validation(_) => "validation_failed",
             ApiError::NotFound(_) => "not_found",
             ApiError::VersionConflict(_) => "version_conflict",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::RebuildInProgress(_) => "rebuild_in_progress",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -64,12 +47,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::VersionConflict(_) | ApiError::RebuildInProgress(_) => StatusCode::CONFLICT,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::VersionConflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,11 +67,7 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unauthorized(_) = self {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-        }
-        response.json(ErrorBody {
+        HttpResponse::build(self.status_code()).json(ErrorBody {
             error: self.code().to_owned(),
             message,
         })
@@ -139,30 +115,4 @@ impl From<CommandError> for ApiError {
             CommandError::Corrupt(e) => ApiError::Internal(e),
         }
     }
-}
-
-/// actix's own JSON extractor errors, answered in the API's format.
-pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let api = match &err {
-        JsonPayloadError::OverflowKnownLength { limit, .. }
-        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit: *limit },
-        JsonPayloadError::ContentType => ApiError::MalformedJson(
-            "the request body must be JSON with Content-Type: application/json".to_owned(),
-        ),
-        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::Validation(e.to_string()),
-        JsonPayloadError::Deserialize(e) => {
-            ApiError::MalformedJson(format!("the request body is not valid JSON: {e}"))
-        }
-        other => ApiError::MalformedJson(format!("the request body cannot be read: {other}")),
-    };
-    api.into()
-}
-
-/// A path segment that does not parse (a malformed uuid) names nothing that exists.
-pub fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::NotFound(format!("no such resource: {err}")).into()
-}
-
-pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::Validation(format!("invalid query string: {err}")).into()
 }

@@ -1,15 +1,12 @@
 //! The `products` read model: one row per product, with the stream version it reflects.
 //!
 //! Applied inline: the store runs it in every transaction that appends to a product stream
-//! (`EventStore::with_inline`), so `POST /products` and the reads after it agree at once. A
-//! batch of events is folded in memory onto the rows it continues and written back in one
-//! statement; `version` makes an event applied twice (a rebuild over live rows) a no-op.
+//! (`EventStore::with_inline`), so `POST /products` and the reads after it agree at once.
+//! Applying a batch is `event_store::read_model`'s; `version` makes an event applied twice (a
+//! rebuild over live rows) a no-op.
 
-use std::collections::{HashMap, HashSet};
-
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use event_store::projection::Projection;
+use event_store::read_model::RowModel;
 use event_store::RecordedEvent;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
@@ -22,78 +19,52 @@ pub const NAME: &str = "products";
 
 pub struct ProductsProjection;
 
-impl Projection for ProductsProjection {
-    fn name(&self) -> &str {
-        NAME
+impl RowModel for ProductsProjection {
+    const NAME: &'static str = NAME;
+    type Event = ProductEvent;
+    type Row = ProductRow;
+
+    fn key(event: &ProductEvent) -> Uuid {
+        event.product_id()
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(apply_batch(tx, std::slice::from_ref(event)))
+    fn row_key(row: &ProductRow) -> Uuid {
+        row.id
     }
 
-    fn apply_batch<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(apply_batch(tx, events))
+    fn starts_stream(event: &ProductEvent, recorded: &RecordedEvent) -> bool {
+        matches!(event, ProductEvent::ProductCreated(_)) && recorded.stream_version == 1
     }
-}
 
-/// Applies events in position order with one read and one write: the rows they continue are
-/// loaded, every event folded with [`next_row`], and the changed rows written back at once.
-async fn apply_batch(tx: &mut PgConnection, events: &[RecordedEvent]) -> anyhow::Result<()> {
-    let mut decoded = Vec::with_capacity(events.len());
-    for stored in events {
-        // Reservation streams and event types added later are not part of this model.
-        if let Some(event) = ProductEvent::from_stored(&stored.event_type, &stored.payload)
-            .with_context(|| format!("decoding event {}", stored.event_id))?
-        {
-            decoded.push((event, stored));
-        }
-    }
-    if decoded.is_empty() {
-        return Ok(());
-    }
-    // A product whose first event here starts its stream folds from nothing.
-    let mut first_seen = HashSet::new();
-    let ids: Vec<Uuid> = decoded
-        .iter()
-        .filter(|(event, stored)| {
-            first_seen.insert(event.product_id())
-                && !(matches!(event, ProductEvent::ProductCreated(_)) && stored.stream_version == 1)
-        })
-        .map(|(event, _)| event.product_id())
-        .collect();
-    let loaded: Vec<ProductRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM products WHERE id = ANY($1)"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await
-    .context("reading products")?;
-    let mut rows: HashMap<Uuid, ProductRow> = loaded.into_iter().map(|r| (r.id, r)).collect();
-    let mut changed: Vec<Uuid> = Vec::new();
-    for (event, stored) in &decoded {
-        let id = event.product_id();
-        if let Some(row) = next_row(
-            rows.get(&id),
+    fn next_row(
+        current: Option<&ProductRow>,
+        event: &ProductEvent,
+        recorded: &RecordedEvent,
+    ) -> anyhow::Result<Option<ProductRow>> {
+        Ok(next_row(
+            current,
             event,
-            stored.stream_version,
-            stored.recorded_at,
-        ) {
-            if !changed.contains(&id) {
-                changed.push(id);
-            }
-            rows.insert(id, row);
-        }
+            recorded.stream_version,
+            recorded.recorded_at,
+        ))
     }
-    let changed: Vec<ProductRow> = changed.iter().filter_map(|id| rows.remove(id)).collect();
-    upsert(tx, changed).await.context("writing products")
+
+    fn load<'a>(
+        conn: &'a mut PgConnection,
+        keys: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<ProductRow>, sqlx::Error>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {COLUMNS} FROM products WHERE id = ANY($1)");
+            sqlx::query_as(&sql).bind(keys).fetch_all(conn).await
+        })
+    }
+
+    fn upsert(
+        conn: &mut PgConnection,
+        rows: Vec<ProductRow>,
+    ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(upsert(conn, rows))
+    }
 }
 
 /// The row `event` (at stream `version`, recorded `at`) makes of `current`, or `None` when
@@ -144,9 +115,6 @@ pub fn next_row(
 
 /// Inserts rows, or replaces rows of a lower version.
 async fn upsert(tx: &mut PgConnection, rows: Vec<ProductRow>) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let n = rows.len();
     let (mut ids, mut names, mut prices, mut available, mut reserved, mut versions, mut at) = (
         Vec::with_capacity(n),

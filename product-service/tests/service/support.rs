@@ -46,6 +46,7 @@ impl TestApp {
                 events_namespace: namespace.clone(),
                 ..Common::default()
             },
+            ..Config::defaults()
         };
         adjust(&mut config);
         let app = product_service::build(config)

@@ -1,0 +1,134 @@
+//! Read models with one row per aggregate, kept by folding events onto rows: what both
+//! services' inline projections of their own aggregates are (`orders`, `products`).
+//!
+//! A service says what a row is and how one event changes it ([`RowModel`]); applying a batch
+//! is written once, here: the rows the batch continues are loaded in one query, every event
+//! folded onto its row in memory, and the changed rows written back in one statement. Each
+//! row keeps the stream version it reflects, and `next_row` changes nothing for an event the
+//! row already includes, so an event applied twice (a rebuild over live rows) is a no-op.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::projection::Projection;
+use crate::wire::WireEvent;
+use crate::RecordedEvent;
+
+/// A read model of one row per aggregate. Every `RowModel` is a [`Projection`].
+pub trait RowModel: Send + Sync + 'static {
+    /// The projection's name: its checkpoint and the name it is rebuilt under.
+    const NAME: &'static str;
+    /// The events it reads; event types it does not know are skipped.
+    type Event: WireEvent + Send + Sync;
+    type Row: Send;
+
+    /// The aggregate an event belongs to: the key of its row.
+    fn key(event: &Self::Event) -> Uuid;
+    fn row_key(row: &Self::Row) -> Uuid;
+    /// Whether `event` is the first of its stream, so its row folds from nothing and need
+    /// not be read.
+    fn starts_stream(event: &Self::Event, recorded: &RecordedEvent) -> bool;
+    /// The row `event` makes of `current`, or `None` when it changes nothing (the row
+    /// already includes it). An error when the event cannot apply (a bug elsewhere).
+    fn next_row(
+        current: Option<&Self::Row>,
+        event: &Self::Event,
+        recorded: &RecordedEvent,
+    ) -> anyhow::Result<Option<Self::Row>>;
+    /// The stored rows of these aggregates (those that have one).
+    fn load<'a>(
+        conn: &'a mut PgConnection,
+        keys: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Self::Row>, sqlx::Error>>;
+    /// Inserts rows, or replaces stored rows of a lower version, in one statement.
+    fn upsert(
+        conn: &mut PgConnection,
+        rows: Vec<Self::Row>,
+    ) -> BoxFuture<'_, Result<(), sqlx::Error>>;
+}
+
+/// Applies events in position order with one read and one write.
+pub async fn apply_rows<M: RowModel>(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+) -> anyhow::Result<()> {
+    let mut decoded = Vec::with_capacity(events.len());
+    for recorded in events {
+        let event =
+            M::Event::from_stored(&recorded.event_type, &recorded.payload).with_context(|| {
+                format!(
+                    "{} version {} ({}) does not decode",
+                    recorded.stream_id, recorded.stream_version, recorded.event_type
+                )
+            })?;
+        if let Some(event) = event {
+            decoded.push((event, recorded));
+        }
+    }
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    // An aggregate whose first event here starts its stream folds from nothing, so its row
+    // is not read: if it is stored already, the version-guarded write leaves it unless this
+    // batch takes it further, and then the fold from the stream's start is the right row.
+    let mut first_seen = HashSet::new();
+    let keys: Vec<Uuid> = decoded
+        .iter()
+        .filter(|(event, recorded)| {
+            first_seen.insert(M::key(event)) && !M::starts_stream(event, recorded)
+        })
+        .map(|(event, _)| M::key(event))
+        .collect();
+    // No FOR UPDATE: one writer applies a batch at a time (appends to one stream are
+    // serialised by its versions; a rebuild's shadow tables have one writer), and row locks
+    // would cost a heap write per row.
+    let loaded = M::load(conn, &keys)
+        .await
+        .with_context(|| format!("reading {}", M::NAME))?;
+    let mut rows: HashMap<Uuid, M::Row> = loaded.into_iter().map(|r| (M::row_key(&r), r)).collect();
+    // First-touch order, so the write is deterministic.
+    let mut changed: Vec<Uuid> = Vec::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    for (event, recorded) in &decoded {
+        let key = M::key(event);
+        if let Some(row) = M::next_row(rows.get(&key), event, recorded)? {
+            if seen.insert(key) {
+                changed.push(key);
+            }
+            rows.insert(key, row);
+        }
+    }
+    let changed: Vec<M::Row> = changed.iter().filter_map(|key| rows.remove(key)).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    M::upsert(conn, changed)
+        .await
+        .with_context(|| format!("writing {}", M::NAME))
+}
+
+impl<M: RowModel> Projection for M {
+    fn name(&self) -> &str {
+        M::NAME
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(apply_rows::<M>(tx, std::slice::from_ref(event)))
+    }
+
+    fn apply_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(apply_rows::<M>(tx, events))
+    }
+}
