@@ -89,7 +89,7 @@ impl Leadership {
                     continue;
                 }
             };
-            backoff = Backoff::default();
+            backoff.reset();
             loop {
                 let locked = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
                     .bind(key)

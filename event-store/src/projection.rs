@@ -183,7 +183,7 @@ impl Projector {
                     apply_batch(leadership.conn(), self.projection.as_ref(), &name, &batch).await;
                 match applied {
                     Ok(position) => {
-                        backoff = Backoff::default();
+                        backoff.reset();
                         tracing::debug!(position, events = batch.len(), "projector applied");
                     }
                     Err(e) => {

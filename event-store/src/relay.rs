@@ -120,7 +120,7 @@ impl Relay {
                     }
                     return false;
                 };
-                backoff = Backoff::default();
+                backoff.reset();
                 if !batch.is_empty() {
                     while let Err(e) = self.publish(&batch).await {
                         tracing::warn!(error = %e, "relay cannot publish; retrying the batch");
@@ -131,7 +131,7 @@ impl Relay {
                             return true;
                         }
                     }
-                    backoff = Backoff::default();
+                    backoff.reset();
                     tracing::debug!(
                         position = tail.position(),
                         events = batch.len(),

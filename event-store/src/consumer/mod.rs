@@ -234,7 +234,7 @@ impl Consumer {
                     }
                 }
                 if !batch.is_empty() {
-                    backoff = Backoff::default();
+                    backoff.reset();
                     self.process(batch, &mut parking, &shutdown).await;
                 }
                 if broken {

@@ -39,6 +39,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::lock_key;
+use crate::retry::Backoff;
 use crate::EventStore;
 
 pub use registry::{ProjectionStatus, RebuildState, RebuildStatus, Rebuilds};
@@ -257,6 +258,7 @@ impl Run<'_> {
         }
         shadow::analyze(pool, self.target.tables()).await?;
         let mut attempt = 1;
+        let mut backoff = Backoff::default();
         loop {
             let swapped = match &source {
                 Source::Store(projection) => self.swap_store(&**projection, &mut conn, after).await,
@@ -269,7 +271,7 @@ impl Run<'_> {
                 // The failed attempt rolled back whole; the shadow tables are still valid.
                 Err(e) if attempt < SWAP_ATTEMPTS && waited_too_long(&e) => {
                     tracing::warn!(attempt, error = %e, "the swap gave up waiting for a lock; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    backoff.wait(self.shutdown).await;
                     self.check_cancelled()?;
                     attempt += 1;
                 }

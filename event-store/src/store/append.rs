@@ -2,6 +2,7 @@
 //! parts, running the statement, summarising results, validating ids and types.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
@@ -93,12 +94,13 @@ pub(super) const ANY_RETRIES: usize = 32;
 /// A short, growing, jittered pause between `Any` retries, so writers racing on one stream
 /// stop colliding in lockstep.
 pub(super) async fn retry_pause(attempt: usize) {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()) % 1_000)
-        .unwrap_or(0);
-    let micros = 200 * (attempt as u64).min(10) + jitter;
-    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+    let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+    crate::retry::race_pause(
+        attempt,
+        Duration::from_micros(200),
+        Duration::from_micros(1000),
+    )
+    .await;
 }
 
 /// How one append statement ended, before any slow-path lookups.
