@@ -12,6 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
+use crate::locks;
 use crate::retry::{sleep_or_cancel, Backoff};
 use crate::{EventStore, RecordedEvent, Tail};
 
@@ -19,17 +20,6 @@ use crate::{EventStore, RecordedEvent, Tail};
 pub const RETRY: Duration = Duration::from_secs(1);
 /// How often an idle leader checks that its lock connection (and so its lock) is still there.
 pub const CHECK: Duration = Duration::from_secs(5);
-
-/// A stable 64-bit FNV-1a hash of `text`, the same in every process and release, for
-/// one-key advisory locks.
-pub fn lock_key(text: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    i64::from_ne_bytes(hash.to_ne_bytes())
-}
 
 /// The `application_name` of a leader's lock connection, so `pg_stat_activity` joined with
 /// `pg_locks` shows which process leads which role.
@@ -45,16 +35,7 @@ pub async fn holder<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     role: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
-    sqlx::query_scalar(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
-    )
-    .bind(lock_key(role))
-    .fetch_optional(executor)
-    .await
+    locks::holder(executor, locks::leader(role)).await
 }
 
 /// Leadership of one role, held through its own connection outside the pool.
@@ -72,7 +53,7 @@ impl Leadership {
         role: &str,
         shutdown: &CancellationToken,
     ) -> Option<Leadership> {
-        let key = lock_key(role);
+        let key = locks::leader(role);
         let options: PgConnectOptions = store
             .pool()
             .connect_options()
@@ -91,11 +72,7 @@ impl Leadership {
             };
             backoff.reset();
             loop {
-                let locked = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut conn)
-                    .await;
-                match locked {
+                match locks::try_lock(&mut conn, key).await {
                     Ok(true) => {
                         tracing::info!(role, "gained leadership");
                         return Some(Leadership {
@@ -186,10 +163,7 @@ impl Leadership {
     /// Gives leadership up at once (on shutdown), so another replica need not wait for this
     /// session to end.
     pub async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(self.key)
-            .execute(&mut self.conn)
-            .await;
+        locks::unlock(&mut self.conn, self.key).await;
         let _ = self.conn.close().await;
         tracing::info!(role = %self.role, "released leadership");
     }
@@ -198,16 +172,6 @@ impl Leadership {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lock_keys_are_stable_and_distinct() {
-        // Changing the hash would let an old and a new release lead at once during a rollout.
-        assert_eq!(
-            lock_key(""),
-            i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes())
-        );
-        assert_ne!(lock_key("relay"), lock_key("projection:orders"));
-    }
 
     #[test]
     fn application_names_fit_postgres() {

@@ -13,6 +13,8 @@
 //! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
 //! - [`leader`]: which replica runs the relay and each projector (a session advisory lock).
+//! - [`locks`]: every advisory lock's key (leadership, rebuilds, the inbox), and who holds one.
+//! - [`retry`]: the one retry policy ([`retry::Backoff`]) of the background loops.
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
 //!   projection) and handlers of the other service's events, recorded in batches through the
 //!   inbox ([`inbox`]); [`envelope`] is the message contract between a relay and a consumer.
@@ -35,6 +37,7 @@ mod error;
 mod event;
 mod inbox;
 pub mod leader;
+pub mod locks;
 pub mod metrics;
 pub mod nats;
 pub mod pool;
