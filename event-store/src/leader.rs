@@ -5,8 +5,12 @@
 //! checkpoints on that connection, so once the connection breaks (the lock is gone and another
 //! replica may lead) nothing more is committed under the old leadership. When a leader dies,
 //! Postgres ends its session and a waiting replica takes over within [`RETRY`].
+//!
+//! [`Leadership::lead`] is the one loop both run: wait for leadership, tail the store from the
+//! checkpoint, hand each batch to the role's [`Work`], and on a failure back off and check that
+//! the lock is still held before starting again from the checkpoint.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
@@ -38,6 +42,31 @@ pub async fn holder<'e>(
     locks::holder(executor, locks::leader(role)).await
 }
 
+/// What a leader does while it leads its role: the relay publishes, a projector applies.
+/// [`Leadership::lead`] runs it batch by batch on the lock connection.
+pub(crate) trait Work {
+    /// The position to tail the store from (its checkpoint), read on the lock connection.
+    async fn start(&mut self, conn: &mut PgConnection) -> anyhow::Result<i64>;
+
+    /// When to be handed an empty batch if nothing new arrives meanwhile (`None`: never).
+    fn idle_by(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Handles the next batch of the tail (empty once [`Work::idle_by`] passed), committing on
+    /// `conn`, so that nothing is committed once the lock is gone. After an error the leader
+    /// backs off, checks that it still leads and starts again from [`Work::start`].
+    async fn handle(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[RecordedEvent],
+    ) -> anyhow::Result<()>;
+
+    /// On shutdown while leading, before leadership is given up: a last chance to store
+    /// progress.
+    async fn stop(&mut self, _conn: &mut PgConnection) {}
+}
+
 /// Leadership of one role, held through its own connection outside the pool.
 pub struct Leadership {
     role: String,
@@ -46,6 +75,79 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// Runs `work` as the leader of `role` until `shutdown`: waits for leadership, then tails
+    /// the store from [`Work::start`] in batches of `batch_size` and hands each to
+    /// [`Work::handle`], on the lock connection. When the lock is lost it waits for leadership
+    /// again; on shutdown it lets `work` [stop](Work::stop) and gives leadership up.
+    pub(crate) async fn lead(
+        store: &EventStore,
+        role: &str,
+        batch_size: i64,
+        work: &mut impl Work,
+        shutdown: &CancellationToken,
+    ) {
+        loop {
+            let Some(mut leadership) = Leadership::acquire(store, role, shutdown).await else {
+                return;
+            };
+            if leadership.work(store, batch_size, work, shutdown).await {
+                work.stop(leadership.conn()).await;
+                leadership.release().await;
+                return;
+            }
+        }
+    }
+
+    /// [`Leadership::lead`] while the lock is held: `true` on shutdown, `false` when the lock
+    /// was lost.
+    async fn work(
+        &mut self,
+        store: &EventStore,
+        batch_size: i64,
+        work: &mut impl Work,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut backoff = Backoff::default();
+        loop {
+            if shutdown.is_cancelled() {
+                return true;
+            }
+            let start = match work.start(&mut self.conn).await {
+                Ok(position) => position,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "cannot load the checkpoint");
+                    if !self.still_held_after(&mut backoff, shutdown).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let mut tail = Tail::new(store.clone(), start, batch_size);
+            loop {
+                if shutdown.is_cancelled() {
+                    return true;
+                }
+                let Some(batch) = self
+                    .next_batch(&mut tail, work.idle_by(), &mut backoff, shutdown)
+                    .await
+                else {
+                    return shutdown.is_cancelled();
+                };
+                if let Err(e) = work.handle(&mut self.conn, &batch).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "batch failed; retrying from the checkpoint"
+                    );
+                    if !self.still_held_after(&mut backoff, shutdown).await {
+                        return false;
+                    }
+                    break;
+                }
+                backoff.reset();
+            }
+        }
+    }
+
     /// Waits until this process leads `role` (or `shutdown`, giving `None`). Connection
     /// failures are retried with backoff.
     pub async fn acquire(
@@ -117,7 +219,7 @@ impl Leadership {
     }
 
     /// After a failure: waits out `backoff`, then reports whether the lock is still held.
-    pub(crate) async fn still_held_after(
+    async fn still_held_after(
         &mut self,
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
@@ -130,10 +232,10 @@ impl Leadership {
     /// (on `shutdown`, or because the lock is gone). An empty batch when `idle_by` passes
     /// with nothing new. While idle it checks every [`CHECK`] that the lock is still held;
     /// after a read error it backs off and retries.
-    pub(crate) async fn next_batch(
+    async fn next_batch(
         &mut self,
         tail: &mut Tail,
-        idle_by: Option<std::time::Instant>,
+        idle_by: Option<Instant>,
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
     ) -> Option<Vec<RecordedEvent>> {

@@ -12,7 +12,8 @@
 //!   apply an event and advance in one transaction.
 //! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
-//! - [`leader`]: which replica runs the relay and each projector (a session advisory lock).
+//! - [`leader`]: which replica runs the relay and each projector (a session advisory lock),
+//!   and the one loop both lead with.
 //! - [`locks`]: every advisory lock's key (leadership, rebuilds, the inbox), and who holds one.
 //! - [`retry`]: the one retry policy ([`retry::Backoff`]) of the background loops.
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per

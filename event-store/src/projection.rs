@@ -13,9 +13,8 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::leader::Leadership;
-use crate::retry::Backoff;
-use crate::{checkpoint, EventStore, RecordedEvent, Tail};
+use crate::leader::{Leadership, Work};
+use crate::{checkpoint, EventStore, RecordedEvent};
 
 /// A read model built from the service's own events.
 pub trait Projection: Send + Sync + 'static {
@@ -133,71 +132,43 @@ impl Projector {
     }
 
     async fn run_instrumented(self, shutdown: CancellationToken) {
-        let role = checkpoint_name(self.projection.name());
-        loop {
-            let Some(mut leadership) = Leadership::acquire(&self.store, &role, &shutdown).await
-            else {
-                return;
-            };
-            if self.lead(&mut leadership, &shutdown).await {
-                leadership.release().await;
-                tracing::info!("projector stopped");
-                return;
-            }
-        }
+        let mut work = Applying {
+            projection: self.projection.as_ref(),
+            checkpoint: checkpoint_name(self.projection.name()),
+        };
+        let role = work.checkpoint.clone();
+        Leadership::lead(&self.store, &role, self.batch_size, &mut work, &shutdown).await;
+        tracing::info!("projector stopped");
+    }
+}
+
+/// A projector's leading: applies each batch and its checkpoint in one transaction on the
+/// lock connection itself, so every commit is made by the session that holds the lock: if that
+/// connection breaks, nothing more is committed.
+struct Applying<'p> {
+    projection: &'p dyn Projection,
+    /// The projection's checkpoint name, also its leadership role.
+    checkpoint: String,
+}
+
+impl Work for Applying<'_> {
+    async fn start(&mut self, conn: &mut PgConnection) -> anyhow::Result<i64> {
+        let start = checkpoint::load(&mut *conn, &self.checkpoint)
+            .await
+            .context("loading the projector's checkpoint")?;
+        tracing::debug!(position = start, "projector tailing");
+        Ok(start)
     }
 
-    /// Applies batches on the lock connection itself, so every commit is made by the session
-    /// that holds the lock: if that connection breaks, nothing more is committed. Returns
-    /// `true` on shutdown, `false` when leadership was lost.
-    async fn lead(&self, leadership: &mut Leadership, shutdown: &CancellationToken) -> bool {
-        let name = checkpoint_name(self.projection.name());
-        let mut backoff = Backoff::default();
-        'resume: loop {
-            if shutdown.is_cancelled() {
-                return true;
-            }
-            let start = match checkpoint::load(&mut *leadership.conn(), &name).await {
-                Ok(position) => position,
-                Err(e) => {
-                    tracing::warn!(error = %e, "projector cannot load its checkpoint");
-                    if !leadership.still_held_after(&mut backoff, shutdown).await {
-                        return false;
-                    }
-                    continue 'resume;
-                }
-            };
-            tracing::debug!(position = start, "projector tailing");
-            let mut tail = Tail::new(self.store.clone(), start, self.batch_size);
-            loop {
-                if shutdown.is_cancelled() {
-                    return true;
-                }
-                let Some(batch) = leadership
-                    .next_batch(&mut tail, None, &mut backoff, shutdown)
-                    .await
-                else {
-                    return shutdown.is_cancelled();
-                };
-                let applied =
-                    apply_batch(leadership.conn(), self.projection.as_ref(), &name, &batch).await;
-                match applied {
-                    Ok(position) => {
-                        backoff.reset();
-                        tracing::debug!(position, events = batch.len(), "projector applied");
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "projector batch rolled back; retrying"
-                        );
-                        if !leadership.still_held_after(&mut backoff, shutdown).await {
-                            return false;
-                        }
-                        continue 'resume;
-                    }
-                }
-            }
-        }
+    async fn handle(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        let position = apply_batch(conn, self.projection, &self.checkpoint, batch)
+            .await
+            .context("projector batch rolled back")?;
+        tracing::debug!(position, events = batch.len(), "projector applied");
+        Ok(())
     }
 }
