@@ -22,6 +22,8 @@
 //! - [`metrics`]: counters of appends and consumed messages, and the relay's and projections'
 //!   lag measured from their checkpoints at scrape time.
 //! - [`wire`]: [`wire_events!`], the event enums' shape: variant names are the stored type names.
+//! - [`validate`]: what the store cannot hold or the wire must not carry (stream ids, event
+//!   types, NUL characters), checked in one place.
 //! - [`replay`]: rebuilds a projection from the events held in the database, online, by
 //!   building beside the live tables and swapping (docs/adr/0002-online-rebuild.md).
 //! - [`StoreError`] and [`is_unavailable`]: what went wrong, and the one definition of "the
@@ -51,6 +53,7 @@ pub mod store;
 pub mod tail;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validate;
 mod wakeup;
 pub mod wire;
 

@@ -1,5 +1,6 @@
 //! The append statements and what surrounds them: splitting an append into its streams'
-//! parts, running the statement, summarising results, validating ids and types.
+//! parts, running the statement, summarising results (ids and types are checked by
+//! [`crate::validate`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -265,24 +266,4 @@ pub(super) fn conflict(stream_id: &str, expected: ExpectedVersion, actual: i64) 
         expected,
         actual,
     }
-}
-
-/// Stream ids and event types become NATS subject tokens, so they are kept to a safe alphabet.
-pub(super) fn validate(stream_id: &str, events: &[NewEvent]) -> Result<(), StoreError> {
-    let ok = |s: &str, max: usize, extra: &[char]| {
-        !s.is_empty()
-            && s.len() <= max
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
-    };
-    if !ok(stream_id, 200, &['-']) {
-        return Err(StoreError::InvalidStreamId(stream_id.to_owned()));
-    }
-    if events.is_empty() {
-        return Err(StoreError::Empty);
-    }
-    if let Some(e) = events.iter().find(|e| !ok(&e.event_type, 100, &[])) {
-        return Err(StoreError::InvalidEventType(e.event_type.clone()));
-    }
-    Ok(())
 }
