@@ -122,18 +122,9 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-/// Foreign events recorded after `after_seq`, in receipt order, with their `seq`: what a
-/// rebuild of a projection of foreign events replays.
-pub async fn read_inbox<'e>(
-    executor: impl PgExecutor<'e>,
-    after_seq: i64,
-    limit: i64,
-) -> Result<Vec<(i64, ForeignEvent)>, sqlx::Error> {
-    read_inbox_range(executor, after_seq, i64::MAX, limit).await
-}
-
-/// Like [`read_inbox`], but only rows with `seq <= up_to`.
-pub async fn read_inbox_range<'e>(
+/// Foreign events recorded after `after_seq` and up to `up_to`, in receipt order, with their
+/// `seq`: what a rebuild of a projection of foreign events replays.
+pub(crate) async fn read_inbox_range<'e>(
     executor: impl PgExecutor<'e>,
     after_seq: i64,
     up_to: i64,

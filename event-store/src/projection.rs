@@ -57,25 +57,9 @@ pub fn checkpoint_name(projection: &str) -> String {
     format!("projection:{projection}")
 }
 
-/// Applies every event up to the store's current head once, without leadership (the
-/// checkpoint's row lock still keeps it from applying an event twice), and returns the
-/// projection's checkpoint afterwards.
-pub async fn catch_up(store: &EventStore, projection: &dyn Projection) -> anyhow::Result<i64> {
-    let name = checkpoint_name(projection.name());
-    let mut conn = store.pool().acquire().await?;
-    let mut position = checkpoint::load(&mut *conn, &name).await?;
-    loop {
-        let batch = store.read_all(position, 500).await?;
-        if batch.is_empty() {
-            return Ok(position);
-        }
-        position = apply_batch(&mut conn, projection, &name, &batch).await?;
-    }
-}
-
 /// Applies the events of `batch` the checkpoint has not passed, and advances it, in one
 /// transaction. Returns the checkpoint afterwards.
-async fn apply_batch(
+pub(crate) async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     name: &str,
