@@ -21,6 +21,12 @@ pub trait Projection: Send + Sync + 'static {
     /// Stable name; the checkpoint is stored as `projection:<name>`.
     fn name(&self) -> &str;
 
+    /// The tables it writes, which a rebuild ([`crate::replay`]) builds afresh beside the live
+    /// ones and swaps in. A projection that can be rebuilt names them; none by default.
+    fn tables(&self) -> &[&str] {
+        &[]
+    }
+
     /// Applies one event inside the projector's transaction. An error rolls the whole batch
     /// back; the projector retries it later.
     fn apply<'a>(
