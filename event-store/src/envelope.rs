@@ -7,7 +7,7 @@
 use async_nats::HeaderMap;
 use uuid::Uuid;
 
-use crate::{Metadata, RecordedEvent};
+use crate::{validate, Metadata, RecordedEvent};
 
 /// Headers every published event carries besides `Nats-Msg-Id`.
 pub mod headers {
@@ -127,22 +127,13 @@ fn decode_parts(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<ForeignEv
     let metadata = serde_json::to_value(&event.metadata).unwrap_or_default();
     if [&event.event_type, &event.stream_id]
         .iter()
-        .any(|s| s.contains('\0'))
-        || has_nul(&event.payload)
-        || has_nul(&metadata)
+        .any(|s| validate::text_has_nul(s))
+        || validate::json_has_nul(&event.payload)
+        || validate::json_has_nul(&metadata)
     {
         return Err("the event contains a NUL character, which Postgres cannot store".to_owned());
     }
     Ok(event)
-}
-
-fn has_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@
 //! size), on the caller's transaction: the consumer records a batch of messages, and replay
 //! reads ranges of rows.
 //!
-//! The lock keys below are part of the protocol between replicas: changing them lets an old
-//! and a new release record the same stream at once during a rollout (still without a doubled
-//! effect: the inbox's unique constraints make the loser retry, and find a duplicate).
+//! Its locks (the inbox lock and one per stream) are in [`crate::locks`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,69 +15,15 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::envelope::ForeignEvent;
+use crate::locks;
 use crate::Metadata;
 
-/// First key of the per-stream transaction locks (the two-key advisory lock space, apart from
-/// the projectors' one-key leadership locks).
-const STREAM_LOCK_CLASS: i32 = 0x696e_626f; // "inbo"
-
-/// The inbox lock (two-key advisory lock space, apart from the per-stream locks above).
-/// Every transaction that records events takes it shared before it draws an inbox `seq` and
-/// keeps it to its end; a rebuild of a projection of foreign events takes it exclusive
-/// ([`lock_exclusive`]). Holding it exclusive therefore means no recording transaction is in
-/// flight: every `seq` drawn so far is committed or rolled back for good, and no handler is
-/// writing its projection. That gives `seq` (an identity, visible in commit order, not draw
-/// order) a safe horizon, and gives the rebuild its moment to swap tables.
-/// See docs/adr/0002-online-rebuild.md.
-const INBOX_LOCK_CLASS: i32 = 0x696e_6278; // "inbx"
-const INBOX_LOCK_KEY: i32 = 0;
-
 /// The statement that begins a recording transaction and takes its locks, in one round trip:
-/// the inbox lock shared (before any write: the inbox rows drawn later, and whatever the
-/// handlers write; see [`INBOX_LOCK_CLASS`]), then one lock per stream, so consumers
-/// (replicas) working on the same stream serialise and the version checks and inserts of one
-/// cannot interleave with another's. Stream keys are taken in ascending order, the same order
-/// in every transaction, so two batches sharing streams wait for each other instead of
-/// deadlocking (equal keys, hash collisions included, are taken once).
-///
-/// The keys are computed here (a stable FNV-1a hash), so the statement holds only integers
-/// and runs as a simple query, without parameters.
+/// the inbox lock shared, before any write (the inbox rows drawn later, and whatever the
+/// handlers write), then one lock per stream, so consumers (replicas) working on the same
+/// stream serialise ([`locks::inbox_recording_sql`]).
 pub(crate) fn begin_and_lock(streams: &[&str]) -> String {
-    let mut keys: Vec<i32> = streams.iter().map(|s| stream_key(s)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let mut sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock_shared({INBOX_LOCK_CLASS}, {INBOX_LOCK_KEY});"
-    );
-    if !keys.is_empty() {
-        let locks: Vec<String> = keys
-            .iter()
-            .map(|k| format!("pg_advisory_xact_lock({STREAM_LOCK_CLASS}, {k})"))
-            .collect();
-        sql.push_str(&format!(" SELECT {};", locks.join(", ")));
-    }
-    sql
-}
-
-/// A stream's lock key: 32-bit FNV-1a of its id, the same in every process and release.
-fn stream_key(stream: &str) -> i32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in stream.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    i32::from_ne_bytes(hash.to_ne_bytes())
-}
-
-/// Waits until no transaction is recording a foreign event, and keeps new ones out until the
-/// caller's transaction ends. Keep that transaction short: consumers wait meanwhile.
-pub(crate) async fn lock_exclusive(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(INBOX_LOCK_CLASS)
-        .bind(INBOX_LOCK_KEY)
-        .execute(conn)
-        .await?;
-    Ok(())
+    format!("BEGIN; {}", locks::inbox_recording_sql(streams))
 }
 
 /// What the inbox holds of a batch, in one query: which of `ids` are recorded, and the
@@ -178,18 +122,9 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-/// Foreign events recorded after `after_seq`, in receipt order, with their `seq`: what a
-/// rebuild of a projection of foreign events replays.
-pub async fn read_inbox<'e>(
-    executor: impl PgExecutor<'e>,
-    after_seq: i64,
-    limit: i64,
-) -> Result<Vec<(i64, ForeignEvent)>, sqlx::Error> {
-    read_inbox_range(executor, after_seq, i64::MAX, limit).await
-}
-
-/// Like [`read_inbox`], but only rows with `seq <= up_to`.
-pub async fn read_inbox_range<'e>(
+/// Foreign events recorded after `after_seq` and up to `up_to`, in receipt order, with their
+/// `seq`: what a rebuild of a projection of foreign events replays.
+pub(crate) async fn read_inbox_range<'e>(
     executor: impl PgExecutor<'e>,
     after_seq: i64,
     up_to: i64,
@@ -245,6 +180,8 @@ mod tests {
     #[test]
     fn stream_keys_are_stable_and_taken_once_in_ascending_order() {
         // Changing the hash would let an old and a new release lock differently during a rollout.
+        let stream_key = |stream: &str| locks::inbox_stream(stream).1;
+        let (stream_lock_class, _) = locks::inbox_stream("");
         assert_eq!(
             stream_key(""),
             i32::from_ne_bytes(0x811c_9dc5u32.to_ne_bytes())
@@ -258,8 +195,8 @@ mod tests {
         );
         assert!(
             sql.ends_with(&format!(
-                "SELECT pg_advisory_xact_lock({STREAM_LOCK_CLASS}, {low}), \
-                 pg_advisory_xact_lock({STREAM_LOCK_CLASS}, {high});"
+                "SELECT pg_advisory_xact_lock({stream_lock_class}, {low}), \
+                 pg_advisory_xact_lock({stream_lock_class}, {high});"
             )),
             "{sql}"
         );

@@ -5,13 +5,18 @@
 //! checkpoints on that connection, so once the connection breaks (the lock is gone and another
 //! replica may lead) nothing more is committed under the old leadership. When a leader dies,
 //! Postgres ends its session and a waiting replica takes over within [`RETRY`].
+//!
+//! [`Leadership::lead`] is the one loop both run: wait for leadership, tail the store from the
+//! checkpoint, hand each batch to the role's [`Work`], and on a failure back off and check that
+//! the lock is still held before starting again from the checkpoint.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
+use crate::locks;
 use crate::retry::{sleep_or_cancel, Backoff};
 use crate::{EventStore, RecordedEvent, Tail};
 
@@ -19,17 +24,6 @@ use crate::{EventStore, RecordedEvent, Tail};
 pub const RETRY: Duration = Duration::from_secs(1);
 /// How often an idle leader checks that its lock connection (and so its lock) is still there.
 pub const CHECK: Duration = Duration::from_secs(5);
-
-/// A stable 64-bit FNV-1a hash of `text`, the same in every process and release, for
-/// one-key advisory locks.
-pub fn lock_key(text: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    i64::from_ne_bytes(hash.to_ne_bytes())
-}
 
 /// The `application_name` of a leader's lock connection, so `pg_stat_activity` joined with
 /// `pg_locks` shows which process leads which role.
@@ -45,16 +39,32 @@ pub async fn holder<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     role: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
-    sqlx::query_scalar(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
-    )
-    .bind(lock_key(role))
-    .fetch_optional(executor)
-    .await
+    locks::holder(executor, locks::leader(role)).await
+}
+
+/// What a leader does while it leads its role: the relay publishes, a projector applies.
+/// [`Leadership::lead`] runs it batch by batch on the lock connection.
+pub(crate) trait Work {
+    /// The position to tail the store from (its checkpoint), read on the lock connection.
+    async fn start(&mut self, conn: &mut PgConnection) -> anyhow::Result<i64>;
+
+    /// When to be handed an empty batch if nothing new arrives meanwhile (`None`: never).
+    fn idle_by(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Handles the next batch of the tail (empty once [`Work::idle_by`] passed), committing on
+    /// `conn`, so that nothing is committed once the lock is gone. After an error the leader
+    /// backs off, checks that it still leads and starts again from [`Work::start`].
+    async fn handle(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[RecordedEvent],
+    ) -> anyhow::Result<()>;
+
+    /// On shutdown while leading, before leadership is given up: a last chance to store
+    /// progress.
+    async fn stop(&mut self, _conn: &mut PgConnection) {}
 }
 
 /// Leadership of one role, held through its own connection outside the pool.
@@ -65,6 +75,79 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// Runs `work` as the leader of `role` until `shutdown`: waits for leadership, then tails
+    /// the store from [`Work::start`] in batches of `batch_size` and hands each to
+    /// [`Work::handle`], on the lock connection. When the lock is lost it waits for leadership
+    /// again; on shutdown it lets `work` [stop](Work::stop) and gives leadership up.
+    pub(crate) async fn lead(
+        store: &EventStore,
+        role: &str,
+        batch_size: i64,
+        work: &mut impl Work,
+        shutdown: &CancellationToken,
+    ) {
+        loop {
+            let Some(mut leadership) = Leadership::acquire(store, role, shutdown).await else {
+                return;
+            };
+            if leadership.work(store, batch_size, work, shutdown).await {
+                work.stop(leadership.conn()).await;
+                leadership.release().await;
+                return;
+            }
+        }
+    }
+
+    /// [`Leadership::lead`] while the lock is held: `true` on shutdown, `false` when the lock
+    /// was lost.
+    async fn work(
+        &mut self,
+        store: &EventStore,
+        batch_size: i64,
+        work: &mut impl Work,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut backoff = Backoff::default();
+        loop {
+            if shutdown.is_cancelled() {
+                return true;
+            }
+            let start = match work.start(&mut self.conn).await {
+                Ok(position) => position,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "cannot load the checkpoint");
+                    if !self.still_held_after(&mut backoff, shutdown).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let mut tail = Tail::new(store.clone(), start, batch_size);
+            loop {
+                if shutdown.is_cancelled() {
+                    return true;
+                }
+                let Some(batch) = self
+                    .next_batch(&mut tail, work.idle_by(), &mut backoff, shutdown)
+                    .await
+                else {
+                    return shutdown.is_cancelled();
+                };
+                if let Err(e) = work.handle(&mut self.conn, &batch).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "batch failed; retrying from the checkpoint"
+                    );
+                    if !self.still_held_after(&mut backoff, shutdown).await {
+                        return false;
+                    }
+                    break;
+                }
+                backoff.reset();
+            }
+        }
+    }
+
     /// Waits until this process leads `role` (or `shutdown`, giving `None`). Connection
     /// failures are retried with backoff.
     pub async fn acquire(
@@ -72,7 +155,7 @@ impl Leadership {
         role: &str,
         shutdown: &CancellationToken,
     ) -> Option<Leadership> {
-        let key = lock_key(role);
+        let key = locks::leader(role);
         let options: PgConnectOptions = store
             .pool()
             .connect_options()
@@ -89,13 +172,9 @@ impl Leadership {
                     continue;
                 }
             };
-            backoff = Backoff::default();
+            backoff.reset();
             loop {
-                let locked = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut conn)
-                    .await;
-                match locked {
+                match locks::try_lock(&mut conn, key).await {
                     Ok(true) => {
                         tracing::info!(role, "gained leadership");
                         return Some(Leadership {
@@ -140,7 +219,7 @@ impl Leadership {
     }
 
     /// After a failure: waits out `backoff`, then reports whether the lock is still held.
-    pub(crate) async fn still_held_after(
+    async fn still_held_after(
         &mut self,
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
@@ -153,10 +232,10 @@ impl Leadership {
     /// (on `shutdown`, or because the lock is gone). An empty batch when `idle_by` passes
     /// with nothing new. While idle it checks every [`CHECK`] that the lock is still held;
     /// after a read error it backs off and retries.
-    pub(crate) async fn next_batch(
+    async fn next_batch(
         &mut self,
         tail: &mut Tail,
-        idle_by: Option<std::time::Instant>,
+        idle_by: Option<Instant>,
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
     ) -> Option<Vec<RecordedEvent>> {
@@ -186,10 +265,7 @@ impl Leadership {
     /// Gives leadership up at once (on shutdown), so another replica need not wait for this
     /// session to end.
     pub async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(self.key)
-            .execute(&mut self.conn)
-            .await;
+        locks::unlock(&mut self.conn, self.key).await;
         let _ = self.conn.close().await;
         tracing::info!(role = %self.role, "released leadership");
     }
@@ -198,16 +274,6 @@ impl Leadership {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lock_keys_are_stable_and_distinct() {
-        // Changing the hash would let an old and a new release lead at once during a rollout.
-        assert_eq!(
-            lock_key(""),
-            i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes())
-        );
-        assert_ne!(lock_key("relay"), lock_key("projection:orders"));
-    }
 
     #[test]
     fn application_names_fit_postgres() {

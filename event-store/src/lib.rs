@@ -14,7 +14,10 @@
 //!   apply an event and advance in one transaction.
 //! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
-//! - [`leader`]: which replica runs the relay and each projector (a session advisory lock).
+//! - [`leader`]: which replica runs the relay and each projector (a session advisory lock),
+//!   and the one loop both lead with.
+//! - [`locks`]: every advisory lock's key (leadership, rebuilds, the inbox), and who holds one.
+//! - [`retry`]: the one retry policy ([`retry::Backoff`]) of the background loops.
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
 //!   projection) and handlers of the other service's events, recorded in batches through the
 //!   inbox ([`inbox`]); [`envelope`] is the message contract between a relay and a consumer.
@@ -23,6 +26,8 @@
 //! - [`metrics`]: counters of appends and consumed messages, and the relay's and projections'
 //!   lag measured from their checkpoints at scrape time.
 //! - [`wire`]: [`wire_events!`], the event enums' shape: variant names are the stored type names.
+//! - [`validate`]: what the store cannot hold or the wire must not carry (stream ids, event
+//!   types, NUL characters), checked in one place.
 //! - [`replay`]: rebuilds a projection from the events held in the database, online, by
 //!   building beside the live tables and swapping (docs/adr/0002-online-rebuild.md).
 //! - [`StoreError`] and [`is_unavailable`]: what went wrong, and the one definition of "the
@@ -40,6 +45,7 @@ mod error;
 mod event;
 mod inbox;
 pub mod leader;
+pub mod locks;
 pub mod metrics;
 pub mod nats;
 pub mod pool;
@@ -53,6 +59,7 @@ pub mod store;
 pub mod tail;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validate;
 mod wakeup;
 pub mod wire;
 

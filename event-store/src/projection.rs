@@ -13,14 +13,19 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::leader::Leadership;
-use crate::retry::Backoff;
-use crate::{checkpoint, EventStore, RecordedEvent, Tail};
+use crate::leader::{Leadership, Work};
+use crate::{checkpoint, EventStore, RecordedEvent};
 
 /// A read model built from the service's own events.
 pub trait Projection: Send + Sync + 'static {
     /// Stable name; the checkpoint is stored as `projection:<name>`.
     fn name(&self) -> &str;
+
+    /// The tables it writes, which a rebuild ([`crate::replay`]) builds afresh beside the live
+    /// ones and swaps in. A projection that can be rebuilt names them; none by default.
+    fn tables(&self) -> &[&str] {
+        &[]
+    }
 
     /// Applies one event inside the projector's transaction. An error rolls the whole batch
     /// back; the projector retries it later.
@@ -58,25 +63,9 @@ pub fn checkpoint_name(projection: &str) -> String {
     format!("projection:{projection}")
 }
 
-/// Applies every event up to the store's current head once, without leadership (the
-/// checkpoint's row lock still keeps it from applying an event twice), and returns the
-/// projection's checkpoint afterwards.
-pub async fn catch_up(store: &EventStore, projection: &dyn Projection) -> anyhow::Result<i64> {
-    let name = checkpoint_name(projection.name());
-    let mut conn = store.pool().acquire().await?;
-    let mut position = checkpoint::load(&mut *conn, &name).await?;
-    loop {
-        let batch = store.read_all(position, 500).await?;
-        if batch.is_empty() {
-            return Ok(position);
-        }
-        position = apply_batch(&mut conn, projection, &name, &batch).await?;
-    }
-}
-
 /// Applies the events of `batch` the checkpoint has not passed, and advances it, in one
 /// transaction. Returns the checkpoint afterwards.
-async fn apply_batch(
+pub(crate) async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     name: &str,
@@ -133,71 +122,43 @@ impl Projector {
     }
 
     async fn run_instrumented(self, shutdown: CancellationToken) {
-        let role = checkpoint_name(self.projection.name());
-        loop {
-            let Some(mut leadership) = Leadership::acquire(&self.store, &role, &shutdown).await
-            else {
-                return;
-            };
-            if self.lead(&mut leadership, &shutdown).await {
-                leadership.release().await;
-                tracing::info!("projector stopped");
-                return;
-            }
-        }
+        let mut work = Applying {
+            projection: self.projection.as_ref(),
+            checkpoint: checkpoint_name(self.projection.name()),
+        };
+        let role = work.checkpoint.clone();
+        Leadership::lead(&self.store, &role, self.batch_size, &mut work, &shutdown).await;
+        tracing::info!("projector stopped");
+    }
+}
+
+/// A projector's leading: applies each batch and its checkpoint in one transaction on the
+/// lock connection itself, so every commit is made by the session that holds the lock: if that
+/// connection breaks, nothing more is committed.
+struct Applying<'p> {
+    projection: &'p dyn Projection,
+    /// The projection's checkpoint name, also its leadership role.
+    checkpoint: String,
+}
+
+impl Work for Applying<'_> {
+    async fn start(&mut self, conn: &mut PgConnection) -> anyhow::Result<i64> {
+        let start = checkpoint::load(&mut *conn, &self.checkpoint)
+            .await
+            .context("loading the projector's checkpoint")?;
+        tracing::debug!(position = start, "projector tailing");
+        Ok(start)
     }
 
-    /// Applies batches on the lock connection itself, so every commit is made by the session
-    /// that holds the lock: if that connection breaks, nothing more is committed. Returns
-    /// `true` on shutdown, `false` when leadership was lost.
-    async fn lead(&self, leadership: &mut Leadership, shutdown: &CancellationToken) -> bool {
-        let name = checkpoint_name(self.projection.name());
-        let mut backoff = Backoff::default();
-        'resume: loop {
-            if shutdown.is_cancelled() {
-                return true;
-            }
-            let start = match checkpoint::load(&mut *leadership.conn(), &name).await {
-                Ok(position) => position,
-                Err(e) => {
-                    tracing::warn!(error = %e, "projector cannot load its checkpoint");
-                    if !leadership.still_held_after(&mut backoff, shutdown).await {
-                        return false;
-                    }
-                    continue 'resume;
-                }
-            };
-            tracing::debug!(position = start, "projector tailing");
-            let mut tail = Tail::new(self.store.clone(), start, self.batch_size);
-            loop {
-                if shutdown.is_cancelled() {
-                    return true;
-                }
-                let Some(batch) = leadership
-                    .next_batch(&mut tail, None, &mut backoff, shutdown)
-                    .await
-                else {
-                    return shutdown.is_cancelled();
-                };
-                let applied =
-                    apply_batch(leadership.conn(), self.projection.as_ref(), &name, &batch).await;
-                match applied {
-                    Ok(position) => {
-                        backoff = Backoff::default();
-                        tracing::debug!(position, events = batch.len(), "projector applied");
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "projector batch rolled back; retrying"
-                        );
-                        if !leadership.still_held_after(&mut backoff, shutdown).await {
-                            return false;
-                        }
-                        continue 'resume;
-                    }
-                }
-            }
-        }
+    async fn handle(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        let position = apply_batch(conn, self.projection, &self.checkpoint, batch)
+            .await
+            .context("projector batch rolled back")?;
+        tracing::debug!(position, events = batch.len(), "projector applied");
+        Ok(())
     }
 }

@@ -6,13 +6,14 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
+use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::leader::Leadership;
-use crate::retry::Backoff;
-use crate::{checkpoint, envelope, nats, EventStore, RecordedEvent, Tail};
+use crate::leader::{Leadership, Work};
+use crate::{checkpoint, envelope, nats, EventStore, RecordedEvent};
 
 /// How long published events may wait for the checkpoint to be saved. Saving after every
 /// batch would cost a commit per batch (under a steady trickle, per event) for nothing: after a
@@ -69,105 +70,13 @@ impl Relay {
     }
 
     async fn run_instrumented(self, shutdown: CancellationToken) {
-        loop {
-            let Some(mut leadership) =
-                Leadership::acquire(&self.store, &self.config.checkpoint, &shutdown).await
-            else {
-                return;
-            };
-            if self.lead(&mut leadership, &shutdown).await {
-                leadership.release().await;
-                return;
-            }
-        }
-    }
-
-    /// Publishes from the checkpoint on, saving the checkpoint on the lock connection so a
-    /// replica that lost leadership stores nothing. Returns `true` on shutdown, `false` when
-    /// leadership was lost.
-    async fn lead(&self, leadership: &mut Leadership, shutdown: &CancellationToken) -> bool {
-        let mut backoff = Backoff::default();
-        'resume: loop {
-            if shutdown.is_cancelled() {
-                return true;
-            }
-            let start =
-                match checkpoint::load(&mut *leadership.conn(), &self.config.checkpoint).await {
-                    Ok(position) => position,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "relay cannot load its checkpoint");
-                        if !leadership.still_held_after(&mut backoff, shutdown).await {
-                            return false;
-                        }
-                        continue 'resume;
-                    }
-                };
-            tracing::info!(position = start, "relay started");
-            let mut tail = Tail::new(self.store.clone(), start, self.config.batch_size);
-            // Published beyond the saved checkpoint since this moment.
-            let mut unsaved_since: Option<Instant> = None;
-            loop {
-                let save_by = unsaved_since.map(|since| since + CHECKPOINT_EVERY);
-                let Some(batch) = leadership
-                    .next_batch(&mut tail, save_by, &mut backoff, shutdown)
-                    .await
-                else {
-                    if shutdown.is_cancelled() {
-                        if unsaved_since.is_some() {
-                            self.save(leadership, tail.position()).await;
-                        }
-                        return true;
-                    }
-                    return false;
-                };
-                backoff = Backoff::default();
-                if !batch.is_empty() {
-                    while let Err(e) = self.publish(&batch).await {
-                        tracing::warn!(error = %e, "relay cannot publish; retrying the batch");
-                        if !leadership.still_held_after(&mut backoff, shutdown).await {
-                            return false;
-                        }
-                        if shutdown.is_cancelled() {
-                            return true;
-                        }
-                    }
-                    backoff = Backoff::default();
-                    tracing::debug!(
-                        position = tail.position(),
-                        events = batch.len(),
-                        "relay published"
-                    );
-                    unsaved_since.get_or_insert_with(Instant::now);
-                }
-                let due = unsaved_since
-                    .is_some_and(|since| batch.is_empty() || since.elapsed() >= CHECKPOINT_EVERY);
-                if due {
-                    let last = tail.position();
-                    while let Err(e) =
-                        checkpoint::save(&mut *leadership.conn(), &self.config.checkpoint, last)
-                            .await
-                    {
-                        tracing::warn!(error = %e, "relay cannot store its checkpoint; retrying");
-                        if !leadership.still_held_after(&mut backoff, shutdown).await {
-                            return false;
-                        }
-                        if shutdown.is_cancelled() {
-                            return true;
-                        }
-                    }
-                    unsaved_since = None;
-                }
-            }
-        }
-    }
-
-    /// Saves the checkpoint once on the way out; a failure only means re-publishing.
-    async fn save(&self, leadership: &mut Leadership, position: i64) {
-        if let Err(e) =
-            checkpoint::save(&mut *leadership.conn(), &self.config.checkpoint, position).await
-        {
-            tracing::warn!(error = %e, "relay cannot store its checkpoint on shutdown");
-        }
+        let mut work = Publishing {
+            relay: &self,
+            published: 0,
+            unsaved_since: None,
+        };
+        let (role, batch_size) = (&self.config.checkpoint, self.config.batch_size);
+        Leadership::lead(&self.store, role, batch_size, &mut work, &shutdown).await;
     }
 
     /// Publishes a batch pipelined, then awaits every ack.
@@ -210,6 +119,81 @@ impl Relay {
                     .await
             {
                 tracing::warn!(error = %e, "cannot create the JetStream stream");
+            }
+        }
+    }
+}
+
+/// The relay's leading: publishes from the checkpoint on, saving the checkpoint on the lock
+/// connection (so a replica that lost leadership stores nothing) at most every
+/// [`CHECKPOINT_EVERY`] while events flow, and at once when idle or stopping. After a failure
+/// the leader starts again from the saved checkpoint: what was published since is published
+/// again, and dropped as a duplicate.
+struct Publishing<'r> {
+    relay: &'r Relay,
+    /// The position of the last event published.
+    published: i64,
+    /// Published beyond the saved checkpoint since this moment.
+    unsaved_since: Option<Instant>,
+}
+
+impl Publishing<'_> {
+    async fn save(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        checkpoint::save(&mut *conn, &self.relay.config.checkpoint, self.published)
+            .await
+            .context("storing the relay's checkpoint")?;
+        self.unsaved_since = None;
+        Ok(())
+    }
+}
+
+impl Work for Publishing<'_> {
+    async fn start(&mut self, conn: &mut PgConnection) -> anyhow::Result<i64> {
+        let start = checkpoint::load(&mut *conn, &self.relay.config.checkpoint)
+            .await
+            .context("loading the relay's checkpoint")?;
+        tracing::info!(position = start, "relay started");
+        self.published = start;
+        self.unsaved_since = None;
+        Ok(start)
+    }
+
+    fn idle_by(&self) -> Option<Instant> {
+        self.unsaved_since.map(|since| since + CHECKPOINT_EVERY)
+    }
+
+    async fn handle(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        if let Some(last) = batch.last() {
+            self.relay.publish(batch).await.context("publishing")?;
+            self.published = last.position;
+            tracing::debug!(
+                position = self.published,
+                events = batch.len(),
+                "relay published"
+            );
+            self.unsaved_since.get_or_insert_with(Instant::now);
+        }
+        let due = self
+            .unsaved_since
+            .is_some_and(|since| batch.is_empty() || since.elapsed() >= CHECKPOINT_EVERY);
+        if due {
+            self.save(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Saves the checkpoint once on the way out; a failure only means re-publishing.
+    async fn stop(&mut self, conn: &mut PgConnection) {
+        if self.unsaved_since.is_some() {
+            if let Err(e) = self.save(conn).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "relay cannot store its checkpoint on shutdown"
+                );
             }
         }
     }

@@ -5,10 +5,14 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::Backoff;
 use crate::{EventStore, RecordedEvent, StoreError};
 
 /// How long a tailer sleeps when nothing wakes it.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// Events committed beyond the safe horizon are re-read soon: after this, then backing off
+/// (doubling) up to [`HELD_BACK_MAX_WAIT`].
+const HELD_BACK_FIRST_WAIT: Duration = Duration::from_micros(500);
 /// Events committed beyond the safe horizon are re-read soon, backing off up to this. The
 /// horizon is the server's, so the transaction holding it back may be another database's,
 /// whose commit wakes nobody here: only re-reading finds out. A held-back read is a few
@@ -52,7 +56,7 @@ impl Tail {
         deadline: Option<Instant>,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
-        let mut held_back_wait = Duration::from_micros(250);
+        let mut held_back = Backoff::new(HELD_BACK_FIRST_WAIT, HELD_BACK_MAX_WAIT);
         loop {
             // Register for wake-ups before reading, so an append that commits between the read
             // and the wait still wakes us.
@@ -66,8 +70,7 @@ impl Tail {
                 return Ok(Some(page.events));
             }
             let mut wait = if page.held_back {
-                held_back_wait = (held_back_wait * 2).min(HELD_BACK_MAX_WAIT);
-                held_back_wait
+                held_back.next_delay()
             } else {
                 FALLBACK_POLL
             };

@@ -1,10 +1,13 @@
 //! Test support shared by every crate's tests: a fresh database per test, unique NATS names,
-//! and private nats-servers and Postgres clusters ([`PgServer`]) for tests that must stop one.
+//! and private nats-servers and Postgres clusters ([`PgServer`]) for tests that must stop one;
+//! and what only tests need of the store ([`catch_up`], [`read_inbox`]).
 //! Enabled by the `testing` feature.
 
 mod pg_server;
+mod reads;
 
 pub use pg_server::PgServer;
+pub use reads::{catch_up, read_inbox};
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::retry::sleep_or_cancel;
+use crate::retry::{sleep_or_cancel, Backoff};
 
 pub(crate) const CHANNEL: &str = "es_events";
 /// Least time between two NOTIFYs of one process: other processes' tailers (a replica leading
@@ -86,20 +86,22 @@ async fn listen(pool: PgPool, store: &crate::EventStore, shutdown: CancellationT
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(options);
+    let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "event listener cannot connect; retrying");
-                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                backoff.wait(&shutdown).await;
                 continue;
             }
         };
         if let Err(e) = listener.listen(CHANNEL).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
-            sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+            backoff.wait(&shutdown).await;
             continue;
         }
+        backoff.reset();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

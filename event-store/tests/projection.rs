@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use event_store::projection::{catch_up, checkpoint_name, Projection, Projector};
-use event_store::testing::{init_tracing, TestDb};
+use event_store::projection::{checkpoint_name, Projection, Projector};
+use event_store::testing::{catch_up, init_tracing, TestDb};
 use event_store::{checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
 use futures::future::BoxFuture;
 use serde_json::json;

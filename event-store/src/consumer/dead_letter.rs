@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{settle, ConsumerConfig};
 use crate::retry::Backoff;
-use crate::{metrics, EventStore};
+use crate::{metrics, validate, EventStore};
 
 /// Error texts in dead-letter headers are cut to this many characters.
 const MAX_ERROR_HEADER: usize = 1000;
@@ -78,7 +78,7 @@ pub(crate) async fn dead_letter(
         .bind(sequence)
         .bind(headers_json(&original))
         .bind(msg.payload.as_ref())
-        .bind(error.replace('\0', "\u{fffd}"))
+        .bind(validate::replace_nul(error))
         .bind(kind.as_str())
         .execute(store.pool())
         .await;
@@ -145,7 +145,7 @@ fn headers_json(headers: &HeaderMap) -> serde_json::Value {
         .map(|(name, values)| {
             let values: Vec<serde_json::Value> = values
                 .iter()
-                .map(|v| v.as_str().replace('\0', "\u{fffd}").into())
+                .map(|v| validate::replace_nul(v.as_str()).into())
                 .collect();
             (name.to_string(), serde_json::Value::Array(values))
         })

@@ -62,6 +62,13 @@ impl HandleError {
 pub trait Reaction: Send + Sync + 'static {
     fn name(&self) -> &str;
 
+    /// The tables a projection of foreign events writes, which a rebuild
+    /// ([`crate::replay`]) builds afresh from the inbox. A reaction that appends events has
+    /// none (it is never replayed); none by default.
+    fn tables(&self) -> &[&str] {
+        &[]
+    }
+
     /// Handles one event inside the consumer's transaction. Appends go through
     /// [`EventStore::append_in_tx`] on the same connection.
     fn handle<'a>(

@@ -58,13 +58,13 @@ pub(super) fn retry_of(failure: &Failure) -> Retry {
 
 /// A short, growing, jittered pause between retries of a batch that met a concurrent write,
 /// so two writers racing on one stream stop colliding in lockstep.
-pub(super) async fn race_pause(attempt: u32) {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()) % 500)
-        .unwrap_or(0);
-    let micros = 100 * u64::from(attempt) + jitter;
-    tokio::time::sleep(Duration::from_micros(micros)).await;
+async fn race_pause(attempt: u32) {
+    crate::retry::race_pause(
+        attempt,
+        Duration::from_micros(100),
+        Duration::from_micros(500),
+    )
+    .await;
 }
 
 pub(super) fn sqlstate(error: &sqlx::Error) -> Option<String> {

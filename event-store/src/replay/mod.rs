@@ -38,7 +38,8 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::leader::lock_key;
+use crate::locks;
+use crate::retry::Backoff;
 use crate::EventStore;
 
 pub use registry::{ProjectionStatus, RebuildState, RebuildStatus, Rebuilds};
@@ -257,6 +258,7 @@ impl Run<'_> {
         }
         shadow::analyze(pool, self.target.tables()).await?;
         let mut attempt = 1;
+        let mut backoff = Backoff::default();
         loop {
             let swapped = match &source {
                 Source::Store(projection) => self.swap_store(&**projection, &mut conn, after).await,
@@ -269,7 +271,7 @@ impl Run<'_> {
                 // The failed attempt rolled back whole; the shadow tables are still valid.
                 Err(e) if attempt < SWAP_ATTEMPTS && waited_too_long(&e) => {
                     tracing::warn!(attempt, error = %e, "the swap gave up waiting for a lock; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    backoff.wait(self.shutdown).await;
                     self.check_cancelled()?;
                     attempt += 1;
                 }
@@ -354,12 +356,8 @@ impl RebuildLock {
     ) -> Result<Option<RebuildLock>, sqlx::Error> {
         let options = store.pool().connect_options();
         let mut conn = PgConnection::connect_with(&options).await?;
-        let key = rebuild_lock_key(projection);
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut conn)
-            .await?;
-        if locked {
+        let key = locks::rebuild(projection);
+        if locks::try_lock(&mut conn, key).await? {
             Ok(Some(RebuildLock { conn, key }))
         } else {
             let _ = conn.close().await;
@@ -368,32 +366,19 @@ impl RebuildLock {
     }
 
     pub(crate) async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(self.key)
-            .execute(&mut self.conn)
-            .await;
+        locks::unlock(&mut self.conn, self.key).await;
         let _ = self.conn.close().await;
     }
 }
 
-/// The key of a projection's rebuild lock (apart from its projector's leadership key).
-pub fn rebuild_lock_key(projection: &str) -> i64 {
-    lock_key(&format!("rebuild:{projection}"))
-}
+/// The key of a projection's rebuild lock: [`locks::rebuild`], under the name the services'
+/// tests know it by.
+pub use crate::locks::rebuild as rebuild_lock_key;
 
 /// Whether some process (this one or another, such as the `replay` CLI) is rebuilding
 /// `projection` in this database now.
 pub async fn rebuild_running(pool: &PgPool, projection: &str) -> Result<bool, sqlx::Error> {
-    let key = u64::from_ne_bytes(rebuild_lock_key(projection).to_ne_bytes());
-    // pg_locks shows a one-key advisory lock as classid = high half, objid = low half.
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks \
-             WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND classid::bigint = $1 AND objid::bigint = $2)",
-    )
-    .bind((key >> 32) as i64)
-    .bind((key & 0xffff_ffff) as i64)
-    .fetch_one(pool)
-    .await
+    Ok(locks::holder(pool, locks::rebuild(projection))
+        .await?
+        .is_some())
 }

@@ -14,6 +14,7 @@ use super::{
     rebuild_locked, rebuild_running, Options, Phase, Progress, RebuildError, RebuildLock, Source,
     Target,
 };
+use crate::metrics::LAG_EVENTS_CAP;
 use crate::projection::checkpoint_name;
 use crate::{checkpoint, EventStore};
 
@@ -65,7 +66,8 @@ pub struct ProjectionStatus {
     /// Store projections: the checkpoint position. Inbox projections: the last inbox `seq`
     /// (their handler applies each event in the transaction that records it).
     pub checkpoint: i64,
-    /// Events stored beyond the checkpoint (always 0 for inbox projections).
+    /// Events stored beyond the checkpoint, counted up to [`LAG_EVENTS_CAP`] (always 0 for
+    /// inline and inbox projections).
     pub lag: i64,
     /// Whether a rebuild holds the projection's rebuild lock now, in any process.
     pub rebuild_running: bool,
@@ -200,7 +202,7 @@ impl Rebuilds {
             let (checkpoint, lag) = match target.source() {
                 Source::Store(_) => {
                     let name = checkpoint_name(target.name());
-                    let lag = checkpoint::lag(pool, &name, i64::MAX).await?;
+                    let lag = checkpoint::lag(pool, &name, LAG_EVENTS_CAP).await?;
                     (lag.position, lag.events)
                 }
                 // Applied as events are appended: as far as the store.

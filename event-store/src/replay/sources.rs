@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use super::{limit_lock_waits, shadow, Phase, RebuildError, Run};
 use crate::consumer::{ForeignEvent, Reaction};
 use crate::projection::{checkpoint_name, Projection};
-use crate::{checkpoint, inbox, RecordedEvent};
+use crate::{checkpoint, inbox, locks, RecordedEvent};
 
 impl Run<'_> {
     /// Applies pages of `read_all` after `from` to the shadow until a page comes back short
@@ -201,7 +201,7 @@ impl Run<'_> {
     ) -> Result<i64, RebuildError> {
         let mut tx = conn.begin().await?;
         limit_lock_waits(&mut tx).await?;
-        inbox::lock_exclusive(&mut tx).await?;
+        locks::lock_inbox_exclusive(&mut tx).await?;
         shadow::write_to_shadow(&mut tx, &self.live_schema).await?;
         let mut read = 0;
         loop {
@@ -269,7 +269,7 @@ pub(super) async fn apply_inbox_page(
 /// Consumers wait for the moment the lock is held.
 pub(super) async fn inbox_horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    inbox::lock_exclusive(&mut tx).await?;
+    locks::lock_inbox_exclusive(&mut tx).await?;
     let horizon: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM inbox")
         .fetch_one(&mut *tx)
         .await?;

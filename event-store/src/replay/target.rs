@@ -30,32 +30,54 @@ pub struct Target {
 }
 
 impl Target {
-    /// A projection of the service's own events that writes `tables`.
-    pub fn store(projection: Arc<dyn Projection>, tables: &[&str]) -> Self {
-        Target {
-            name: projection.name().to_owned(),
-            tables: tables.iter().map(|t| (*t).to_owned()).collect(),
-            source: Source::Store(projection),
-        }
+    /// A projection of the service's own events, kept by a `Projector`, writing the tables it
+    /// names ([`Projection::tables`]).
+    pub fn of_store(projection: Arc<dyn Projection>) -> Self {
+        let tables = owned(projection.tables());
+        Target::new(tables, Source::Store(projection))
     }
 
     /// A projection of the service's own events that the store applies inline, in every
-    /// appending transaction, and that writes `tables`.
-    pub fn inline(projection: Arc<dyn Projection>, tables: &[&str]) -> Self {
-        Target {
-            name: projection.name().to_owned(),
-            tables: tables.iter().map(|t| (*t).to_owned()).collect(),
-            source: Source::Inline(projection),
-        }
+    /// appending transaction ([`EventStore::with_inline`]), writing the tables it names.
+    pub fn of_inline(projection: Arc<dyn Projection>) -> Self {
+        let tables = owned(projection.tables());
+        Target::new(tables, Source::Inline(projection))
     }
 
-    /// A projection of foreign events, kept by the consumer handler `handler`, that writes
-    /// `tables`.
+    /// A projection of foreign events, kept by the consumer handler `handler`, writing the
+    /// tables it names ([`Reaction::tables`]).
+    pub fn of_inbox(handler: Arc<dyn Reaction>) -> Self {
+        let tables = owned(handler.tables());
+        Target::new(tables, Source::Inbox(handler))
+    }
+
+    /// [`Target::of_store`] with the tables given beside the projection: for projections
+    /// that do not name their tables yet. To go once the services use `of_store`.
+    pub fn store(projection: Arc<dyn Projection>, tables: &[&str]) -> Self {
+        Target::new(owned(tables), Source::Store(projection))
+    }
+
+    /// [`Target::of_inline`] with the tables given beside the projection: for projections
+    /// that do not name their tables yet. To go once the services use `of_inline`.
+    pub fn inline(projection: Arc<dyn Projection>, tables: &[&str]) -> Self {
+        Target::new(owned(tables), Source::Inline(projection))
+    }
+
+    /// [`Target::of_inbox`] with the tables given beside the handler: for handlers that do
+    /// not name their tables yet. To go once the services use `of_inbox`.
     pub fn inbox(handler: Arc<dyn Reaction>, tables: &[&str]) -> Self {
+        Target::new(owned(tables), Source::Inbox(handler))
+    }
+
+    fn new(tables: Vec<String>, source: Source) -> Self {
+        let name = match &source {
+            Source::Store(projection) | Source::Inline(projection) => projection.name(),
+            Source::Inbox(handler) => handler.name(),
+        };
         Target {
-            name: handler.name().to_owned(),
-            tables: tables.iter().map(|t| (*t).to_owned()).collect(),
-            source: Source::Inbox(handler),
+            name: name.to_owned(),
+            tables,
+            source,
         }
     }
 
@@ -80,6 +102,10 @@ impl Target {
     }
 }
 
+fn owned(tables: &[&str]) -> Vec<String> {
+    tables.iter().map(|t| (*t).to_owned()).collect()
+}
+
 /// The readers of a service's store: its relay and every projection of its own events that a
 /// projector keeps (inline projections and projections of the other service's events are
 /// applied as events are appended or recorded: no lag).
@@ -91,4 +117,46 @@ pub fn readers(relay_checkpoint: &str, targets: &[Target]) -> Vec<crate::metrics
     std::iter::once(crate::metrics::Reader::Relay(relay_checkpoint.to_owned()))
         .chain(projections)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+    use sqlx::PgConnection;
+
+    use super::*;
+    use crate::RecordedEvent;
+
+    struct Orders;
+
+    impl Projection for Orders {
+        fn name(&self) -> &str {
+            "orders"
+        }
+
+        fn tables(&self) -> &[&str] {
+            &["orders", "order_lines"]
+        }
+
+        fn apply<'a>(
+            &'a self,
+            _tx: &'a mut PgConnection,
+            _event: &'a RecordedEvent,
+        ) -> BoxFuture<'a, anyhow::Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[test]
+    fn a_target_takes_its_name_and_tables_from_the_projection() {
+        let target = Target::of_store(Arc::new(Orders));
+        assert_eq!(target.name(), "orders");
+        assert_eq!(target.tables(), ["orders", "order_lines"]);
+        assert_eq!(target.source_kind(), "events");
+        let inline = Target::of_inline(Arc::new(Orders));
+        assert_eq!(
+            inline.tables(),
+            Target::inline(Arc::new(Orders), &["orders", "order_lines"]).tables()
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! The append statements and what surrounds them: splitting an append into its streams'
-//! parts, running the statement, summarising results, validating ids and types.
+//! parts, running the statement, summarising results (ids and types are checked by
+//! [`crate::validate`]).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
@@ -93,12 +95,13 @@ pub(super) const ANY_RETRIES: usize = 32;
 /// A short, growing, jittered pause between `Any` retries, so writers racing on one stream
 /// stop colliding in lockstep.
 pub(super) async fn retry_pause(attempt: usize) {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()) % 1_000)
-        .unwrap_or(0);
-    let micros = 200 * (attempt as u64).min(10) + jitter;
-    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+    let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+    crate::retry::race_pause(
+        attempt,
+        Duration::from_micros(200),
+        Duration::from_micros(1000),
+    )
+    .await;
 }
 
 /// How one append statement ended, before any slow-path lookups.
@@ -263,24 +266,4 @@ pub(super) fn conflict(stream_id: &str, expected: ExpectedVersion, actual: i64) 
         expected,
         actual,
     }
-}
-
-/// Stream ids and event types become NATS subject tokens, so they are kept to a safe alphabet.
-pub(super) fn validate(stream_id: &str, events: &[NewEvent]) -> Result<(), StoreError> {
-    let ok = |s: &str, max: usize, extra: &[char]| {
-        !s.is_empty()
-            && s.len() <= max
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
-    };
-    if !ok(stream_id, 200, &['-']) {
-        return Err(StoreError::InvalidStreamId(stream_id.to_owned()));
-    }
-    if events.is_empty() {
-        return Err(StoreError::Empty);
-    }
-    if let Some(e) = events.iter().find(|e| !ok(&e.event_type, 100, &[])) {
-        return Err(StoreError::InvalidEventType(e.event_type.clone()));
-    }
-    Ok(())
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::metrics;
 use crate::projection::Projection;
+use crate::validate;
 use crate::wakeup::Wakeup;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
@@ -16,8 +17,8 @@ mod append;
 mod read;
 
 use append::{
-    attempt, conflict, count_appended, parts, retry_any, retry_pause, summarise, validate, Attempt,
-    Part, ANY_RETRIES,
+    attempt, conflict, count_appended, parts, retry_any, retry_pause, summarise, Attempt, Part,
+    ANY_RETRIES,
 };
 pub(crate) use read::{read_committed_on, EVENT_COLUMNS};
 pub use read::{read_stream_on, read_streams_on};
@@ -82,7 +83,7 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
-        validate(stream_id, events)?;
+        validate::append(stream_id, events)?;
         let appends = [Part {
             stream_id,
             expected,
@@ -205,7 +206,7 @@ impl EventStore {
             return Err(StoreError::Empty);
         }
         for a in appends {
-            validate(&a.stream_id, &a.events)?;
+            validate::append(&a.stream_id, &a.events)?;
         }
         let mut streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
         streams.sort_unstable();

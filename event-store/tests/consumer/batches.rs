@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use event_store::consumer::read_inbox;
+use event_store::testing::read_inbox;
 use sqlx::PgPool;
 use uuid::Uuid;
 
