@@ -22,6 +22,8 @@ use crate::RecordedEvent;
 pub trait RowModel: Send + Sync + 'static {
     /// The projection's name: its checkpoint and the name it is rebuilt under.
     const NAME: &'static str;
+    /// The tables it writes, which a rebuild builds afresh.
+    const TABLES: &'static [&'static str];
     /// The events it reads; event types it does not know are skipped.
     type Event: WireEvent + Send + Sync;
     type Row: Send;
@@ -114,6 +116,10 @@ pub async fn apply_rows<M: RowModel>(
 impl<M: RowModel> Projection for M {
     fn name(&self) -> &str {
         M::NAME
+    }
+
+    fn tables(&self) -> &[&str] {
+        M::TABLES
     }
 
     fn apply<'a>(

@@ -121,7 +121,7 @@ async fn main() {
 
     // Two rounds of each, alternating, keeping the faster of each: the machine is shared, and
     // the first read also warms the cache for what follows.
-    let target = Target::store(Arc::new(OrdersProjection), &["orders"]);
+    let target = Target::store(Arc::new(OrdersProjection));
     let peak_reset = reset_peak_rss();
     let mut baseline_runs = Vec::new();
     let mut reports = Vec::new();

@@ -14,7 +14,7 @@ pub fn targets() -> Vec<Target> {
     debug_assert_eq!(orders::NAME, "orders");
     debug_assert_eq!(catalog::NAME, "catalog");
     vec![
-        Target::inline(Arc::new(OrdersProjection), &["orders"]),
-        Target::inbox(Arc::new(CatalogProjection), &["catalog_products"]),
+        Target::inline(Arc::new(OrdersProjection)),
+        Target::inbox(Arc::new(CatalogProjection)),
     ]
 }

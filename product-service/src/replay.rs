@@ -8,5 +8,5 @@ use crate::projections::products::ProductsProjection;
 
 /// Every projection of this service that can be rebuilt, with the tables it writes.
 pub fn targets() -> Vec<Target> {
-    vec![Target::inline(Arc::new(ProductsProjection), &["products"])]
+    vec![Target::inline(Arc::new(ProductsProjection))]
 }

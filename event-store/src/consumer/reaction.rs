@@ -102,6 +102,8 @@ pub trait Reaction: Send + Sync + 'static {
 pub trait BatchReaction: Send + Sync + 'static {
     /// The name of the reaction (logs, metrics).
     const NAME: &'static str;
+    /// The tables it writes when it is a projection of foreign events ([`Reaction::tables`]).
+    const TABLES: &'static [&'static str] = &[];
 
     /// As [`Reaction::handle_batch`]: one read and one write for the whole batch.
     fn handle_batch<'a>(
@@ -114,6 +116,10 @@ pub trait BatchReaction: Send + Sync + 'static {
 impl<T: BatchReaction> Reaction for T {
     fn name(&self) -> &str {
         T::NAME
+    }
+
+    fn tables(&self) -> &[&str] {
+        T::TABLES
     }
 
     fn handle<'a>(

@@ -371,10 +371,6 @@ impl RebuildLock {
     }
 }
 
-/// The key of a projection's rebuild lock: [`locks::rebuild`], under the name the services'
-/// tests know it by.
-pub use crate::locks::rebuild as rebuild_lock_key;
-
 /// Whether some process (this one or another, such as the `replay` CLI) is rebuilding
 /// `projection` in this database now.
 pub async fn rebuild_running(pool: &PgPool, projection: &str) -> Result<bool, sqlx::Error> {

@@ -32,41 +32,23 @@ pub struct Target {
 impl Target {
     /// A projection of the service's own events, kept by a `Projector`, writing the tables it
     /// names ([`Projection::tables`]).
-    pub fn of_store(projection: Arc<dyn Projection>) -> Self {
+    pub fn store(projection: Arc<dyn Projection>) -> Self {
         let tables = owned(projection.tables());
         Target::new(tables, Source::Store(projection))
     }
 
     /// A projection of the service's own events that the store applies inline, in every
     /// appending transaction ([`EventStore::with_inline`]), writing the tables it names.
-    pub fn of_inline(projection: Arc<dyn Projection>) -> Self {
+    pub fn inline(projection: Arc<dyn Projection>) -> Self {
         let tables = owned(projection.tables());
         Target::new(tables, Source::Inline(projection))
     }
 
     /// A projection of foreign events, kept by the consumer handler `handler`, writing the
     /// tables it names ([`Reaction::tables`]).
-    pub fn of_inbox(handler: Arc<dyn Reaction>) -> Self {
+    pub fn inbox(handler: Arc<dyn Reaction>) -> Self {
         let tables = owned(handler.tables());
         Target::new(tables, Source::Inbox(handler))
-    }
-
-    /// [`Target::of_store`] with the tables given beside the projection: for projections
-    /// that do not name their tables yet. To go once the services use `of_store`.
-    pub fn store(projection: Arc<dyn Projection>, tables: &[&str]) -> Self {
-        Target::new(owned(tables), Source::Store(projection))
-    }
-
-    /// [`Target::of_inline`] with the tables given beside the projection: for projections
-    /// that do not name their tables yet. To go once the services use `of_inline`.
-    pub fn inline(projection: Arc<dyn Projection>, tables: &[&str]) -> Self {
-        Target::new(owned(tables), Source::Inline(projection))
-    }
-
-    /// [`Target::of_inbox`] with the tables given beside the handler: for handlers that do
-    /// not name their tables yet. To go once the services use `of_inbox`.
-    pub fn inbox(handler: Arc<dyn Reaction>, tables: &[&str]) -> Self {
-        Target::new(owned(tables), Source::Inbox(handler))
     }
 
     fn new(tables: Vec<String>, source: Source) -> Self {
@@ -149,14 +131,12 @@ mod tests {
 
     #[test]
     fn a_target_takes_its_name_and_tables_from_the_projection() {
-        let target = Target::of_store(Arc::new(Orders));
+        let target = Target::store(Arc::new(Orders));
         assert_eq!(target.name(), "orders");
         assert_eq!(target.tables(), ["orders", "order_lines"]);
         assert_eq!(target.source_kind(), "events");
-        let inline = Target::of_inline(Arc::new(Orders));
-        assert_eq!(
-            inline.tables(),
-            Target::inline(Arc::new(Orders), &["orders", "order_lines"]).tables()
-        );
+        let inline = Target::inline(Arc::new(Orders));
+        assert_eq!(inline.tables(), ["orders", "order_lines"]);
+        assert_eq!(inline.source_kind(), target.source_kind());
     }
 }

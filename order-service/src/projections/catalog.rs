@@ -61,6 +61,7 @@ pub struct CatalogProjection;
 
 impl BatchReaction for CatalogProjection {
     const NAME: &'static str = NAME;
+    const TABLES: &'static [&'static str] = &["catalog_products"];
 
     fn handle_batch<'a>(
         &'a self,

@@ -60,6 +60,7 @@ pub struct OrdersProjection;
 
 impl RowModel for OrdersProjection {
     const NAME: &'static str = NAME;
+    const TABLES: &'static [&'static str] = &["orders"];
     type Event = OrderEvent;
     type Row = OrderRow;
 

@@ -405,7 +405,7 @@ async fn a_rebuild_already_running_anywhere_is_refused_with_409() {
     // Another process (the `replay` command, say) holds the catalogue's rebuild lock.
     let mut other = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(replay::rebuild_lock_key("catalog"))
+        .bind(event_store::locks::rebuild("catalog"))
         .execute(&mut other)
         .await
         .unwrap();

@@ -21,6 +21,7 @@ pub struct ProductsProjection;
 
 impl RowModel for ProductsProjection {
     const NAME: &'static str = NAME;
+    const TABLES: &'static [&'static str] = &["products"];
     type Event = ProductEvent;
     type Row = ProductRow;
 

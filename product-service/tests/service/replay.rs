@@ -332,7 +332,7 @@ async fn a_rebuild_already_running_anywhere_is_refused_with_409() {
     // Another process (the `replay` command, say) holds the rebuild lock.
     let mut other = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(replay::rebuild_lock_key("products"))
+        .bind(event_store::locks::rebuild("products"))
         .execute(&mut other)
         .await
         .unwrap();
