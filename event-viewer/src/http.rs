@@ -110,7 +110,7 @@ async fn stream(state: web::Data<State>) -> HttpResponse {
         };
         Some((frame, updates))
     });
-    let frames = futures::stream::once(async { first })
+    let frames = futures::stream::once(async move { first })
         .chain(rest)
         .map(|frame| Ok::<_, std::convert::Infallible>(web::Bytes::from(frame)));
     HttpResponse::Ok()

@@ -55,7 +55,7 @@ pub async fn start(
         options = options.user_and_password(user, password);
     }
     let client = options
-        .connect(&config.nats_url)
+        .connect(config.nats_url.as_str())
         .await
         .with_context(|| format!("NATS at {}", config.nats_url))?;
     for names in config.services() {
@@ -106,7 +106,7 @@ impl Follower {
 
     /// Reads until an error, or until the client reconnects (`Ok`).
     async fn follow(&mut self, connections: &mut watch::Receiver<u64>) -> anyhow::Result<()> {
-        connections.borrow_and_update();
+        drop(connections.borrow_and_update());
         let mut stream = self
             .js
             .get_stream(&self.names.stream)
@@ -148,9 +148,9 @@ impl Follower {
             self.hub.add_event(event::decode(&RawMessage {
                 service: self.names.service,
                 subject_prefix: &self.names.subject_prefix,
-                subject: message.subject.as_str(),
-                headers: message.headers.as_ref(),
-                payload: &message.payload,
+                subject: message.message.subject.as_str(),
+                headers: message.message.headers.as_ref(),
+                payload: &message.message.payload,
                 seq,
                 time_ms,
             }));
