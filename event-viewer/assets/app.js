@@ -194,15 +194,15 @@ async function loadSaga() {
   head.append("order ", el("span", "mono", saga.order_id), " ", badge,
     ` ${saga.steps.length} steps, ${saga.total_ms} ms from first to last`);
   const list = el("ol");
-  for (const step of saga.steps) {
+  saga.steps.forEach((step, i) => {
     const li = el("li", `saga-step ${step.service} ${step.kind}`);
     li.dataset.type = step.event_type;
     li.append(el("div", "type", step.event_type),
       el("div", "mono", `${step.service}: ${step.stream_id} v${step.stream_version}`),
-      el("div", "took", (step.took_ms ? `+${step.took_ms} ms` : "start") + " at " + time(step.time_ms)));
+      el("div", "took", (i === 0 ? "start" : `+${step.took_ms} ms`) + " at " + time(step.time_ms)));
     li.title = "correlation id " + (step.correlation_id || "–");
     list.append(li);
-  }
+  });
   for (const missing of saga.waiting_for) list.append(el("li", "saga-missing", "waiting for " + missing));
   box.replaceChildren(head, list);
 }

@@ -31,7 +31,7 @@ export function publish({ port, subject, headers, payload, timeoutMs = 5000 }) {
       }
       if (received.includes("\r\nPING\r\n")) socket.write("PONG\r\n");
       if (received.includes("-ERR")) finish(new Error(received));
-      const ack = received.match(/MSG \S+ 1 \d+\r\n(\{[^\r]*\})\r\n/);
+      const ack = received.match(/MSG \S+ 1 +(?:\S+ +)?\d+\r\n(\{[^\r]*\})\r\n/);
       if (ack) {
         const json = JSON.parse(ack[1]);
         if (json.error) finish(new Error(JSON.stringify(json.error)));

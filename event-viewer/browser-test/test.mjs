@@ -105,14 +105,17 @@ async function main() {
 
   mkdirSync(shots, { recursive: true });
   const profile = mkdtempSync(path.join(os.tmpdir(), "viewer-bt-chromium-"));
-  const browser = await chromium.launch({
+  // A fresh profile (playwright passes it as --user-data-dir).
+  const browser = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-quic", `--user-data-dir=${profile}`],
+      "--disable-quic"],
+    viewport: { width: 1400, height: 1000 },
   });
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const page = await browser.newPage();
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(e.message));
     await page.goto(viewer);
