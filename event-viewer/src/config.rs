@@ -94,8 +94,8 @@ mod tests {
 
     #[test]
     fn names_follow_the_namespace_as_the_services_derive_them() {
-        let config = Config::try_parse_from(["event-viewer", "--events-namespace", "t1"])
-            .expect("parses");
+        let config =
+            Config::try_parse_from(["event-viewer", "--events-namespace", "t1"]).expect("parses");
         let [orders, products] = config.services();
         assert_eq!(orders.stream, "t1_order_events");
         assert_eq!(orders.subject_prefix, "t1.order.events");
@@ -109,9 +109,14 @@ mod tests {
     fn credentials_need_a_user() {
         let config = Config::try_parse_from(["event-viewer"]).expect("parses");
         assert_eq!(config.nats_credentials(), None);
-        let config =
-            Config::try_parse_from(["event-viewer", "--nats-user", "viewer", "--nats-password", "pw"])
-                .expect("parses");
+        let config = Config::try_parse_from([
+            "event-viewer",
+            "--nats-user",
+            "viewer",
+            "--nats-password",
+            "pw",
+        ])
+        .expect("parses");
         assert_eq!(
             config.nats_credentials(),
             Some(("viewer".to_owned(), "pw".to_owned()))

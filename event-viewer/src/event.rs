@@ -68,7 +68,9 @@ pub fn decode(raw: &RawMessage<'_>) -> ViewedEvent {
         .strip_prefix(raw.subject_prefix)
         .and_then(|rest| rest.strip_prefix('.'))
         .and_then(|rest| rest.split_once('.'))
-        .map_or((None, None), |(s, t)| (Some(s.to_owned()), Some(t.to_owned())));
+        .map_or((None, None), |(s, t)| {
+            (Some(s.to_owned()), Some(t.to_owned()))
+        });
     let mut required = |name: &str, fallback: Option<String>| {
         header(name).or(fallback).unwrap_or_else(|| {
             problems.push(format!("no {name}"));
@@ -77,8 +79,8 @@ pub fn decode(raw: &RawMessage<'_>) -> ViewedEvent {
     };
     let event_type = required(headers::EVENT_TYPE, subject_type);
     let stream_id = required(headers::STREAM_ID, subject_stream);
-    let event_id = header(headers::MESSAGE_ID)
-        .unwrap_or_else(|| format!("{}-seq-{}", raw.service, raw.seq));
+    let event_id =
+        header(headers::MESSAGE_ID).unwrap_or_else(|| format!("{}-seq-{}", raw.service, raw.seq));
     let mut number = |name: &str| match header(name).map(|v| v.parse::<i64>()) {
         Some(Ok(n)) => n,
         Some(Err(_)) => {
@@ -123,7 +125,11 @@ pub fn decode(raw: &RawMessage<'_>) -> ViewedEvent {
 mod tests {
     use super::*;
 
-    fn raw<'a>(headers: Option<&'a HeaderMap>, subject: &'a str, payload: &'a [u8]) -> RawMessage<'a> {
+    fn raw<'a>(
+        headers: Option<&'a HeaderMap>,
+        subject: &'a str,
+        payload: &'a [u8],
+    ) -> RawMessage<'a> {
         RawMessage {
             service: "orders",
             subject_prefix: "shop.order.events",
@@ -162,7 +168,11 @@ mod tests {
     fn a_poison_message_is_shown_as_malformed_with_what_its_subject_says() {
         let mut h = HeaderMap::new();
         h.insert(headers::MESSAGE_ID, "poison-1");
-        let event = decode(&raw(Some(&h), "shop.order.events.order-x.OrderPlaced", b"{not json"));
+        let event = decode(&raw(
+            Some(&h),
+            "shop.order.events.order-x.OrderPlaced",
+            b"{not json",
+        ));
         assert_eq!(event.event_type, "OrderPlaced");
         assert_eq!(event.stream_id, "order-x");
         assert_eq!(event.payload, Value::Null);

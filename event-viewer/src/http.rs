@@ -39,9 +39,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 async fn asset(req: HttpRequest) -> HttpResponse {
     let (body, content_type) = match req.path() {
-        "/app.js" => (include_str!("../assets/app.js"), "text/javascript; charset=utf-8"),
-        "/style.css" => (include_str!("../assets/style.css"), "text/css; charset=utf-8"),
-        _ => (include_str!("../assets/index.html"), "text/html; charset=utf-8"),
+        "/app.js" => (
+            include_str!("../assets/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/style.css" => (
+            include_str!("../assets/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => (
+            include_str!("../assets/index.html"),
+            "text/html; charset=utf-8",
+        ),
     };
     HttpResponse::Ok().content_type(content_type).body(body)
 }

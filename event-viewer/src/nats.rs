@@ -115,7 +115,12 @@ impl Follower {
         let start = match self.next {
             Some(next) => next,
             None => {
-                let last = stream.info().await.context("stream info")?.state.last_sequence;
+                let last = stream
+                    .info()
+                    .await
+                    .context("stream info")?
+                    .state
+                    .last_sequence;
                 last.saturating_sub(CAPACITY as u64 - 1).max(1)
             }
         };

@@ -175,7 +175,10 @@ garbage line without value
         assert_eq!((relay.events, relay.seconds), (3.0, 0.25));
         assert_eq!(m.projections.len(), 1);
         assert_eq!(m.projections[0].name, "catalog");
-        assert_eq!((m.projections[0].events, m.projections[0].seconds), (4.0, 1.5));
+        assert_eq!(
+            (m.projections[0].events, m.projections[0].seconds),
+            (4.0, 1.5)
+        );
         assert_eq!(m.dead_letters, 3.0);
         assert_eq!(m.dead_letters_by_kind["poison"], 2.0);
         assert_eq!(m.events_appended, 5.0);

@@ -164,7 +164,12 @@ mod tests {
         let saga = assemble(&events, "o1");
         assert_eq!(
             types(&saga),
-            ["OrderPlaced", "StockReserved", "ReservationConfirmed", "OrderConfirmed"]
+            [
+                "OrderPlaced",
+                "StockReserved",
+                "ReservationConfirmed",
+                "OrderConfirmed"
+            ]
         );
         let took: Vec<i64> = saga.steps.iter().map(|s| s.took_ms).collect();
         assert_eq!(took, [0, 20, 0, 40]);
@@ -190,7 +195,10 @@ mod tests {
             step("2", "ReservationRejected", "products", 2),
         ];
         let saga = assemble(&events, "o1");
-        assert_eq!((saga.status, saga.waiting_for.clone()), ("pending", vec!["OrderRejected"]));
+        assert_eq!(
+            (saga.status, saga.waiting_for.clone()),
+            ("pending", vec!["OrderRejected"])
+        );
         let mut events = events.to_vec();
         events.push(step("3", "OrderRejected", "orders", 3));
         let saga = assemble(&events, "o1");
@@ -210,7 +218,10 @@ mod tests {
             other,
         ];
         let saga = assemble(&events, "o1");
-        assert_eq!(types(&saga), ["OrderPlaced", "OrderGiftWrapped", "OrderCancelled"]);
+        assert_eq!(
+            types(&saga),
+            ["OrderPlaced", "OrderGiftWrapped", "OrderCancelled"]
+        );
         assert_eq!(saga.steps[1].kind, "other");
         assert_eq!(saga.status, "cancelled");
         assert!(saga.waiting_for.is_empty());

@@ -164,17 +164,31 @@ pub(crate) mod tests {
         window.insert(event("ab", "orders", 1));
         window.insert(event("cd", "products", 2));
         let only = |f: Filter| -> Vec<String> {
-            window.newest(&f, 10).iter().map(|e| e.event_id.clone()).collect()
+            window
+                .newest(&f, 10)
+                .iter()
+                .map(|e| e.event_id.clone())
+                .collect()
         };
         assert_eq!(
-            only(Filter { stream: Some("der-a".into()), correlation: None }),
+            only(Filter {
+                stream: Some("der-a".into()),
+                correlation: None
+            }),
             ["ab"]
         );
         assert_eq!(
-            only(Filter { stream: None, correlation: Some("corr-cd".into()) }),
+            only(Filter {
+                stream: None,
+                correlation: Some("corr-cd".into())
+            }),
             ["cd"]
         );
         assert_eq!(only(Filter::default()), ["cd", "ab"]);
-        assert!(only(Filter { stream: Some("nope".into()), correlation: None }).is_empty());
+        assert!(only(Filter {
+            stream: Some("nope".into()),
+            correlation: None
+        })
+        .is_empty());
     }
 }
