@@ -112,18 +112,13 @@ impl Follower {
             .get_stream(&self.names.stream)
             .await
             .context("stream")?;
-        let start = match self.next {
-            Some(next) => next,
-            None => {
-                let last = stream
-                    .info()
-                    .await
-                    .context("stream info")?
-                    .state
-                    .last_sequence;
-                last.saturating_sub(CAPACITY as u64 - 1).max(1)
-            }
-        };
+        let last = stream
+            .info()
+            .await
+            .context("stream info")?
+            .state
+            .last_sequence;
+        let start = start_sequence(self.next, last);
         let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subject: format!("{}.>", self.names.subject_prefix),
@@ -214,8 +209,34 @@ pub async fn consumer_lag(
     Ok(info.num_pending + info.num_ack_pending as u64)
 }
 
+/// Where a (re)created consumer starts: after the last message seen, or, the first time and
+/// when the stream is behind what was seen (its store was lost and it began again), at the
+/// last [`CAPACITY`] messages.
+fn start_sequence(next: Option<u64>, last: u64) -> u64 {
+    match next {
+        Some(next) if next <= last.saturating_add(1) => next,
+        _ => last.saturating_sub(CAPACITY as u64 - 1).max(1),
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_starts_near_the_end_then_after_the_last_message_seen() {
+        assert_eq!(start_sequence(None, 0), 1);
+        assert_eq!(start_sequence(None, 50), 1);
+        assert_eq!(start_sequence(None, 25_000), 25_000 - CAPACITY as u64 + 1);
+        assert_eq!(start_sequence(Some(41), 40), 41);
+        assert_eq!(start_sequence(Some(30), 40), 30);
+        // The stream started again from 1 (a new store): show its latest messages.
+        assert_eq!(start_sequence(Some(900), 12), 1);
+    }
 }
