@@ -2,8 +2,8 @@
 // services on databases of their own and the viewer, as processes; then, in Debian's
 // chromium: creates a product and places an order through the page's forms and sees the
 // order's saga reach `confirmed` with every step within 3 s; publishes a poison message and
-// sees the dead-letter count rise; stops NATS and sees the page say so; starts it again and
-// sees events flow again. Screenshots go to target/browser-test/.
+// sees the dead-letter count rise; stops order-service and sees it down, then up again; stops
+// NATS and sees the page say so; starts it again and sees events flow again. Screenshots go to target/browser-test/.
 //
 // Environment: BIN_DIR (the cargo-built binaries, default target/debug), NATS_SERVER_BIN
 // (default nats-server), CHROMIUM (default /usr/bin/chromium), POSTGRES_URL (a server the
@@ -88,9 +88,10 @@ async function main() {
   start("product-service", path.join(binDir, "product-service"), ["serve"], {
     ...common, DATABASE_URL: `${postgres}/${run}_products`, HTTP_ADDR: `127.0.0.1:${productsPort}`,
   });
-  start("order-service", path.join(binDir, "order-service"), ["serve"], {
+  const startOrders = () => start("order-service", path.join(binDir, "order-service"), ["serve"], {
     ...common, DATABASE_URL: `${postgres}/${run}_orders`, HTTP_ADDR: `127.0.0.1:${ordersPort}`,
   });
+  let orderService = startOrders();
   await answers(`http://127.0.0.1:${productsPort}/health/ready`);
   await answers(`http://127.0.0.1:${ordersPort}/health/ready`);
   start("event-viewer", path.join(binDir, "event-viewer"), [], {
@@ -142,14 +143,24 @@ async function main() {
     await page.waitForFunction(() => document.querySelector("#events-orders tr.malformed") !== null, null, { timeout: 5000 });
     await page.screenshot({ path: path.join(shots, "dead-letter.png"), fullPage: true });
 
-    // 3. NATS stops: the page says so.
+    // 3. A service stops: the page shows it down, and up again when it returns.
+    t = Date.now();
+    await stop(orderService);
+    await page.waitForFunction(() => document.querySelector("#svc-orders .up-state").textContent === "down", null, { timeout: 10000 });
+    timings.service_down_shown_ms = Date.now() - t;
+    t = Date.now();
+    orderService = startOrders();
+    await page.waitForFunction(() => document.querySelector("#svc-orders .up-state").textContent === "up", null, { timeout: 20000 });
+    timings.service_up_shown_ms = Date.now() - t;
+
+    // 4. NATS stops: the page says so.
     t = Date.now();
     await stop(nats);
     await page.waitForFunction(() => document.querySelector("#nats-status").textContent === "NATS: down", null, { timeout: 10000 });
     timings.nats_down_shown_ms = Date.now() - t;
     await page.screenshot({ path: path.join(shots, "nats-down.png"), fullPage: true });
 
-    // 4. NATS returns (same port, same store): events flow again.
+    // 5. NATS returns (same port, same store): events flow again.
     t = Date.now();
     nats = startNats(natsPort, natsDir);
     await natsAccepts(natsPort);

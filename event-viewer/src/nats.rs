@@ -42,7 +42,7 @@ pub async fn start(
                     connections.send_modify(|n| *n += 1);
                 }
                 Event::Disconnected | Event::Closed => hub.set_nats(false),
-                other => tracing::info!(event = %other, "NATS"),
+                other => tracing::debug!(event = %other, "NATS"),
             }
             async {}
         }
@@ -91,7 +91,7 @@ impl Follower {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 result = self.follow(&mut connections) => match result {
-                    Ok(()) => tracing::info!(stream = %self.names.stream, "NATS reconnected: recreating the ordered consumer"),
+                    Ok(()) => tracing::info!(stream = %self.names.stream, "NATS (re)connected: recreating the ordered consumer"),
                     Err(e) => {
                         tracing::warn!(stream = %self.names.stream, error = format!("{e:#}"), "cannot follow the stream; retrying");
                         tokio::select! {
