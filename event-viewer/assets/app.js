@@ -102,6 +102,7 @@ function lag(l) {
 function showStatus(status) {
   const nats = $("#nats-status");
   nats.textContent = status.nats_connected ? "NATS: connected" : "NATS: down";
+  $("#nats-error").textContent = status.nats_connected ? "" : (status.nats_error || "");
   nats.className = "badge " + (status.nats_connected ? "up" : "down");
   $("#window-len").textContent = `(${status.window_len} in the viewer's window)`;
   for (const service of SERVICES) {

@@ -40,6 +40,8 @@ pub struct ServiceStatus {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     pub nats_connected: bool,
+    /// The NATS client's last error while not connected (e.g. an authorization violation).
+    pub nats_error: Option<String>,
     pub services: BTreeMap<&'static str, ServiceStatus>,
     pub window_len: usize,
 }
@@ -103,8 +105,18 @@ impl Hub {
     }
 
     pub fn set_nats(&self, connected: bool) {
-        lock(&self.status).nats_connected = connected;
+        {
+            let mut status = lock(&self.status);
+            status.nats_connected = connected;
+            if connected {
+                status.nats_error = None;
+            }
+        }
         self.publish_status();
+    }
+
+    pub fn set_nats_error(&self, error: String) {
+        lock(&self.status).nats_error = Some(error);
     }
 
     pub fn update_service(&self, service: &'static str, f: impl FnOnce(&mut ServiceStatus)) {

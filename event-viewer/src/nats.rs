@@ -42,6 +42,7 @@ pub async fn start(
                     connections.send_modify(|n| *n += 1);
                 }
                 Event::Disconnected | Event::Closed => hub.set_nats(false),
+                Event::ClientError(e) => hub.set_nats_error(e.to_string()),
                 other => tracing::debug!(event = %other, "NATS"),
             }
             async {}
