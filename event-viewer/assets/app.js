@@ -205,7 +205,21 @@ async function loadSaga() {
     list.append(li);
   });
   for (const missing of saga.waiting_for) list.append(el("li", "saga-missing", "waiting for " + missing));
-  box.replaceChildren(head, list);
+  const parts = [head, list];
+  if (saga.status === "pending" || saga.status === "confirmed") {
+    // order-service's own POST /orders/{id}/cancel, forwarded by the viewer.
+    const form = el("form");
+    form.id = "cancel-form";
+    const output = el("output");
+    form.append(el("button", null, "Cancel this order"), output);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const order = await post(`/orders/${encodeURIComponent(saga.order_id)}/cancel`, {}, output);
+      if (order) output.textContent = `order ${order.status}`;
+    });
+    parts.push(form);
+  }
+  box.replaceChildren(...parts);
 }
 
 // ---- the forms: POSTed to the viewer, which forwards them to the services unchanged ----

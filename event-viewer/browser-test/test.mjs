@@ -1,9 +1,10 @@
 // The viewer's browser test. It starts a private nats-server (it stops it midway), both
 // services on databases of their own and the viewer, as processes; then, in Debian's
 // chromium: creates a product and places an order through the page's forms and sees the
-// order's saga reach `confirmed` with every step within 3 s; publishes a poison message and
-// sees the dead-letter count rise; stops order-service and sees it down, then up again; stops
-// NATS and sees the page say so; starts it again and sees events flow again. Screenshots go to target/browser-test/.
+// order's saga reach `confirmed` with every step within 3 s, then cancels it from the page
+// and sees the releases; publishes a poison message and sees the dead-letter count rise;
+// stops order-service and sees it down, then up again; stops NATS and sees the page say so;
+// starts it again and sees events flow again. Screenshots go to target/browser-test/.
 //
 // Environment: BIN_DIR (the cargo-built binaries, default target/debug), NATS_SERVER_BIN
 // (default nats-server), CHROMIUM (default /usr/bin/chromium), POSTGRES_URL (a server the
@@ -128,9 +129,19 @@ async function main() {
     timings.saga_confirmed_ms = confirmedIn;
     await page.screenshot({ path: path.join(shots, "saga.png"), fullPage: true });
 
+    // ... and cancel it from the page: the saga goes on to the releases.
+    let t = Date.now();
+    await page.click("#cancel-form button");
+    await page.waitForFunction(() => {
+      const steps = [...document.querySelectorAll("#saga .saga-step")].map((s) => s.dataset.type);
+      return document.querySelector("#saga-status")?.textContent === "cancelled" &&
+        ["OrderCancelled", "StockReleased", "ReservationReleased"].every((s) => steps.includes(s));
+    }, null, { timeout: 3000 });
+    timings.saga_cancelled_ms = Date.now() - t;
+
     // 2. A poison message on order-service's subjects: product-service dead-letters it.
     const deadBefore = await deadLetters(page, "products");
-    let t = Date.now();
+    t = Date.now();
     await publish({
       port: natsPort,
       subject: `${namespace}.order.events.order-${randomUUID()}.OrderPlaced`,
