@@ -283,8 +283,19 @@ $("#filter-form").addEventListener("reset", () => setTimeout(render, 0));
 function connect() {
   const source = new EventSource("/api/stream");
   const viewer = $("#viewer-status");
-  source.onopen = () => { viewer.textContent = "page: live"; viewer.className = "badge up"; };
-  source.onerror = () => { viewer.textContent = "page: viewer unreachable, retrying"; viewer.className = "badge down"; };
+  let lost = false;
+  source.onopen = () => {
+    viewer.textContent = "page: live";
+    viewer.className = "badge up";
+    // Back after a break (the viewer restarted?): fetch what came meanwhile.
+    if (lost) loadWindow();
+    lost = false;
+  };
+  source.onerror = () => {
+    lost = true;
+    viewer.textContent = "page: viewer unreachable, retrying";
+    viewer.className = "badge down";
+  };
   source.addEventListener("event", (message) => {
     const e = JSON.parse(message.data);
     e.arrived = Date.now();
