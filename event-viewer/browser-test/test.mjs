@@ -11,7 +11,7 @@
 // services may create databases on, default postgres://postgres@127.0.0.1:5432), TEST_LOG
 // (set: the processes' logs are shown).
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -26,7 +26,14 @@ const shots = path.join(root, "target/browser-test");
 const postgres = (process.env.POSTGRES_URL || "postgres://postgres@127.0.0.1:5432").replace(/\/+$/, "");
 const run = "viewer_bt_" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
 const children = [];
+const temporaryDirs = [];
 const timings = {};
+
+function temporaryDir(prefix) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  temporaryDirs.push(dir);
+  return dir;
+}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -44,14 +51,18 @@ function start(name, command, args, env = {}) {
     env: { ...process.env, ...env },
     stdio: process.env.TEST_LOG ? "inherit" : "ignore",
   });
-  child.on("error", (e) => { console.error(`cannot start ${name} (${command}): ${e.message}`); process.exit(1); });
+  child.on("error", (e) => console.error(`cannot start ${name} (${command}): ${e.message}`));
   children.push(child);
   return child;
 }
 
 function stop(child) {
-  if (child.exitCode === null) child.kill("SIGKILL");
-  return new Promise((resolve) => (child.exitCode !== null ? resolve() : child.on("exit", resolve)));
+  const exited = () => child.exitCode !== null || child.signalCode !== null;
+  if (exited()) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once("exit", resolve);
+    child.kill("SIGKILL");
+  });
 }
 
 async function until(what, check, timeoutMs = 20000) {
@@ -78,8 +89,13 @@ function natsAccepts(port) {
 }
 
 async function main() {
+  for (const bin of ["product-service", "order-service", "event-viewer"]) {
+    if (!existsSync(path.join(binDir, bin))) {
+      throw new Error(`${binDir}/${bin} is missing: build it first (scripts/browser-test.sh does)`);
+    }
+  }
   const natsPort = await freePort();
-  const natsDir = mkdtempSync(path.join(os.tmpdir(), "viewer-bt-nats-"));
+  const natsDir = temporaryDir("viewer-bt-nats-");
   let nats = startNats(natsPort, natsDir);
   await natsAccepts(natsPort);
   const natsUrl = `nats://127.0.0.1:${natsPort}`;
@@ -106,7 +122,7 @@ async function main() {
   await answers(`${viewer}/health`);
 
   mkdirSync(shots, { recursive: true });
-  const profile = mkdtempSync(path.join(os.tmpdir(), "viewer-bt-chromium-"));
+  const profile = temporaryDir("viewer-bt-chromium-");
   // A fresh profile (playwright passes it as --user-data-dir).
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -183,8 +199,6 @@ async function main() {
     console.log("BROWSER-TEST " + Object.entries(timings).map(([k, v]) => `${k}=${v}`).join(" "));
   } finally {
     await browser.close();
-    rmSync(profile, { recursive: true, force: true });
-    rmSync(natsDir, { recursive: true, force: true });
   }
 }
 
@@ -230,5 +244,6 @@ try {
 } finally {
   await Promise.all(children.map(stop));
   dropDatabases();
+  for (const dir of temporaryDirs) rmSync(dir, { recursive: true, force: true });
 }
 process.exit(failed ? 1 : 0);
