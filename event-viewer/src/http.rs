@@ -1,5 +1,5 @@
 //! The viewer's HTTP side: the page and its assets (embedded in the binary), a JSON API over
-//! the window, the server-sent-events stream of changes, and the two forms' POSTs forwarded to
+//! the window, the server-sent-events stream of changes, and the forms' POSTs forwarded to
 //! the services unchanged (same paths and bodies as the services' own API, so the page needs
 //! no CORS).
 
