@@ -1,13 +1,14 @@
-# One image holding both services; docker-compose.yml picks the binary per container.
+# One image holding both services and the event viewer; docker-compose.yml picks the binary
+# per container.
 # Queries are checked at run time, so the build needs no database.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p product-service -p order-service \
+    cargo build --release --locked -p product-service -p order-service -p event-viewer \
  && mkdir -p /out \
- && cp target/release/product-service target/release/order-service /out/
+ && cp target/release/product-service target/release/order-service target/release/event-viewer /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -1,0 +1,125 @@
+//! One typed configuration, read from the command line and the environment.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// The viewer only observes: it needs NATS (read), the services' base URLs (for `/metrics` and
+/// the proxied create-product and place-order forms) and an address to serve the page on.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "event-viewer",
+    version,
+    about = "A live page of both services' events, sagas and lag"
+)]
+pub struct Config {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// NATS user; unset: connect without credentials.
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Prefix of the services' JetStream streams and subjects.
+    #[arg(long, env = "EVENTS_NAMESPACE", default_value = "shop")]
+    pub events_namespace: String,
+    /// order-service's base URL.
+    #[arg(long, env = "ORDERS_URL", default_value = "http://localhost:8081")]
+    pub orders_url: String,
+    /// product-service's base URL.
+    #[arg(long, env = "PRODUCTS_URL", default_value = "http://localhost:8082")]
+    pub products_url: String,
+    /// Where the page is served; port 0 picks a free port.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+impl Config {
+    /// NATS credentials when both are set and the user is not empty.
+    pub fn nats_credentials(&self) -> Option<(String, String)> {
+        match (&self.nats_user, &self.nats_password) {
+            (Some(user), password) if !user.is_empty() => {
+                Some((user.clone(), password.clone().unwrap_or_default()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The two services, with the NATS names their relays publish under.
+    pub fn services(&self) -> [ServiceNames; 2] {
+        let ns = &self.events_namespace;
+        [
+            ServiceNames {
+                service: "orders",
+                base_url: self.orders_url.trim_end_matches('/').to_owned(),
+                stream: format!("{ns}_order_events"),
+                subject_prefix: format!("{ns}.order.events"),
+                durable_on_other: "order-service",
+            },
+            ServiceNames {
+                service: "products",
+                base_url: self.products_url.trim_end_matches('/').to_owned(),
+                stream: format!("{ns}_product_events"),
+                subject_prefix: format!("{ns}.product.events"),
+                durable_on_other: "product-service",
+            },
+        ]
+    }
+
+    /// Where the services publish the messages they dead-letter.
+    pub fn dead_letter_subjects(&self) -> String {
+        format!("{}.deadletter.>", self.events_namespace)
+    }
+}
+
+/// One service as the viewer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceNames {
+    /// `orders` or `products`: the name the page uses.
+    pub service: &'static str,
+    pub base_url: String,
+    /// The JetStream stream its relay publishes to, and the subjects' prefix.
+    pub stream: String,
+    pub subject_prefix: String,
+    /// The name of its durable consumer on the other service's stream.
+    pub durable_on_other: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_namespace_as_the_services_derive_them() {
+        let config =
+            Config::try_parse_from(["event-viewer", "--events-namespace", "t1"]).expect("parses");
+        let [orders, products] = config.services();
+        assert_eq!(orders.stream, "t1_order_events");
+        assert_eq!(orders.subject_prefix, "t1.order.events");
+        assert_eq!(products.stream, "t1_product_events");
+        assert_eq!(products.subject_prefix, "t1.product.events");
+        assert_eq!(config.dead_letter_subjects(), "t1.deadletter.>");
+        assert_eq!(config.http_addr.port(), 8080);
+    }
+
+    #[test]
+    fn credentials_need_a_user() {
+        let config = Config::try_parse_from(["event-viewer"]).expect("parses");
+        assert_eq!(config.nats_credentials(), None);
+        let config = Config::try_parse_from([
+            "event-viewer",
+            "--nats-user",
+            "viewer",
+            "--nats-password",
+            "pw",
+        ])
+        .expect("parses");
+        assert_eq!(
+            config.nats_credentials(),
+            Some(("viewer".to_owned(), "pw".to_owned()))
+        );
+    }
+}
