@@ -30,6 +30,24 @@ pub fn event_type(name: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Why a person-entered text is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextError {
+    Empty,
+    TooLong { len: usize, max: usize },
+}
+
+/// A person-entered text (a product's name, a customer id): surrounding spaces trimmed, then
+/// 1 to `max` characters. The domains refuse with their own words for it.
+pub fn bounded_text(text: &str, max: usize) -> Result<String, TextError> {
+    let text = text.trim();
+    match text.chars().count() {
+        0 => Err(TextError::Empty),
+        len if len > max => Err(TextError::TooLong { len, max }),
+        _ => Ok(text.to_owned()),
+    }
+}
+
 /// What `append` accepts: a valid stream id and at least one event, each of a valid type.
 pub(crate) fn append(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
     stream_id(stream)?;

@@ -115,7 +115,7 @@ pub struct ListOrders {
 
 /// Postgres keeps no NUL character in text or jsonb; refused here, it would fail the write.
 fn storable(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.contains('\0') {
+    if event_store::validate::text_has_nul(value) {
         return Err(ApiError::Validation(format!(
             "{field} must not contain NUL characters"
         )));

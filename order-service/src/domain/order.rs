@@ -3,6 +3,7 @@
 use std::fmt;
 
 use event_store::aggregate::{Aggregate, Fold};
+use event_store::validate::{bounded_text, TextError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -148,18 +149,10 @@ pub fn evolve(mut state: OrderState, event: &OrderEvent) -> OrderState {
 }
 
 fn validate_customer_id(customer_id: &str) -> Result<String, DomainError> {
-    let customer_id = customer_id.trim();
-    let len = customer_id.chars().count();
-    if len == 0 {
-        return Err(DomainError::EmptyCustomerId);
-    }
-    if len > MAX_CUSTOMER_ID_CHARS {
-        return Err(DomainError::CustomerIdTooLong {
-            len,
-            max: MAX_CUSTOMER_ID_CHARS,
-        });
-    }
-    Ok(customer_id.to_owned())
+    bounded_text(customer_id, MAX_CUSTOMER_ID_CHARS).map_err(|e| match e {
+        TextError::Empty => DomainError::EmptyCustomerId,
+        TextError::TooLong { len, max } => DomainError::CustomerIdTooLong { len, max },
+    })
 }
 
 /// Checks every line and returns the order's total.

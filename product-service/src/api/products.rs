@@ -121,7 +121,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     // Postgres keeps no NUL character in jsonb: refused here, it would fail the append.
-    if body.name.contains('\0') {
+    if event_store::validate::text_has_nul(&body.name) {
         return Err(ApiError::Validation(
             "name must not contain NUL characters".to_owned(),
         ));

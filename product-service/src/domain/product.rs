@@ -1,6 +1,7 @@
 //! The product aggregate: catalogue data and stock of one product.
 
 use event_store::aggregate::{Aggregate, Fold, SnapshotPolicy};
+use event_store::validate::{bounded_text, TextError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -148,18 +149,10 @@ fn existing(state: &ProductState) -> Result<&ProductState, DomainError> {
 }
 
 fn validate_name(name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
-    let len = name.chars().count();
-    if len == 0 {
-        return Err(DomainError::EmptyName);
-    }
-    if len > MAX_NAME_CHARS {
-        return Err(DomainError::NameTooLong {
-            len,
-            max: MAX_NAME_CHARS,
-        });
-    }
-    Ok(name.to_owned())
+    bounded_text(name, MAX_NAME_CHARS).map_err(|e| match e {
+        TextError::Empty => DomainError::EmptyName,
+        TextError::TooLong { len, max } => DomainError::NameTooLong { len, max },
+    })
 }
 
 fn validate_price(price_cents: i64) -> Result<(), DomainError> {
