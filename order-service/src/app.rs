@@ -60,7 +60,7 @@ impl Application {
         // Orders are this service's own aggregates: their read model is written in the
         // transaction of every append, so a client reads its own writes at once.
         let store = EventStore::new(pool.clone()).with_inline(vec![Arc::new(OrdersProjection)]);
-        let client = nats::connect(&config.nats_url)
+        let client = nats::connect(&config.nats_url, config.nats_login.login()?.as_ref())
             .await
             .context("connecting to NATS")?;
         let js = jetstream::new(client.clone());

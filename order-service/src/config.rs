@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
-pub use service_kit::config::{AdminToken, LogFormat, ReplayArgs};
+pub use service_kit::config::{AdminToken, LogFormat, NatsLoginArgs, ReplayArgs};
 
 /// Command line of the `order-service` binary.
 #[derive(Debug, Parser)]
@@ -51,6 +51,8 @@ pub struct Config {
 
     #[arg(long, env = "NATS_URL", global = true, default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
+    #[command(flatten)]
+    pub nats_login: NatsLoginArgs,
 
     #[arg(long, env = "HTTP_ADDR", global = true, default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
@@ -85,6 +87,7 @@ impl Config {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             database_pool_size: DEFAULT_POOL_SIZE,
             nats_url: DEFAULT_NATS_URL.to_owned(),
+            nats_login: NatsLoginArgs::default(),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             events_namespace: DEFAULT_NAMESPACE.to_owned(),
             log_filter: DEFAULT_LOG_FILTER.to_owned(),

@@ -67,7 +67,7 @@ impl Application {
             .context("running the event store's migrations")?;
         migrate(&pool).await?;
 
-        let nats = nats::connect(&config.nats_url)
+        let nats = nats::connect(&config.nats_url, config.nats_login.login()?.as_ref())
             .await
             .context("connecting to NATS")?;
         let shutdown = CancellationToken::new();

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
-pub use service_kit::config::{AdminToken, LogFormat, ReplayArgs};
+pub use service_kit::config::{AdminToken, LogFormat, NatsLoginArgs, ReplayArgs};
 
 /// The command line: `product-service [serve]` or `product-service replay`.
 #[derive(Debug, Parser)]
@@ -49,6 +49,8 @@ pub struct Config {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    #[command(flatten)]
+    pub nats_login: NatsLoginArgs,
     /// Where the HTTP server listens; port 0 picks a free port.
     #[arg(long, global = true, env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
     pub http_addr: SocketAddr,
@@ -78,6 +80,7 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/products".to_owned(),
             database_pool_size: DEFAULT_POOL_SIZE,
             nats_url: "nats://127.0.0.1:4222".to_owned(),
+            nats_login: NatsLoginArgs::default(),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8082)),
             events_namespace: "shop".to_owned(),
             log_filter: "info".to_owned(),

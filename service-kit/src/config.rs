@@ -46,6 +46,38 @@ impl std::str::FromStr for AdminToken {
     }
 }
 
+/// The NATS user a service logs in as. Both unset: no authentication (a server without
+/// users, as the tests' servers are); docker-compose.yml gives each service its own user
+/// (docker/nats.conf). `Debug` hides the password.
+#[derive(Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct NatsLoginArgs {
+    #[arg(long = "nats-user", env = "NATS_USER", global = true)]
+    pub user: Option<String>,
+    #[arg(
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+impl NatsLoginArgs {
+    /// The login, if one is configured; only one of the two set is an error.
+    pub fn login(&self) -> anyhow::Result<Option<event_store::nats::Login>> {
+        event_store::nats::Login::from_parts(self.user.clone(), self.password.clone())
+    }
+}
+
+impl std::fmt::Debug for NatsLoginArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsLoginArgs")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "hidden"))
+            .finish()
+    }
+}
+
 /// Arguments of `<service> replay`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ReplayArgs {
