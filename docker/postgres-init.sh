@@ -8,9 +8,10 @@
 #
 #   PRODUCTS_DB / PRODUCTS_DB_USER / PRODUCTS_DB_PASSWORD   products / product_service / product-service-dev
 #   ORDERS_DB   / ORDERS_DB_USER   / ORDERS_DB_PASSWORD     orders   / order_service   / order-service-dev
-# psql reads the server from the usual PG* variables.
+# psql connects to ADMIN_DATABASE_URL (default: the database `postgres`, server and superuser
+# from the usual PG* variables).
 set -euo pipefail
-psql -v ON_ERROR_STOP=1 -q -d postgres \
+psql -v ON_ERROR_STOP=1 -q -d "${ADMIN_DATABASE_URL:-postgres}" \
   -v products_db="${PRODUCTS_DB:-products}" \
   -v products_user="${PRODUCTS_DB_USER:-product_service}" \
   -v products_password="${PRODUCTS_DB_PASSWORD:-product-service-dev}" \
