@@ -95,8 +95,10 @@ async fn forge_price_change(
     h.insert(headers::STREAM_ID, stream_id.as_str());
     h.insert(headers::STREAM_VERSION, version.to_string().as_str());
     h.insert(headers::POSITION, "1000000");
-    let payload = json!({"product_id": product, "old_price_cents": 2500, "price_cents": price_cents});
-    let js = jetstream::with_timeout(client.clone(), Duration::from_secs(2));
+    let payload =
+        json!({"product_id": product, "old_price_cents": 2500, "price_cents": price_cents});
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(Duration::from_secs(2));
     let subject = format!("{NAMESPACE}.product.events.{stream_id}.PriceChanged");
     let ack = js
         .publish_with_headers(subject, h, payload.to_string().into())
@@ -195,13 +197,20 @@ async fn a_forged_price_change_is_refused_by_the_server_while_the_authenticated_
         .expect("the viewer receives the product's events")
         .expect("a message")
         .expect("not an error");
-    assert!(first.subject.ends_with(".ProductCreated"), "{}", first.subject);
+    assert!(
+        first.subject.ends_with(".ProductCreated"),
+        "{}",
+        first.subject
+    );
 
     // product-service's login cannot publish order-service's events either.
     let (products, product_errors) = client_as(&nats.url(), &PRODUCTS).await;
     products
         .publish(
-            format!("{NAMESPACE}.order.events.order-{}.OrderCancelled", Uuid::new_v4()),
+            format!(
+                "{NAMESPACE}.order.events.order-{}.OrderCancelled",
+                Uuid::new_v4()
+            ),
             "{}".into(),
         )
         .await
@@ -213,7 +222,10 @@ async fn a_forged_price_change_is_refused_by_the_server_while_the_authenticated_
     // forgeries claimed, and order-service applies it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, body) = system
-        .get(format!("{}/catalog/products/{product}", system.orders.base_url))
+        .get(format!(
+            "{}/catalog/products/{product}",
+            system.orders.base_url
+        ))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["price_cents"], 2500, "{body}");

@@ -33,7 +33,10 @@ fn run_init_script(names: &Names) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docker/postgres-init.sh");
     let output = Command::new("bash")
         .arg(script)
-        .env("ADMIN_DATABASE_URL", with_database(&admin_database_url(), "postgres"))
+        .env(
+            "ADMIN_DATABASE_URL",
+            with_database(&admin_database_url(), "postgres"),
+        )
         .env("PRODUCTS_DB", &names.products_db)
         .env("PRODUCTS_DB_USER", &names.products_user)
         .env("PRODUCTS_DB_PASSWORD", PASSWORD)
@@ -69,8 +72,14 @@ async fn check(names: &Names) {
 
     // Neither role reaches the other's database: 42501, insufficient privilege.
     for (url, what) in [
-        (as_user(&admin, &names.orders_user, &names.products_db), "order role -> products"),
-        (as_user(&admin, &names.products_user, &names.orders_db), "product role -> orders"),
+        (
+            as_user(&admin, &names.orders_user, &names.products_db),
+            "order role -> products",
+        ),
+        (
+            as_user(&admin, &names.products_user, &names.orders_db),
+            "product role -> orders",
+        ),
     ] {
         assert_eq!(
             sqlstate_of_connecting(&url).await.as_deref(),
@@ -80,7 +89,9 @@ async fn check(names: &Names) {
     }
 
     // Each owns its own database, and is no superuser.
-    let mut own = PgConnection::connect(&orders_url).await.expect("order role -> orders");
+    let mut own = PgConnection::connect(&orders_url)
+        .await
+        .expect("order role -> orders");
     let (superuser, createdb, owner): (bool, bool, String) = sqlx::query_as(
         "SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba)::text \
          FROM pg_roles r, pg_database d WHERE r.rolname = current_user \
@@ -89,7 +100,10 @@ async fn check(names: &Names) {
     .fetch_one(&mut own)
     .await
     .expect("reading its role");
-    assert!(!superuser && !createdb, "the order role has more than it needs");
+    assert!(
+        !superuser && !createdb,
+        "the order role has more than it needs"
+    );
     assert_eq!(owner, names.orders_user);
     own.close().await.expect("closed");
 
@@ -110,7 +124,9 @@ async fn check(names: &Names) {
     drop((products, orders));
 
     // The migrations ran as the owner: every table of the database is the role's own.
-    let mut own = PgConnection::connect(&orders_url).await.expect("order role -> orders");
+    let mut own = PgConnection::connect(&orders_url)
+        .await
+        .expect("order role -> orders");
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' \
          AND tableowner <> current_user",
