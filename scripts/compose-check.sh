@@ -108,15 +108,12 @@ docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
   | grep -E '^(es-shop|es-shop-local/|debian:bookworm-slim|rust:1-bookworm)' | sed 's/^/IMAGE /' >&2
 
 log "ports published on 127.0.0.1 only"
-for published in "product-service 8082" "order-service 8081"; do
-  # shellcheck disable=SC2086
-  address=$(docker-compose port $published)
-  [[ $address == 127.0.0.1:* ]] || die "$published is published on $address, not 127.0.0.1"
-done
-for service in postgres nats; do
-  [ -z "$(docker-compose port "$service" 5432 2>/dev/null)$(docker-compose port "$service" 4222 2>/dev/null)" ] ||
-    die "$service is published on the host"
-done
+ports=$(docker ps --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+  --format '{{.Names}}: {{.Ports}}')
+printf '%s\n' "$ports" >&2
+published=$(grep -o '[^ ,]*->' <<<"$ports" || true)
+[ "$(grep -c . <<<"$published")" = 2 ] || die "expected the two services' ports published: $published"
+if grep -v '^127\.0\.0\.1:' <<<"$published"; then die "a port is published beyond 127.0.0.1"; fi
 
 log "each service's Postgres role is its own"
 psql_in() { docker-compose exec -T postgres psql -v ON_ERROR_STOP=1 -tA "$@"; }
@@ -124,8 +121,10 @@ psql_in() { docker-compose exec -T postgres psql -v ON_ERROR_STOP=1 -tA "$@"; }
   "SELECT string_agg(rolname || ':' || rolsuper, ',' ORDER BY rolname) FROM pg_roles
    WHERE rolname IN ('order_service', 'product_service')")" = "order_service:false,product_service:false" ] ||
   die "the services' roles are missing or superusers"
-if psql_in "postgresql://order_service:${ORDERS_DB_PASSWORD:-order-service-dev}@localhost/products" \
-  -c 'SELECT 1' >/dev/null 2>&1; then
+orders_role="postgresql://order_service:${ORDERS_DB_PASSWORD:-order-service-dev}@localhost"
+[ "$(psql_in "$orders_role/orders" -c 'SELECT current_user')" = order_service ] ||
+  die "order-service's role cannot log in to its own database"
+if psql_in "$orders_role/products" -c 'SELECT 1' >/dev/null 2>&1; then
   die "order-service's role can connect to the products database"
 fi
 

@@ -69,7 +69,7 @@ async fn client_as(url: &str, user: &User) -> (async_nats::Client, Arc<Mutex<Vec
             let seen = seen.clone();
             async move {
                 if let Event::ServerError(e) = event {
-                    seen.lock().unwrap().push(e.to_string());
+                    seen.lock().expect("not poisoned").push(e.to_string());
                 }
             }
         })
@@ -111,7 +111,7 @@ async fn permission_violation(errors: &Arc<Mutex<Vec<String>>>, subject_part: &s
     for _ in 0..50 {
         if errors
             .lock()
-            .unwrap()
+            .expect("not poisoned")
             .iter()
             .any(|e| e.to_lowercase().contains("permissions violation") && e.contains(subject_part))
         {
@@ -143,7 +143,9 @@ async fn a_forged_price_change_is_refused_by_the_server_while_the_authenticated_
         )
         .await;
     assert_eq!(status, 201, "{order}");
-    let settled = system.settled_order(order["id"].as_str().unwrap()).await;
+    let settled = system
+        .settled_order(order["id"].as_str().expect("an order id"))
+        .await;
     assert_eq!(settled["status"], "confirmed", "{settled}");
     let reserved = system
         .eventually(
@@ -151,7 +153,7 @@ async fn a_forged_price_change_is_refused_by_the_server_while_the_authenticated_
             |p| p["stock_available"] == 7,
         )
         .await;
-    let version = reserved["version"].as_i64().unwrap();
+    let version = reserved["version"].as_i64().expect("a version");
 
     // No login: the server does not let the client in at all.
     let anonymous = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(nats.url()))
@@ -169,7 +171,7 @@ async fn a_forged_price_change_is_refused_by_the_server_while_the_authenticated_
     assert!(
         permission_violation(&errors, "shop.product.events").await,
         "the server did not report a permission violation: {:?}",
-        errors.lock().unwrap()
+        errors.lock().expect("not poisoned")
     );
 
     // The viewer reads the product stream but cannot publish on it.
