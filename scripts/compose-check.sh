@@ -11,7 +11,7 @@
 #   5. removes the run's containers, networks and volumes, also when a step fails.
 # Fails on any error, unhealthy container, tour mismatch, or lost or doubled order. Needs root.
 #
-#   CHAOS_ORDERS (default 60), CHAOS_ROUNDS (default 1): the size of the chaos run.
+#   CHAOS_ORDERS (default 80), CHAOS_ROUNDS (default 1): the size of the chaos run.
 #   COMPOSE_CHECK_KEEP=1: leave the system up at the end (for a look around).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,7 +134,8 @@ scripts/tour.sh >"$out/tour.log" || { cat "$out/tour.log"; die "the tour does no
 tail -1 "$out/tour.log"
 
 log "chaos"
-ORDERS="${CHAOS_ORDERS:-60}" ROUNDS="${CHAOS_ROUNDS:-1}" PAUSE=0.2 SETTLE=120 \
+# The load lasts about as long as the kills (5 s each), so every kill meets orders in flight.
+ORDERS="${CHAOS_ORDERS:-80}" ROUNDS="${CHAOS_ROUNDS:-1}" PAUSE=1.2 SETTLE=120 \
   CHAOS_DIR="$out/chaos" scripts/chaos.sh run 2>&1 | tee "$out/chaos.log"
 summary=$(grep '^CHAOS-SUMMARY' "$out/chaos.log") || die "chaos printed no summary"
 echo "$summary"
