@@ -8,6 +8,8 @@
 #   - no order's stock was reserved twice (StockReserved events per order, per product).
 #
 #   scripts/chaos.sh [run]   the whole thing: compose up, setup, load + kills, check
+#   scripts/chaos.sh up      compose up --build, then wait until every container is healthy
+#   scripts/chaos.sh healthy wait until every container is healthy
 #   scripts/chaos.sh setup   create the products the load orders from
 #   scripts/chaos.sh load    place orders, recording the acknowledged ones
 #   scripts/chaos.sh check   check the invariants for what setup and load recorded
@@ -21,8 +23,11 @@
 #   WORKERS        concurrent clients (default 4);  PAUSE  seconds between a client's orders
 #   ROUNDS         kill rounds of run (default 2);  VICTIMS  services killed in each round
 #   SETTLE         seconds to wait for everything to settle (default 120)
+#   COMPOSE_FILE, COMPOSE_PROJECT_NAME   as docker compose reads them
 #
-# Needs bash, curl and jq (Debian: apt-get install curl jq); run also needs docker compose.
+# Needs bash, curl and jq (Debian: apt-get install curl jq); run and up also need docker with
+# `docker compose` (v2) or `docker-compose` (1.29, which has no `up --wait`: the health of
+# every container is then awaited here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +77,55 @@ until_json() {
     fi
     sleep 0.5
   done
+}
+
+# The compose command: `docker compose` (v2) when there is one, else `docker-compose`.
+compose() {
+  if [ -z "${compose_cmd:-}" ]; then
+    if docker compose version >/dev/null 2>&1; then
+      compose_cmd="docker compose"
+    elif command -v docker-compose >/dev/null; then
+      compose_cmd="docker-compose"
+    else
+      die "docker compose (or docker-compose) is needed"
+    fi
+  fi
+  $compose_cmd "$@"
+}
+
+# Waits (up to SETTLE) until every container of the project is healthy (running, for one
+# without a healthcheck); fails at once on an unhealthy or exited one.
+wait_healthy() {
+  local deadline=$((SECONDS + SETTLE)) ids id state
+  local -a waiting
+  while :; do
+    ids=$(compose ps -q)
+    [ -n "$ids" ] || die "no containers are running"
+    waiting=()
+    for id in $ids; do
+      state=$(docker inspect -f \
+        '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
+      case ${state#* } in
+        healthy | running) ;;
+        starting) waiting+=("${state% *}") ;;
+        *) die "container ${state% *} is ${state#* }" ;;
+      esac
+    done
+    [ "${#waiting[@]}" -eq 0 ] && return 0
+    [ "$SECONDS" -lt "$deadline" ] || die "not healthy after ${SETTLE}s: ${waiting[*]}"
+    sleep 0.5
+  done
+}
+
+up() {
+  log "starting the system"
+  if compose up --help 2>/dev/null | grep -q -- '--wait'; then
+    compose up -d --build --wait
+  else
+    compose up -d --build
+    wait_healthy
+  fi
+  log "every container is healthy"
 }
 
 wait_ready() {
@@ -193,8 +247,7 @@ check() {
 
 run() {
   command -v docker >/dev/null || die "docker (with compose) is needed for run"
-  log "starting the system"
-  docker compose up -d --build --wait
+  up
   setup
   load &
   local load_pid=$! round victim injected=0
@@ -202,22 +255,25 @@ run() {
     for victim in $VICTIMS; do
       sleep 3
       log "round $round: kill -9 $victim"
-      docker compose kill -s KILL "$victim"
+      compose kill -s KILL "$victim"
       sleep 2
-      docker compose start "$victim"
+      compose start "$victim"
       injected=$((injected + 1))
       echo "$injected" >"$CHAOS_DIR/injected"
     done
   done
   wait "$load_pid"
+  wait_healthy
   wait_ready
   check
 }
 
 case "${1:-run}" in
   run) run ;;
+  up) up ;;
+  healthy) wait_healthy ;;
   setup) setup ;;
   load) load ;;
   check) check ;;
-  *) die "usage: $0 [run|setup|load|check]" ;;
+  *) die "usage: $0 [run|up|healthy|setup|load|check]" ;;
 esac

@@ -69,6 +69,10 @@ ensure_current_nats() {
 ensure_postgres
 ensure_nats
 ensure_current_nats
+# README's tour (tests/tests/tour.rs) runs curl and jq; the Postgres roles test runs psql.
+missing=()
+for tool in curl jq psql; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]/psql/postgresql-client}"
 debian_nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 
 # The end-to-end tests run the service binaries as processes.

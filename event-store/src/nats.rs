@@ -13,11 +13,51 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 9);
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-published duplicate.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Connects to `url` without waiting for the server: the client keeps retrying in the
-/// background, so a service starts (and takes writes) while NATS is down. The server version
-/// is checked by [`ensure_stream`], the first call that needs an answer from the server.
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    Ok(async_nats::ConnectOptions::new()
+/// A NATS user and its password (`NATS_USER`, `NATS_PASSWORD`). `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl Login {
+    /// The login of a configuration: none when neither is set (a server without
+    /// authentication), an error when only one of them is.
+    pub fn from_parts(
+        user: Option<String>,
+        password: Option<String>,
+    ) -> anyhow::Result<Option<Login>> {
+        match (user, password) {
+            (None, None) => Ok(None),
+            (Some(user), Some(password)) => Ok(Some(Login { user, password })),
+            (Some(_), None) => anyhow::bail!("NATS_USER is set but NATS_PASSWORD is not"),
+            (None, Some(_)) => anyhow::bail!("NATS_PASSWORD is set but NATS_USER is not"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &"hidden")
+            .finish()
+    }
+}
+
+/// Connects to `url`, as `login` when given, without waiting for the server: the client keeps
+/// retrying in the background, so a service starts (and takes writes) while NATS is down. The
+/// server version is checked by [`ensure_stream`], the first call that needs an answer from
+/// the server. What a user may publish is the server's decision (docker/nats.conf).
+pub async fn connect(url: &str, login: Option<&Login>) -> anyhow::Result<Client> {
+    let options = match login {
+        Some(login) => async_nats::ConnectOptions::with_user_and_password(
+            login.user.clone(),
+            login.password.clone(),
+        ),
+        None => async_nats::ConnectOptions::new(),
+    };
+    Ok(options
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .connect(url)
@@ -88,7 +128,20 @@ pub async fn ensure_stream(
 
 #[cfg(test)]
 mod tests {
-    use super::check_version;
+    use super::{check_version, Login};
+
+    #[test]
+    fn a_login_needs_both_user_and_password_and_hides_the_password() {
+        assert_eq!(Login::from_parts(None, None).ok(), Some(None));
+        let login = Login::from_parts(Some("viewer".into()), Some("s3cret".into()))
+            .ok()
+            .flatten()
+            .expect("a login from both parts");
+        assert_eq!(login.user, "viewer");
+        assert!(!format!("{login:?}").contains("s3cret"));
+        assert!(Login::from_parts(Some("viewer".into()), None).is_err());
+        assert!(Login::from_parts(None, Some("s3cret".into())).is_err());
+    }
 
     #[test]
     fn servers_from_2_9_on_are_accepted_and_older_ones_refused() {

@@ -183,10 +183,18 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_with(Vec::new(), Vec::new())
+    }
+
+    /// A private server with more arguments (a configuration file: `-c <path>`) and
+    /// environment variables (the ones that file refers to).
+    pub fn start_with(args: Vec<String>, env: Vec<(String, String)>) -> NatsServer {
         let bin = PathBuf::from(
             std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned()),
         );
@@ -197,6 +205,8 @@ impl NatsServer {
             port,
             dir,
             bin,
+            args,
+            env,
         };
         server.restart();
         server
@@ -227,6 +237,8 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.dir.path())
+            .args(&self.args)
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

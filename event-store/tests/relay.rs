@@ -180,7 +180,9 @@ async fn with_nats_stopped_appends_succeed_and_the_backlog_is_published_when_it_
     let db = TestDb::new().await;
     let store = db.store();
     let mut server = NatsServer::start();
-    let client = event_store::nats::connect(&server.url()).await.unwrap();
+    let client = event_store::nats::connect(&server.url(), None)
+        .await
+        .unwrap();
     let js = jetstream::new(client);
     let config = unique_config();
     let relay = RunningRelay::start(&store, &js, &config);
@@ -203,7 +205,9 @@ async fn with_nats_stopped_appends_succeed_and_the_backlog_is_published_when_it_
 #[tokio::test]
 async fn declaring_a_stream_checks_the_server_version_once_connected() {
     let server = NatsServer::start();
-    let client = event_store::nats::connect(&server.url()).await.unwrap();
+    let client = event_store::nats::connect(&server.url(), None)
+        .await
+        .unwrap();
     let js = jetstream::new(client.clone());
     let name = testing::unique("version");
 

@@ -94,6 +94,8 @@ pub struct Common {
     pub database_pool_size: u32,
     #[arg(long, env = "NATS_URL", global = true, default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
+    #[command(flatten)]
+    pub nats_login: NatsLoginArgs,
     /// Prefix of every JetStream stream and subject, so several deployments (or tests) can
     /// share one NATS server.
     #[arg(long, env = "EVENTS_NAMESPACE", global = true, default_value = DEFAULT_NAMESPACE)]
@@ -119,6 +121,7 @@ impl Default for Common {
         Common {
             database_pool_size: DEFAULT_POOL_SIZE,
             nats_url: DEFAULT_NATS_URL.to_owned(),
+            nats_login: NatsLoginArgs::default(),
             events_namespace: DEFAULT_NAMESPACE.to_owned(),
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             log_format: LogFormat::Text,
@@ -222,6 +225,38 @@ impl std::str::FromStr for AdminToken {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(AdminToken(s.to_owned()))
+    }
+}
+
+/// The NATS user a service logs in as. Both unset: no authentication (a server without
+/// users, as the tests' servers are); docker-compose.yml gives each service its own user
+/// (docker/nats.conf). `Debug` hides the password.
+#[derive(Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct NatsLoginArgs {
+    #[arg(long = "nats-user", env = "NATS_USER", global = true)]
+    pub user: Option<String>,
+    #[arg(
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+impl NatsLoginArgs {
+    /// The login, if one is configured; only one of the two set is an error.
+    pub fn login(&self) -> anyhow::Result<Option<event_store::nats::Login>> {
+        event_store::nats::Login::from_parts(self.user.clone(), self.password.clone())
+    }
+}
+
+impl std::fmt::Debug for NatsLoginArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsLoginArgs")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "hidden"))
+            .finish()
     }
 }
 

@@ -75,7 +75,7 @@ impl Service {
         let pool = database::connect(&start.config.database_url, common.database_pool_size).await?;
         database::migrate(&pool, start.migrations).await?;
         let store = EventStore::new(pool.clone()).with_inline(start.inline);
-        let nats = nats::connect(&common.nats_url)
+        let nats = nats::connect(&common.nats_url, common.nats_login.login()?.as_ref())
             .await
             .context("connecting to NATS")?;
         let tasks = Tasks::default();

@@ -169,11 +169,22 @@ impl TestSystem {
         nats_url: String,
         extra: Vec<(String, String)>,
     ) -> TestSystem {
+        TestSystem::start_each_with_env(postgres_url, nats_url, extra.clone(), extra).await
+    }
+
+    /// [`TestSystem::start_on`], with environment variables of its own for each service
+    /// (each its own NATS user, say).
+    pub async fn start_each_with_env(
+        postgres_url: &str,
+        nats_url: String,
+        products_extra: Vec<(String, String)>,
+        orders_extra: Vec<(String, String)>,
+    ) -> TestSystem {
         testing::init_tracing();
         let products_db = TestDb::empty_on(postgres_url).await;
         let orders_db = TestDb::empty_on(postgres_url).await;
         let namespace = testing::unique("e2e");
-        let env = |db: &TestDb| {
+        let env = |db: &TestDb, extra: &[(String, String)]| {
             vec![
                 ("DATABASE_URL".to_owned(), db.url.clone()),
                 ("NATS_URL".to_owned(), nats_url.clone()),
@@ -187,8 +198,8 @@ impl TestSystem {
             .chain(extra.iter().cloned())
             .collect::<Vec<_>>()
         };
-        let products = ServiceProcess::start("product-service", env(&products_db));
-        let orders = ServiceProcess::start("order-service", env(&orders_db));
+        let products = ServiceProcess::start("product-service", env(&products_db, &products_extra));
+        let orders = ServiceProcess::start("order-service", env(&orders_db, &orders_extra));
         products.wait_ready().await;
         orders.wait_ready().await;
         TestSystem {

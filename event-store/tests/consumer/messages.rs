@@ -375,7 +375,9 @@ async fn a_consumer_started_while_nats_is_down_waits_and_then_consumes() {
     let fx = Fixture::without_stream().await;
     let mut server = NatsServer::start();
     server.stop();
-    let client = event_store::nats::connect(&server.url()).await.unwrap();
+    let client = event_store::nats::connect(&server.url(), None)
+        .await
+        .unwrap();
     let js = jetstream::new(client);
     let consumer = Consumer::new(
         fx.db.store(),
