@@ -309,3 +309,16 @@ mod tests {
         assert_ne!(base, fingerprint(&Method::POST, "/orders", b"{ }"));
     }
 }
+
+/// The `Idempotency-Key` header as the OpenAPI documents describe it (`params(KeyHeader)`).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct KeyHeader {
+    /// Makes the request safe to retry: the same key with the same request replays the first
+    /// response (`Idempotent-Replayed: true`) and changes nothing; with another request it is
+    /// 422 `idempotency_key_reused`; while the first is still running 409
+    /// `idempotency_key_in_flight`; malformed 400 `invalid_idempotency_key`. Kept for
+    /// IDEMPOTENCY_RETENTION (24 h by default).
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = r"^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
+}
