@@ -117,26 +117,29 @@ pub async fn middleware(
     let fingerprint = fingerprint(req.method(), &path, &body);
     req.set_payload(Payload::from(body));
     let claim = idempotency::claim(&state.pool, &key, &fingerprint, LEASE, state.retention).await;
-    let claimed =
-        match claim {
-            Ok(Claim::Claimed(claimed)) => claimed,
-            Ok(Claim::Replay(kept)) => return Ok(req.into_response(respond(kept))),
-            Ok(Claim::InFlight) => return Ok(req.into_response(error(
+    let claimed = match claim {
+        Ok(Claim::Claimed(claimed)) => claimed,
+        Ok(Claim::Replay(kept)) => return Ok(req.into_response(respond(kept))),
+        Ok(Claim::InFlight) => {
+            return Ok(req.into_response(error(
                 StatusCode::CONFLICT,
                 "idempotency_key_in_flight",
                 format!(
                     "a request with Idempotency-Key {key:?} is still being processed; retry later"
                 ),
-            ))),
-            Ok(Claim::Mismatch) => return Ok(req.into_response(error(
+            )))
+        }
+        Ok(Claim::Mismatch) => {
+            return Ok(req.into_response(error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 format!(
                     "Idempotency-Key {key:?} was used for another request (another route or body)"
                 ),
-            ))),
-            Err(e) => return Ok(req.into_response(database_error(e))),
-        };
+            )))
+        }
+        Err(e) => return Ok(req.into_response(database_error(e))),
+    };
     req.extensions_mut().insert(claimed.clone());
     // Runs to its end even when the client goes away (which drops this future), so the key
     // is kept or released rather than left in flight until its lease lapses.
@@ -319,6 +322,11 @@ pub struct KeyHeader {
     /// 422 `idempotency_key_reused`; while the first is still running 409
     /// `idempotency_key_in_flight`; malformed 400 `invalid_idempotency_key`. Kept for
     /// IDEMPOTENCY_RETENTION (24 h by default).
-    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = r"^[!-~]{1,255}$")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]{1,255}$"
+    )]
     pub idempotency_key: Option<String>,
 }

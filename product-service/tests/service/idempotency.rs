@@ -146,3 +146,68 @@ async fn the_reservation_carries_the_idempotency_key_of_the_order() {
         Some(order_key(order_id))
     );
 }
+
+/// Two attempts of one request run at once when the first outlives its lease (a stalled
+/// process) and a retry takes the key over. The ids derived from the key make the second land
+/// on the store's idempotent append: it answers with the first's response and restocks nothing.
+#[tokio::test]
+async fn a_second_attempt_after_a_lapsed_lease_lands_on_the_first_attempts_events() {
+    use event_store::aggregate::{Commands, Keyed, Loaded};
+    use event_store::idempotency::{claim, Claim, Kept};
+    use product_service::domain::commands::ProductCommand;
+    use product_service::domain::product::{Product, ProductState};
+
+    let app = TestApp::spawn().await;
+    let product = app.create_product("Press", 900, 1).await;
+    let pool = &app.db.pool;
+    let (key, fingerprint) = (Uuid::new_v4().to_string(), "restock-5".to_owned());
+    let retention = Duration::from_secs(60);
+    let Ok(Claim::Claimed(first)) =
+        claim(pool, &key, &fingerprint, Duration::ZERO, retention).await
+    else {
+        panic!("the key is new")
+    };
+    let Ok(Claim::Claimed(second)) =
+        claim(pool, &key, &fingerprint, Duration::from_secs(30), retention).await
+    else {
+        panic!("a lapsed lease is taken over")
+    };
+    let commands = Commands::<Product>::new(app.db.store());
+    let respond = |done: &Loaded<ProductState>| {
+        Kept::json(200, None, &json!({ "stock": done.state.stock_available }))
+    };
+    let restock = ProductCommand::Restock { quantity: 5 };
+    let metadata = event_store::Metadata::default();
+
+    let one = commands
+        .execute_keyed(
+            product.id,
+            restock.clone(),
+            &metadata,
+            &Keyed {
+                claimed: &first,
+                respond: &respond,
+            },
+        )
+        .await
+        .expect("the first attempt");
+    let two = commands
+        .execute_keyed(
+            product.id,
+            restock,
+            &metadata,
+            &Keyed {
+                claimed: &second,
+                respond: &respond,
+            },
+        )
+        .await
+        .expect("the second attempt");
+
+    assert_eq!(one.body, two.body);
+    assert!(two.replayed);
+    assert_eq!(
+        app.event_types(&format!("product-{}", product.id)).await,
+        ["ProductCreated", "ProductRestocked"]
+    );
+}
