@@ -245,3 +245,23 @@ async fn cancelling_under_a_key_is_done_once_and_answered_alike() {
     assert_eq!(first["status"], "cancelled");
     assert_eq!(count(&app, "OrderCancelled").await, 1);
 }
+
+#[tokio::test]
+async fn every_state_changing_route_documents_the_key_and_its_answers() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    for path in ["/orders", "/orders/{id}/cancel"] {
+        let post = &doc["paths"][path]["post"];
+        let header = post["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("{path} takes no Idempotency-Key: {post}"));
+        assert_eq!(header["in"], "header");
+        assert_eq!(header["required"], false);
+        for status in ["400", "409", "422"] {
+            assert!(post["responses"][status].is_object(), "{path} {status}");
+        }
+    }
+}

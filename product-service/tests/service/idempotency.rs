@@ -211,3 +211,26 @@ async fn a_second_attempt_after_a_lapsed_lease_lands_on_the_first_attempts_event
         ["ProductCreated", "ProductRestocked"]
     );
 }
+
+#[tokio::test]
+async fn every_state_changing_route_documents_the_key_and_its_answers() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
+    for path in [
+        "/products",
+        "/products/{id}/price",
+        "/products/{id}/restock",
+    ] {
+        let post = &doc["paths"][path]["post"];
+        let header = post["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("{path} takes no Idempotency-Key: {post}"));
+        assert_eq!(header["in"], "header");
+        for status in ["400", "409", "422"] {
+            assert!(post["responses"][status].is_object(), "{path} {status}");
+        }
+    }
+}
