@@ -214,11 +214,15 @@ pub async fn release(pool: &PgPool, claimed: &Claimed) -> Result<(), sqlx::Error
     Ok(())
 }
 
-/// Deletes the keys past their retention; how many.
+/// Deletes the keys past their retention, except one whose request is still running under
+/// its lease (a retention shorter than a request); how many.
 pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= now()")
-        .execute(pool)
-        .await?;
+    let deleted = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE expires_at <= now() \
+         AND (status IS NOT NULL OR locked_until <= now())",
+    )
+    .execute(pool)
+    .await?;
     Ok(deleted.rows_affected())
 }
 
