@@ -165,6 +165,7 @@ fn events(messages: usize, streams: usize) -> Vec<RecordedEvent> {
                 correlation_id: Some(format!("req-{}", id())),
                 causation_id: Some(Uuid::new_v4().to_string()),
                 traceparent: Some(format!("00-{}-{}-01", id(), &id()[..16])),
+                idempotency_key: None,
             },
             recorded_at: chrono::Utc::now(),
         }

@@ -156,6 +156,7 @@ mod tests {
                 correlation_id: Some("req-7".to_owned()),
                 causation_id: Some("cause".to_owned()),
                 traceparent: None,
+                idempotency_key: None,
             },
             recorded_at: chrono::Utc::now(),
         }

@@ -44,6 +44,22 @@ pub struct Metadata {
     /// W3C trace context of the request that caused the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The `Idempotency-Key` of the request that caused the event, carried down the saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl Metadata {
+    /// The metadata of an event caused by `cause` (event id `cause_id`): the same correlation,
+    /// trace context and idempotency key, caused by it.
+    pub fn caused_by(cause: &Metadata, cause_id: uuid::Uuid) -> Metadata {
+        Metadata {
+            correlation_id: cause.correlation_id.clone(),
+            causation_id: Some(cause_id.to_string()),
+            traceparent: cause.traceparent.clone(),
+            idempotency_key: cause.idempotency_key.clone(),
+        }
+    }
 }
 
 /// An event about to be appended.

@@ -8,6 +8,8 @@
 //!   the aggregate keeps them), decide, append with the loaded version, retry on conflict.
 //! - [`tail`]: a subscription from a checkpoint, woken by appends ([`wakeup`]: in-process and
 //!   LISTEN/NOTIFY), polling only as a fallback.
+//! - [`idempotency`]: the keys of `Idempotency-Key` requests and the responses kept for them,
+//!   stored in the append's transaction (docs/adr/0005-idempotency-keys.md).
 //! - [`snapshot`]: aggregates' states stored beside their streams, so loading one does not
 //!   grow with its history.
 //! - [`checkpoint`]: where each reader has got to, stored beside the events so a reader can
@@ -43,6 +45,7 @@ pub mod consumer;
 pub mod envelope;
 mod error;
 mod event;
+pub mod idempotency;
 mod inbox;
 pub mod leader;
 pub mod locks;

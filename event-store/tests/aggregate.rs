@@ -102,28 +102,51 @@ async fn commands_retry_a_lost_race_refuse_as_the_domain_says_and_snapshot_as_co
     INTERLOPE.store(true, Ordering::SeqCst);
     DECISIONS.store(0, Ordering::SeqCst);
     let raced = commands.execute(id, 2, &metadata).await.unwrap();
-    assert_eq!(DECISIONS.load(Ordering::SeqCst), 2, "decided again after the conflict");
+    assert_eq!(
+        DECISIONS.load(Ordering::SeqCst),
+        2,
+        "decided again after the conflict"
+    );
     assert_eq!((raced.state, raced.version), (Count(103), 3));
 
     // The domain's refusal is the domain's error; nothing is appended.
     let refused = commands.execute(id, 0, &metadata).await;
-    assert!(matches!(refused, Err(CommandError::Domain(Refused))), "{refused:?}");
-    assert_eq!(store.stream_version(&Counter::stream_id(id)).await.unwrap(), 3);
+    assert!(
+        matches!(refused, Err(CommandError::Domain(Refused))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.stream_version(&Counter::stream_id(id)).await.unwrap(),
+        3
+    );
 
     // Four events folded on top of no snapshot: the command writes one at version 4, and the
     // next load starts from it.
     commands.execute(id, 1, &metadata).await.unwrap();
     let loaded = commands.load(id).await.unwrap();
-    assert_eq!((loaded.loaded.state, loaded.loaded.version), (Count(104), 4));
-    assert_eq!(loaded.folded, 0, "loaded from the snapshot written at version 4");
+    assert_eq!(
+        (loaded.loaded.state, loaded.loaded.version),
+        (Count(104), 4)
+    );
+    assert_eq!(
+        loaded.folded, 0,
+        "loaded from the snapshot written at version 4"
+    );
 
     // A stored event that does not decode is Corrupt (poison), not a database error.
     let broken = Uuid::now_v7();
     let event = NewEvent::new("Incremented", serde_json::json!({ "by": "many" }));
     store
-        .append(&Counter::stream_id(broken), ExpectedVersion::NoStream, &[event])
+        .append(
+            &Counter::stream_id(broken),
+            ExpectedVersion::NoStream,
+            &[event],
+        )
         .await
         .unwrap();
     let corrupt = commands.execute(broken, 1, &metadata).await;
-    assert!(matches!(corrupt, Err(CommandError::Corrupt(_))), "{corrupt:?}");
+    assert!(
+        matches!(corrupt, Err(CommandError::Corrupt(_))),
+        "{corrupt:?}"
+    );
 }

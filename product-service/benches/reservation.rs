@@ -146,6 +146,7 @@ fn stored(event: &ProductEvent) -> NewEvent {
         correlation_id: Some(format!("order-{}", Uuid::now_v7())),
         causation_id: Some(Uuid::now_v7().to_string()),
         traceparent: None,
+        idempotency_key: None,
     };
     NewEvent::new(event.event_type(), event.payload())
         .with_schema_version(product_service::domain::SCHEMA_VERSION)

@@ -84,6 +84,8 @@ pub const DEFAULT_NAMESPACE: &str = "shop";
 pub const DEFAULT_LOG_FILTER: &str = "info";
 pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
 pub const DEFAULT_POOL_SIZE: u32 = 20;
+/// How long a response is kept for its `Idempotency-Key`.
+pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The settings both services share, with the same defaults (docker-compose.yml's).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -113,6 +115,16 @@ pub struct Common {
     /// unprocessed for longer than this many seconds (0: never for lag).
     #[arg(long, env = "READY_MAX_LAG_SECONDS", global = true, default_value_t = DEFAULT_READY_MAX_LAG_SECONDS)]
     pub ready_max_lag_seconds: u64,
+    /// How long the response to a request with an `Idempotency-Key` is kept and replayed:
+    /// seconds (`86400`) or a number with a unit `s`, `m`, `h` or `d` (`24h`). After it the
+    /// key is new again.
+    #[arg(
+        long,
+        env = "IDEMPOTENCY_RETENTION",
+        global = true,
+        default_value = "24h"
+    )]
+    pub idempotency_retention: Retention,
 }
 
 impl Default for Common {
@@ -127,6 +139,7 @@ impl Default for Common {
             log_format: LogFormat::Text,
             admin_token: None,
             ready_max_lag_seconds: DEFAULT_READY_MAX_LAG_SECONDS,
+            idempotency_retention: Retention(DEFAULT_IDEMPOTENCY_RETENTION),
         }
     }
 }
@@ -140,6 +153,35 @@ impl Common {
     /// How old an unprocessed event may get before readiness fails; `None`: no limit.
     pub fn ready_max_lag(&self) -> Option<Duration> {
         (self.ready_max_lag_seconds > 0).then(|| Duration::from_secs(self.ready_max_lag_seconds))
+    }
+}
+
+/// A retention period: whole seconds, or a number with a unit `s`, `m`, `h` or `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Duration);
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration such as 86400, 90s, 15m, 24h or 7d"))?;
+        let unit = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 60 * 60,
+            "d" => 24 * 60 * 60,
+            other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+        };
+        let seconds = number
+            .checked_mul(unit)
+            .filter(|s| *s > 0)
+            .ok_or_else(|| format!("{s:?} must be positive and not absurdly long"))?;
+        Ok(Retention(Duration::from_secs(seconds)))
     }
 }
 
@@ -300,6 +342,19 @@ mod tests {
         assert!(!token.matches("s3cre"));
         assert!(!token.matches("s3creT"));
         assert!(!format!("{token:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn retention_reads_seconds_or_a_unit() {
+        let parse = |s: &str| s.parse::<Retention>().map(|r| r.0.as_secs());
+        assert_eq!(parse("86400"), Ok(86400));
+        assert_eq!(parse("90s"), Ok(90));
+        assert_eq!(parse("15m"), Ok(900));
+        assert_eq!(parse("24h"), Ok(86400));
+        assert_eq!(parse("7d"), Ok(604800));
+        for bad in ["", "0", "h", "1w", "-5", "1.5h"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

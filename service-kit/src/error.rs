@@ -17,8 +17,10 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// Stable machine-readable code: `malformed_json`, `validation_failed`, `not_found`,
     /// `method_not_allowed`, `version_conflict`, `payload_too_large`, `unauthorized`,
-    /// `rebuild_in_progress`, `unavailable`, `internal`; order-service also answers
-    /// `unknown_product` and `invalid_transition`. Each route's responses name its codes.
+    /// `rebuild_in_progress`, `unavailable`, `internal`; with an `Idempotency-Key`,
+    /// `invalid_idempotency_key`, `idempotency_key_in_flight` and `idempotency_key_reused`;
+    /// order-service also answers `unknown_product` and `invalid_transition`. Each route's
+    /// responses name its codes.
     #[schema(example = "validation_failed")]
     pub error: String,
     /// What went wrong, for people.

@@ -4,6 +4,8 @@
 //!   `traceparent` become the [`request::RequestContext`] whose metadata every event the request
 //!   writes carries; the request runs in a span naming the id, is logged, and is timed into
 //!   `http_request_duration_seconds` by route pattern.
+//! - [`idempotency`]: `Idempotency-Key` on every `POST`: the key claimed before the handler,
+//!   the response kept in the command's append transaction and replayed for a retry.
 //! - [`prometheus`]: the process's recorder and `GET /metrics`, which adds the store's lag
 //!   gauges measured at scrape time (`event_store::metrics`).
 //! - [`logging`]: the tracing subscriber (text or JSON), and with the `otel` feature an OTLP
@@ -34,6 +36,7 @@ pub mod database;
 pub mod error;
 pub mod fresh;
 pub mod health;
+pub mod idempotency;
 pub mod logging;
 pub mod prometheus;
 pub mod replay_cli;

@@ -30,6 +30,8 @@ pub struct RequestContext {
     /// The caller's W3C trace context, when it sent a well-formed one (with the `otel`
     /// feature exporting, the request's own span context instead).
     pub traceparent: Option<String>,
+    /// The request's `Idempotency-Key`, when it sent a well-formed one.
+    pub idempotency_key: Option<String>,
 }
 
 impl RequestContext {
@@ -39,6 +41,7 @@ impl RequestContext {
             correlation_id: Some(self.request_id.clone()),
             causation_id: None,
             traceparent: self.traceparent.clone(),
+            idempotency_key: self.idempotency_key.clone(),
         }
     }
 
@@ -52,6 +55,9 @@ impl RequestContext {
             traceparent: header(&TRACEPARENT_HEADER)
                 .map(str::trim)
                 .filter(|tp| valid_traceparent(tp))
+                .map(str::to_owned),
+            idempotency_key: header(&crate::idempotency::IDEMPOTENCY_KEY)
+                .filter(|key| crate::idempotency::valid_key(key))
                 .map(str::to_owned),
         }
     }

@@ -6,7 +6,7 @@
 //! 2. [`Service::run_messaging`]: declares both JetStream streams (retrying while NATS is
 //!    away), then runs the relay of the service's events and the consumer of the other's.
 //! 3. [`Service::serve`]: binds the HTTP listener (port 0 picks a free port) with the shared
-//!    middleware and routes (health, metrics, OpenAPI-described admin) around the service's.
+//!    middleware (request context, `Idempotency-Key` with its pruner) and routes (health, metrics, OpenAPI-described admin) around the service's.
 //! 4. [`Application::run_until_stopped`]: serves until SIGTERM, Ctrl-C, the shutdown token
 //!    or a panicking background task; then lets in-flight requests finish and drains the
 //!    background tasks for a bounded time ([`crate::tasks`]).
@@ -33,6 +33,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{self, Cli, Command, Common, Config, EventNames, LogFormat};
 use crate::error::{self, EdgeError};
 use crate::health::{self, Health};
+use crate::idempotency::{self, Idempotency};
 use crate::prometheus::{self, Scrape};
 use crate::tasks::{Tasks, DRAIN};
 use crate::{database, logging, replay_cli, request};
@@ -164,11 +165,19 @@ impl Service {
             failures: self.tasks.failures().clone(),
         };
         let http_addr = self.http_addr;
+        let keys = web::Data::new(Idempotency {
+            pool: self.pool.clone(),
+            retention: self.common.idempotency_retention.0,
+        });
+        idempotency::spawn_pruner(&self.tasks, self.pool.clone(), keys.retention);
         let listener =
             TcpListener::bind(http_addr).with_context(|| format!("binding {http_addr}"))?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
+                .app_data(keys.clone())
+                // Inside the request middleware, so replayed answers carry the request id too.
+                .wrap(from_fn(idempotency::middleware))
                 .wrap(from_fn(request::middleware))
                 .configure(error::extractors)
                 .configure(routes.clone())

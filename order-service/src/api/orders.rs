@@ -1,6 +1,5 @@
 //! `/orders`: place, read, list and cancel orders.
 
-use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,7 +12,10 @@ use crate::domain::commands::OrderCommand;
 use crate::domain::events::OrderLine;
 use crate::domain::order::{OrderState, OrderStatus};
 use crate::projections::{catalog, orders};
+use event_store::aggregate::Loaded;
+use event_store::idempotency::Kept;
 use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
+use service_kit::idempotency::{respond, Key, KeyHeader};
 use service_kit::whole_number;
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -130,13 +132,20 @@ fn storable(field: &str, value: &str) -> Result<(), ApiError> {
     path = "/orders",
     tag = "orders",
     request_body = PlaceOrderRequest,
+    params(KeyHeader),
     responses(
-        (status = 201, description = "Placed, pending", body = OrderView,
-            headers(("Location" = String, description = "`/orders/{id}`"))),
-        (status = 400, description = "`malformed_json`: not JSON, or not sent as JSON", body = ErrorBody),
+        (status = 201, description = "Placed, pending (or, for a retried `Idempotency-Key`, the \
+            first answer again)", body = OrderView,
+            headers(("Location" = String, description = "`/orders/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "`malformed_json`: not JSON, or not sent as JSON; \
+            `invalid_idempotency_key`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_flight`: the first request with the \
+            key is still running", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
         (status = 422, description = "`validation_failed`: a field missing, of the wrong type or \
-            out of range; `unknown_product`: a product not in the catalogue", body = ErrorBody),
+            out of range; `unknown_product`: a product not in the catalogue; \
+            `idempotency_key_reused`: the key was used for another request", body = ErrorBody),
         (status = 503, description = "`unavailable`: the database is down", body = ErrorBody),
     )
 )]
@@ -144,6 +153,7 @@ fn storable(field: &str, value: &str) -> Result<(), ApiError> {
 pub async fn place_order(
     state: web::Data<AppState>,
     request_id: RequestContext,
+    key: Key,
     body: web::Json<PlaceOrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -166,20 +176,34 @@ pub async fn place_order(
     if !unknown.is_empty() {
         return Err(ApiError::UnknownProduct(unknown));
     }
-    let order_id = Uuid::now_v7();
+    // With a key, every attempt names the same order.
+    let order_id = key.new_id("order-id");
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let command = OrderCommand::PlaceOrder {
         order_id,
         customer_id: body.customer_id,
         lines,
     };
-    let done = state
-        .commands
-        .execute_new(order_id, command, &request_id.metadata())
-        .await?;
-    Ok(HttpResponse::Created()
-        .insert_header((LOCATION, format!("/orders/{order_id}")))
-        .json(OrderView::from_state(done.state, done.version)))
+    let metadata = request_id.metadata();
+    let placed = |done: &Loaded<OrderState>| {
+        let view = OrderView::from_state(done.state.clone(), done.version);
+        Kept::json(201, Some(format!("/orders/{order_id}")), &view)
+    };
+    let kept = match key.keyed(&placed) {
+        Some(keyed) => {
+            state
+                .commands
+                .execute_new_keyed(order_id, command, &metadata, &keyed)
+                .await?
+        }
+        None => placed(
+            &state
+                .commands
+                .execute_new(order_id, command, &metadata)
+                .await?,
+        ),
+    };
+    Ok(respond(kept))
 }
 
 /// One order, from the read model.
@@ -257,12 +281,19 @@ pub async fn list_orders(
     post,
     path = "/orders/{id}/cancel",
     tag = "orders",
-    params(("id" = Uuid, Path, description = "Order id")),
+    params(("id" = Uuid, Path, description = "Order id"), KeyHeader),
     responses(
-        (status = 200, description = "The order, cancelled", body = OrderView),
+        (status = 200, description = "The order, cancelled (or, for a retried \
+            `Idempotency-Key`, the first answer again)", body = OrderView,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "`invalid_idempotency_key`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such order", body = ErrorBody),
         (status = 409, description = "`invalid_transition`: the order is rejected or already \
-            cancelled; `version_conflict`: it kept changing concurrently", body = ErrorBody),
+            cancelled; `version_conflict`: it kept changing concurrently; \
+            `idempotency_key_in_flight`: the first request with the key is still running",
+            body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was used for another \
+            request", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody),
     )
 )]
@@ -270,12 +301,31 @@ pub async fn list_orders(
 pub async fn cancel_order(
     state: web::Data<AppState>,
     request_id: RequestContext,
+    key: Key,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let done = state
-        .commands
-        .execute(id, OrderCommand::Cancel, &request_id.metadata())
-        .await?;
-    Ok(HttpResponse::Ok().json(OrderView::from_state(done.state, done.version)))
+    let metadata = request_id.metadata();
+    let cancelled = |done: &Loaded<OrderState>| {
+        Kept::json(
+            200,
+            None,
+            &OrderView::from_state(done.state.clone(), done.version),
+        )
+    };
+    let kept = match key.keyed(&cancelled) {
+        Some(keyed) => {
+            state
+                .commands
+                .execute_keyed(id, OrderCommand::Cancel, &metadata, &keyed)
+                .await?
+        }
+        None => cancelled(
+            &state
+                .commands
+                .execute(id, OrderCommand::Cancel, &metadata)
+                .await?,
+        ),
+    };
+    Ok(respond(kept))
 }

@@ -80,11 +80,7 @@ impl ReservationOutcome {
                 continue;
             }
             tracing::debug!(%order_id, event_type = events[0].event_type(), "order decided");
-            let metadata = Metadata {
-                correlation_id: cause.metadata.correlation_id.clone(),
-                causation_id: Some(cause.event_id.to_string()),
-                traceparent: cause.metadata.traceparent.clone(),
-            };
+            let metadata = Metadata::caused_by(&cause.metadata, cause.event_id);
             let stream_id = order::stream_id(order_id);
             appends
                 .entry(stream_id.clone())

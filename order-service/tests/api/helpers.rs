@@ -27,6 +27,7 @@ pub struct TestApp {
     pub js: jetstream::Context,
     pub names: EventNames,
     pub nats_url: String,
+    config: Config,
     shutdown: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     next_position: AtomicI64,
@@ -67,7 +68,7 @@ impl TestApp {
         };
         adjust(&mut config);
         let names = config.nats_names();
-        let app = order_service::build(config)
+        let app = order_service::build(config.clone())
             .await
             .expect("building the app");
         let address = format!("http://127.0.0.1:{}", app.port());
@@ -86,6 +87,7 @@ impl TestApp {
             js,
             names,
             nats_url: nats_url.to_owned(),
+            config,
             shutdown,
             running: Some(running),
             next_position: AtomicI64::new(1 << 20),
@@ -226,6 +228,22 @@ impl TestApp {
 
     pub async fn order_with_status(&self, order_id: &str, status: &str) -> Value {
         self.order_when(order_id, |o| o["status"] == status).await
+    }
+
+    /// Stops the app and starts it again on the same database and namespace, as a redeploy
+    /// would.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            let stopped = tokio::time::timeout(PATIENCE, running).await;
+            assert!(stopped.is_ok(), "the app stops in time");
+        }
+        let app = order_service::build(self.config.clone())
+            .await
+            .expect("restarting the app");
+        self.address = format!("http://127.0.0.1:{}", app.port());
+        self.shutdown = app.shutdown_token();
+        self.running = Some(tokio::spawn(app.run_until_stopped()));
     }
 
     /// Stops the app as SIGTERM would and returns how `run_until_stopped` ended.

@@ -11,6 +11,7 @@ mod catalog;
 mod handlers;
 mod health;
 mod helpers;
+mod idempotency;
 mod observability;
 mod orders;
 mod replay;

@@ -10,6 +10,10 @@ use super::products::Product;
 use super::request_id::RequestContext;
 use super::{resource, AppState};
 use crate::domain::commands::ProductCommand;
+use crate::domain::product::ProductState;
+use event_store::aggregate::Loaded;
+use event_store::idempotency::Kept;
+use service_kit::idempotency::{respond, Key, KeyHeader};
 use service_kit::whole_number;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,28 +42,34 @@ pub struct Restock {
     post,
     path = "/products/{id}/price",
     tag = "products",
-    params(("id" = Uuid, Path, description = "Product id")),
+    params(("id" = Uuid, Path, description = "Product id"), KeyHeader),
     request_body = ChangePrice,
     responses(
-        (status = 200, description = "The product after the change, with its new version", body = Product),
-        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 200, description = "The product after the change, with its new version (for a \
+            retried `Idempotency-Key`, the first answer again)", body = Product,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "Not JSON; `invalid_idempotency_key`", body = ErrorBody),
         (status = 404, description = "Unknown product", body = ErrorBody),
-        (status = 409, description = "The product kept changing concurrently", body = ErrorBody),
+        (status = 409, description = "The product kept changing concurrently; \
+            `idempotency_key_in_flight`: the first request with the key is still running",
+            body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 422, description = "Missing or invalid field", body = ErrorBody),
+        (status = 422, description = "Missing or invalid field; `idempotency_key_reused`: the \
+            key was used for another request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn change_price(
     state: web::Data<AppState>,
     context: RequestContext,
+    key: Key,
     id: web::Path<Uuid>,
     body: web::Json<ChangePrice>,
 ) -> Result<HttpResponse, ApiError> {
     let command = ProductCommand::ChangePrice {
         price_cents: body.price_cents,
     };
-    run(&state, &context, id.into_inner(), command).await
+    run(&state, &context, &key, id.into_inner(), command).await
 }
 
 /// Adds stock to a product.
@@ -67,39 +77,53 @@ pub async fn change_price(
     post,
     path = "/products/{id}/restock",
     tag = "products",
-    params(("id" = Uuid, Path, description = "Product id")),
+    params(("id" = Uuid, Path, description = "Product id"), KeyHeader),
     request_body = Restock,
     responses(
-        (status = 200, description = "The product after the restock, with its new version", body = Product),
-        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 200, description = "The product after the restock, with its new version (for a \
+            retried `Idempotency-Key`, the first answer again)", body = Product,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "Not JSON; `invalid_idempotency_key`", body = ErrorBody),
         (status = 404, description = "Unknown product", body = ErrorBody),
-        (status = 409, description = "The product kept changing concurrently", body = ErrorBody),
+        (status = 409, description = "The product kept changing concurrently; \
+            `idempotency_key_in_flight`: the first request with the key is still running",
+            body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 422, description = "Missing or invalid field, or stock would overflow", body = ErrorBody),
+        (status = 422, description = "Missing or invalid field, or stock would overflow; \
+            `idempotency_key_reused`: the key was used for another request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn restock(
     state: web::Data<AppState>,
     context: RequestContext,
+    key: Key,
     id: web::Path<Uuid>,
     body: web::Json<Restock>,
 ) -> Result<HttpResponse, ApiError> {
     let command = ProductCommand::Restock {
         quantity: body.quantity,
     };
-    run(&state, &context, id.into_inner(), command).await
+    run(&state, &context, &key, id.into_inner(), command).await
 }
 
 async fn run(
     state: &AppState,
     context: &RequestContext,
+    key: &Key,
     id: Uuid,
     command: ProductCommand,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = state
-        .commands
-        .execute(id, command, &context.metadata())
-        .await?;
-    Ok(HttpResponse::Ok().json(Product::from(outcome)))
+    let metadata = context.metadata();
+    let changed = |done: &Loaded<ProductState>| Kept::json(200, None, &Product::from(done.clone()));
+    let kept = match key.keyed(&changed) {
+        Some(keyed) => {
+            state
+                .commands
+                .execute_keyed(id, command, &metadata, &keyed)
+                .await?
+        }
+        None => changed(&state.commands.execute(id, command, &metadata).await?),
+    };
+    Ok(respond(kept))
 }

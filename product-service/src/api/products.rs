@@ -1,6 +1,5 @@
 //! `POST /products`, `GET /products`, `GET /products/{id}`.
 
-use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,7 +12,9 @@ use crate::domain::commands::ProductCommand;
 use crate::domain::product::ProductState;
 use crate::projections::products::{self, ProductRow};
 use event_store::aggregate::Loaded;
+use event_store::idempotency::Kept;
 use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
+use service_kit::idempotency::{respond, Key, KeyHeader};
 use service_kit::whole_number;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -105,18 +106,25 @@ pub struct ListParams {
     path = "/products",
     tag = "products",
     request_body = CreateProduct,
+    params(KeyHeader),
     responses(
-        (status = 201, description = "Created; the body is the state the write produced",
-            body = Product, headers(("Location" = String, description = "/products/{id}"))),
-        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 201, description = "Created; the body is the state the write produced (for a \
+            retried `Idempotency-Key`, the first answer again)",
+            body = Product, headers(("Location" = String, description = "/products/{id}"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "Not JSON; `invalid_idempotency_key`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_flight`: the first request with the \
+            key is still running", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 422, description = "Missing or invalid field", body = ErrorBody),
+        (status = 422, description = "Missing or invalid field; `idempotency_key_reused`: the \
+            key was used for another request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn create(
     state: web::Data<AppState>,
     context: RequestContext,
+    key: Key,
     body: web::Json<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -126,20 +134,34 @@ pub async fn create(
             "name must not contain NUL characters".to_owned(),
         ));
     }
-    let product_id = Uuid::now_v7();
+    // With a key, every attempt names the same product.
+    let product_id = key.new_id("product-id");
     let command = ProductCommand::CreateProduct {
         product_id,
         name: body.name,
         price_cents: body.price_cents,
         stock: body.stock,
     };
-    let outcome = state
-        .commands
-        .execute(product_id, command, &context.metadata())
-        .await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/products/{product_id}")))
-        .json(Product::from(outcome)))
+    let metadata = context.metadata();
+    let created = |done: &Loaded<ProductState>| {
+        let location = Some(format!("/products/{product_id}"));
+        Kept::json(201, location, &Product::from(done.clone()))
+    };
+    let kept = match key.keyed(&created) {
+        Some(keyed) => {
+            state
+                .commands
+                .execute_keyed(product_id, command, &metadata, &keyed)
+                .await?
+        }
+        None => created(
+            &state
+                .commands
+                .execute(product_id, command, &metadata)
+                .await?,
+        ),
+    };
+    Ok(respond(kept))
 }
 
 /// Lists products by name, then id.

@@ -184,11 +184,7 @@ impl Working {
         if decision.is_empty() {
             return Ok(());
         }
-        let metadata = Metadata {
-            correlation_id: cause.metadata.correlation_id.clone(),
-            causation_id: Some(cause.event_id.to_string()),
-            traceparent: cause.metadata.traceparent.clone(),
-        };
+        let metadata = Metadata::caused_by(&cause.metadata, cause.event_id);
         tracing::debug!(
             %order_id,
             outcome = decision.reservation.first().map(|e| e.event_type()),

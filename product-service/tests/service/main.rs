@@ -2,6 +2,7 @@
 //! reservation saga driven by hand-published order events, and replay (rebuilds).
 
 mod bad_input;
+mod idempotency;
 mod observability;
 mod products;
 mod replay;

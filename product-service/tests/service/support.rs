@@ -198,7 +198,9 @@ impl TestApp {
         h.insert(headers::SCHEMA_VERSION, "1");
         h.insert(
             headers::METADATA,
-            json!({ "correlation_id": correlation_id }).to_string(),
+            // As order-service writes it for a request with an `Idempotency-Key`.
+            json!({ "correlation_id": correlation_id, "idempotency_key": order_key(order_id) })
+                .to_string(),
         );
         h.insert(headers::CORRELATION_ID, correlation_id.as_str());
         let message = PublishMessage::build()
@@ -236,6 +238,11 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// The `Idempotency-Key` the order events published by hand carry in their metadata.
+pub fn order_key(order_id: Uuid) -> String {
+    format!("key-{order_id}")
 }
 
 /// An `OrderPlaced` payload as order-service writes it (with fields product-service ignores).
