@@ -29,6 +29,9 @@ const ORDER_CLIENTS: usize = 4;
 const ORDER_PAUSE: Duration = Duration::from_millis(150);
 const MAX_PRICE_CHANGES: usize = 400;
 const PRICE_PAUSE: Duration = Duration::from_millis(100);
+/// Price clients: more than one, so that one held up by a request waiting out the pool
+/// during a Postgres outage does not leave the outage without a price change sent in it.
+const PRICE_CLIENTS: usize = 2;
 /// The load's client timeout: far above any answer a healthy or degraded service should take,
 /// so a hang shows as a missing status with a long latency.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,21 +105,30 @@ impl Load {
                         stop.clone(),
                     )
                 });
-                let prices = (0..MAX_PRICE_CHANGES).map(|i| {
-                    let id = &products[i % products.len()];
-                    let body = json!({ "price_cents": 1_000 + (i % 50) as i64 });
-                    (
-                        Kind::ChangePrice,
-                        format!("{products_url}/{id}/price"),
-                        body,
+                let prices = (0..PRICE_CLIENTS).map(|first| {
+                    let requests = (first..MAX_PRICE_CHANGES).step_by(PRICE_CLIENTS).map(|i| {
+                        let id = &products[i % products.len()];
+                        let body = json!({ "price_cents": 1_000 + (i % 50) as i64 });
+                        (
+                            Kind::ChangePrice,
+                            format!("{products_url}/{id}/price"),
+                            body,
+                        )
+                    });
+                    run_client(
+                        client.clone(),
+                        requests.collect(),
+                        PRICE_PAUSE,
+                        stop.clone(),
                     )
                 });
-                let prices =
-                    run_client(client.clone(), prices.collect(), PRICE_PAUSE, stop.clone());
-                let (orders, prices) =
-                    futures::future::join(futures::future::join_all(orders), prices).await;
+                let (orders, prices) = futures::future::join(
+                    futures::future::join_all(orders),
+                    futures::future::join_all(prices),
+                )
+                .await;
                 let mut answers = orders.concat();
-                answers.extend(prices);
+                answers.extend(prices.concat());
                 answers
             }
         });
