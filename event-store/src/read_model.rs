@@ -60,13 +60,12 @@ pub async fn apply_rows<M: RowModel>(
 ) -> anyhow::Result<()> {
     let mut decoded = Vec::with_capacity(events.len());
     for recorded in events {
-        let event =
-            M::Event::from_stored(&recorded.event_type, &recorded.payload).with_context(|| {
-                format!(
-                    "{} version {} ({}) does not decode",
-                    recorded.stream_id, recorded.stream_version, recorded.event_type
-                )
-            })?;
+        let event = M::Event::decode(recorded).with_context(|| {
+            format!(
+                "{} version {} does not decode",
+                recorded.stream_id, recorded.stream_version
+            )
+        })?;
         if let Some(event) = event {
             decoded.push((event, recorded));
         }

@@ -38,7 +38,6 @@ struct Counter;
 impl Fold for Counter {
     type State = Count;
     type Event = CounterEvent;
-    const SCHEMA_VERSION: i32 = 1;
     const SNAPSHOT: Option<SnapshotPolicy> = Some(SnapshotPolicy {
         schema_version: 1,
         every: 4,

@@ -139,7 +139,7 @@ impl History {
     }
 }
 
-/// The event as the reaction or a command writes it: a fresh id, the service's schema version,
+/// The event as the reaction or a command writes it: a fresh id, its type's schema version,
 /// the metadata of the order that caused it.
 fn stored(event: &ProductEvent) -> NewEvent {
     let metadata = Metadata {
@@ -149,7 +149,7 @@ fn stored(event: &ProductEvent) -> NewEvent {
         idempotency_key: None,
     };
     NewEvent::new(event.event_type(), event.payload())
-        .with_schema_version(product_service::domain::SCHEMA_VERSION)
+        .with_schema_version(event.schema_version())
         .with_metadata(metadata)
 }
 

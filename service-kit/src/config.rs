@@ -125,6 +125,11 @@ pub struct Common {
         default_value = "24h"
     )]
     pub idempotency_retention: Retention,
+    /// How long an event of the other service written at a schema version newer than this
+    /// service reads waits before each redelivery (10 deliveries: the time a rolling upgrade
+    /// has before it is dead-lettered). Seconds or a number with a unit, like the retention.
+    #[arg(long, env = "NEWER_SCHEMA_RETRY", global = true, default_value = "30s")]
+    pub newer_schema_retry: Retention,
 }
 
 impl Default for Common {
@@ -140,6 +145,7 @@ impl Default for Common {
             admin_token: None,
             ready_max_lag_seconds: DEFAULT_READY_MAX_LAG_SECONDS,
             idempotency_retention: Retention(DEFAULT_IDEMPOTENCY_RETENTION),
+            newer_schema_retry: Retention(event_store::consumer::NEWER_SCHEMA_DELAY),
         }
     }
 }

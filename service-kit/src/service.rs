@@ -113,6 +113,7 @@ impl Service {
     /// events with `reactions` (called in this order for every batch).
     pub fn run_messaging(&self, reactions: Vec<Arc<dyn Reaction>>) {
         let (store, names, tasks) = (self.store.clone(), self.names.clone(), self.tasks.clone());
+        let newer_schema_retry = self.common.newer_schema_retry.0;
         let js = jetstream::new(self.nats.clone());
         self.tasks.spawn("messaging", async move {
             if !declare_streams(&js, &names, tasks.shutdown()).await {
@@ -138,6 +139,7 @@ impl Service {
                     durable: names.durable,
                     dead_letter_subject: names.dead_letter_subject,
                     max_deliver: MAX_DELIVER,
+                    newer_schema_delay: newer_schema_retry,
                 },
                 reactions,
             );

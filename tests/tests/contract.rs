@@ -5,12 +5,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use event_store::wire::DecodeError;
 use order_service::domain as orders;
 use product_service::domain as products;
 use uuid::Uuid;
 
-/// Every (type, payload) product-service writes, produced by its domain.
-fn product_service_samples() -> Vec<(&'static str, serde_json::Value)> {
+/// An event as written: its type, schema version and payload.
+type Sample = (&'static str, i32, serde_json::Value);
+
+/// Every (type, version, payload) product-service writes, produced by its domain.
+fn product_service_samples() -> Vec<Sample> {
     use products::commands::ProductCommand;
     use products::product::{decide, evolve, ProductState};
     use products::reservation::{self, ReservationState};
@@ -20,7 +24,7 @@ fn product_service_samples() -> Vec<(&'static str, serde_json::Value)> {
     let mut state = ProductState::default();
     let mut run = |state: &mut ProductState, command| {
         for e in decide(state, command).unwrap() {
-            samples.push((e.event_type(), e.payload()));
+            samples.push((e.event_type(), e.schema_version(), e.payload()));
             *state = evolve(std::mem::take(state), &e);
         }
     };
@@ -67,20 +71,20 @@ fn product_service_samples() -> Vec<(&'static str, serde_json::Value)> {
             decision
                 .reservation
                 .iter()
-                .map(|e| (e.event_type(), e.payload())),
+                .map(|e| (e.event_type(), e.schema_version(), e.payload())),
         );
         samples.extend(
             decision
                 .products
                 .iter()
-                .map(|(_, e)| (e.event_type(), e.payload())),
+                .map(|(_, e)| (e.event_type(), e.schema_version(), e.payload())),
         );
     }
     samples
 }
 
-/// Every (type, payload) order-service writes, produced by its domain.
-fn order_service_samples() -> Vec<(&'static str, serde_json::Value)> {
+/// Every (type, version, payload) order-service writes, produced by its domain.
+fn order_service_samples() -> Vec<Sample> {
     use orders::commands::OrderCommand;
     use orders::events::OrderLine;
     use orders::order::{decide, evolve, OrderState};
@@ -99,7 +103,7 @@ fn order_service_samples() -> Vec<(&'static str, serde_json::Value)> {
         let mut state = OrderState::default();
         for command in commands {
             for e in decide(&state, command).unwrap() {
-                samples.push((e.event_type(), e.payload()));
+                samples.push((e.event_type(), e.schema_version(), e.payload()));
                 state = evolve(state, &e);
             }
         }
@@ -117,11 +121,11 @@ fn order_service_samples() -> Vec<(&'static str, serde_json::Value)> {
 
 fn check(
     emitted_types: &[&str],
-    samples: &[(&'static str, serde_json::Value)],
+    samples: &[Sample],
     consumed_types: &[&str],
-    read: impl Fn(&str, &serde_json::Value) -> Result<bool, serde_json::Error>,
+    read: impl Fn(&str, i32, &serde_json::Value) -> Result<bool, DecodeError>,
 ) {
-    let sampled: BTreeSet<&str> = samples.iter().map(|(t, _)| *t).collect();
+    let sampled: BTreeSet<&str> = samples.iter().map(|(t, _, _)| *t).collect();
     let emitted: BTreeSet<&str> = emitted_types.iter().copied().collect();
     assert_eq!(sampled, emitted, "every emitted type needs a sample here");
     for consumed in consumed_types {
@@ -130,8 +134,8 @@ fn check(
             "{consumed} is read but never written"
         );
     }
-    for (event_type, payload) in samples {
-        let understood = read(event_type, payload)
+    for (event_type, version, payload) in samples {
+        let understood = read(event_type, *version, payload)
             .unwrap_or_else(|e| panic!("{event_type} {payload} cannot be read: {e}"));
         assert_eq!(
             understood,
@@ -147,7 +151,7 @@ fn every_event_product_service_emits_is_read_by_order_service() {
         products::EVENT_TYPES,
         &product_service_samples(),
         orders::CONSUMED_EVENT_TYPES,
-        |t, p| Ok(orders::product_events::ProductEvent::from_stored(t, p)?.is_some()),
+        |t, v, p| Ok(orders::product_events::ProductEvent::from_stored(t, v, p)?.is_some()),
     );
 }
 
@@ -157,6 +161,6 @@ fn every_event_order_service_emits_is_read_by_product_service() {
         orders::EVENT_TYPES,
         &order_service_samples(),
         products::CONSUMED_EVENT_TYPES,
-        |t, p| Ok(products::order_events::OrderEvent::from_stored(t, p)?.is_some()),
+        |t, v, p| Ok(products::order_events::OrderEvent::from_stored(t, v, p)?.is_some()),
     );
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::consumer::HandleError;
 use crate::idempotency::Claimed;
-use crate::wire::WireEvent;
+use crate::wire::{DecodeError, WireEvent};
 use crate::{snapshot, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
 
 /// Decisions after a conflicting concurrent append, before answering with the conflict.
@@ -32,8 +32,6 @@ pub trait Fold {
     type State: Default + Clone + Send + Sync + Serialize + DeserializeOwned;
     type Event: WireEvent + Send + Sync;
 
-    /// The schema version new events are written at.
-    const SCHEMA_VERSION: i32;
     /// Whether and how the state is snapshotted; `None`: loaded by folding the whole stream.
     const SNAPSHOT: Option<SnapshotPolicy> = None;
 
@@ -139,9 +137,18 @@ impl From<LoadError> for HandleError {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::Database(e) => HandleError::database(e, "loading aggregates"),
+            // Written by a newer replica of this service during its rolling upgrade.
+            LoadError::Corrupt(e) if too_new(&e) => HandleError::NewerSchema(format!("{e:#}")),
             LoadError::Corrupt(e) => HandleError::Poison(format!("{e:#}")),
         }
     }
+}
+
+/// Whether a load failed on an event newer than this code reads.
+fn too_new(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<DecodeError>()
+        .is_some_and(DecodeError::is_too_new)
 }
 
 /// Folds stored events onto `start`. Types the aggregate does not know are skipped (they
@@ -156,13 +163,12 @@ pub fn fold<A: Fold>(
     } = start;
     for stored in events {
         // A type this code does not know is skipped; it still counts for the version.
-        let decoded =
-            A::Event::from_stored(&stored.event_type, &stored.payload).with_context(|| {
-                format!(
-                    "decoding {} at version {} of {}",
-                    stored.event_type, stored.stream_version, stored.stream_id
-                )
-            })?;
+        let decoded = A::Event::decode(stored).with_context(|| {
+            format!(
+                "decoding version {} of {}",
+                stored.stream_version, stored.stream_id
+            )
+        })?;
         if let Some(event) = decoded {
             state = A::evolve(state, &event);
         }
@@ -246,14 +252,14 @@ pub async fn save_snapshots<A: Fold>(
     snapshot::save(conn, policy.schema_version, &rows).await
 }
 
-/// Events ready to append: each with a fresh time-ordered id, the aggregate's schema version
-/// and `metadata`.
+/// Events ready to append: each with a fresh time-ordered id, its type's current schema
+/// version and `metadata`.
 pub fn to_new_events<A: Fold>(events: &[A::Event], metadata: &Metadata) -> Vec<NewEvent> {
     events
         .iter()
         .map(|event| {
             NewEvent::new(event.event_type(), event.payload())
-                .with_schema_version(A::SCHEMA_VERSION)
+                .with_schema_version(event.schema_version())
                 .with_metadata(metadata.clone())
         })
         .collect()

@@ -35,6 +35,9 @@ pub enum Kind {
     OutOfOrder,
     /// A handler kept failing until its deliveries ran out.
     Exhausted,
+    /// Written at a schema version newer than this service reads, still so when its
+    /// deliveries ran out.
+    NewerSchema,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::VersionConflict => "version_conflict",
             Kind::OutOfOrder => "out_of_order",
             Kind::Exhausted => "exhausted",
+            Kind::NewerSchema => "newer_schema",
         }
     }
 }

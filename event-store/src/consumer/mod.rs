@@ -59,6 +59,9 @@ pub const ACK_WAIT: Duration = Duration::from_secs(5);
 /// on its last delivery, dead-lettered). Covers a crashed replica's in-flight messages, which
 /// come back after `ACK_WAIT`.
 pub const PARK_LIMIT: Duration = Duration::from_secs(30);
+/// The default [`ConsumerConfig::newer_schema_delay`]: with 10 deliveries, five minutes for
+/// a rolling upgrade.
+pub const NEWER_SCHEMA_DELAY: Duration = Duration::from_secs(30);
 /// Most messages parked at once; beyond it, early messages are nak'd as a fallback.
 const MAX_PARKED: usize = 1000;
 /// How often parked messages are retried (a replica may have recorded their predecessor) and
@@ -94,6 +97,10 @@ pub struct ConsumerConfig {
     /// Where poison messages are published, with their error in headers.
     pub dead_letter_subject: String,
     pub max_deliver: i64,
+    /// How long a message of a newer schema than this service reads waits before each
+    /// redelivery; with `max_deliver`, how long a rolling upgrade may take before it is
+    /// dead-lettered ([`NEWER_SCHEMA_DELAY`] by default).
+    pub newer_schema_delay: Duration,
 }
 
 pub struct Consumer {

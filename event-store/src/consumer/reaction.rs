@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use super::retry::{is_race, sqlstate};
 use crate::envelope::ForeignEvent;
+use crate::wire::DecodeError;
 use crate::StoreError;
 
 /// Why a handler did not apply an event.
@@ -23,6 +24,23 @@ pub enum HandleError {
     /// Worth retrying later (database unavailable, a timeout).
     #[error("transient failure: {0}")]
     Transient(#[from] anyhow::Error),
+    /// Written at a schema version newer than this service reads, and lacking what it needs
+    /// ([`DecodeError::TooNew`]): held for redelivery while the service is upgraded, and
+    /// dead-lettered (kind `newer_schema`) only once its deliveries run out.
+    #[error("newer schema: {0}")]
+    NewerSchema(String),
+}
+
+impl From<DecodeError> for HandleError {
+    /// An event this service can never read is poison; one written by a newer release is
+    /// held until this service can read it.
+    fn from(e: DecodeError) -> Self {
+        if e.is_too_new() {
+            HandleError::NewerSchema(e.to_string())
+        } else {
+            HandleError::Poison(e.to_string())
+        }
+    }
 }
 
 impl HandleError {

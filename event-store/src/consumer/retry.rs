@@ -37,6 +37,7 @@ pub(super) fn describe(failure: &Failure) -> String {
         Failure::Handler(name, HandleError::Transient(e)) => format!("{name}: {e:#}"),
         Failure::Handler(name, HandleError::Poison(reason)) => format!("{name}: {reason}"),
         Failure::Handler(name, HandleError::Conflict(reason)) => format!("{name}: {reason}"),
+        Failure::Handler(name, HandleError::NewerSchema(reason)) => format!("{name}: {reason}"),
         Failure::Sql(e) => format!("recording in the inbox: {e}"),
     }
 }

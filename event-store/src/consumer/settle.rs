@@ -27,7 +27,12 @@ pub(crate) async fn ack(message: &jetstream::Message) {
 
 /// Hands the message back for redelivery after [`NAK_DELAY`].
 pub(crate) async fn nak(message: &jetstream::Message) {
-    if let Err(e) = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await {
+    nak_after(message, NAK_DELAY).await;
+}
+
+/// Hands the message back for redelivery after `delay`.
+pub(crate) async fn nak_after(message: &jetstream::Message, delay: Duration) {
+    if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
         tracing::warn!(error = %e, "cannot nak; redelivery waits for ack_wait");
     }
 }
@@ -135,14 +140,38 @@ impl Consumer {
                 .dead_letter(&delivery.message, Kind::Poison, &error, shutdown)
                 .await;
         }
+        let newer_schema = matches!(failure, Failure::Handler(_, HandleError::NewerSchema(_)));
         if self.last_delivery(&delivery) {
-            let error = format!(
-                "still failing after {} deliveries: {error}",
-                delivery.delivered()
-            );
+            let (kind, error) = match newer_schema {
+                true => (
+                    Kind::NewerSchema,
+                    format!(
+                        "still unreadable after {} deliveries: {error}",
+                        delivery.delivered()
+                    ),
+                ),
+                false => (
+                    Kind::Exhausted,
+                    format!(
+                        "still failing after {} deliveries: {error}",
+                        delivery.delivered()
+                    ),
+                ),
+            };
             return self
-                .dead_letter(&delivery.message, Kind::Exhausted, &error, shutdown)
+                .dead_letter(&delivery.message, kind, &error, shutdown)
                 .await;
+        }
+        if newer_schema {
+            // A rolling upgrade: the other service already writes a version this one does not
+            // read. Held for as long as its deliveries last, slowly, and alerted on.
+            tracing::warn!(
+                delivered = delivery.delivered(),
+                error,
+                "an event is newer than this service reads; upgrade it. Redelivering later"
+            );
+            metrics::consumed(&self.config.durable, "newer_schema");
+            return nak_after(&delivery.message, self.config.newer_schema_delay).await;
         }
         tracing::warn!(
             delivered = delivery.delivered(),

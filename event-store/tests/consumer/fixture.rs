@@ -129,6 +129,7 @@ impl Fixture {
             durable: "test-consumer".to_owned(),
             dead_letter_subject: format!("{ns}.deadletter"),
             max_deliver: 10,
+            newer_schema_delay: event_store::consumer::NEWER_SCHEMA_DELAY,
         };
         Fixture {
             db,

@@ -16,9 +16,6 @@ pub mod product_events;
 #[cfg(test)]
 mod tests;
 
-/// Schema version stored with every event this service writes.
-pub const SCHEMA_VERSION: i32 = 1;
-
 /// Every event type name this service writes.
 pub const EVENT_TYPES: &[&str] = events::OrderEvent::TYPES;
 

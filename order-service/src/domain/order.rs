@@ -195,7 +195,6 @@ pub struct Order;
 impl Fold for Order {
     type State = OrderState;
     type Event = OrderEvent;
-    const SCHEMA_VERSION: i32 = super::SCHEMA_VERSION;
 
     fn stream_id(order_id: Uuid) -> String {
         stream_id(order_id)

@@ -81,10 +81,7 @@ pub async fn apply_batch(
 ) -> Result<(), HandleError> {
     let mut decoded = Vec::with_capacity(events.len());
     for event in events {
-        let product_event =
-            ProductEvent::from_stored(&event.event_type, &event.payload).map_err(|e| {
-                HandleError::Poison(format!("{} payload does not decode: {e}", event.event_type))
-            })?;
+        let product_event = ProductEvent::decode(*event)?;
         if let Some(product_event) = product_event {
             if let Some(product_id) = product_event.product_id() {
                 decoded.push((product_id, event.stream_version, product_event));

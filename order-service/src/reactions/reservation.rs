@@ -106,13 +106,7 @@ impl ReservationOutcome {
 
 /// The command a product-service event means for an order, if any.
 fn verdict(incoming: &ForeignEvent) -> Result<Option<(Uuid, OrderCommand)>, HandleError> {
-    let decoded =
-        ProductEvent::from_stored(&incoming.event_type, &incoming.payload).map_err(|e| {
-            HandleError::Poison(format!(
-                "{} payload does not decode: {e}",
-                incoming.event_type
-            ))
-        })?;
+    let decoded = ProductEvent::decode(incoming)?;
     Ok(match decoded {
         Some(ProductEvent::ReservationConfirmed(e)) => Some((e.order_id, OrderCommand::Confirm)),
         Some(ProductEvent::ReservationRejected(e)) => Some((

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use event_store::wire::DecodeError;
 use event_store::wire_events;
 
 wire_events! {
@@ -54,15 +55,16 @@ impl ProductServiceEvent {
         }
     }
 
-    /// Decodes a stored event; `Ok(None)` for an unknown type name.
+    /// Decodes a stored event of any version; `Ok(None)` for an unknown type name.
     pub fn from_stored(
         event_type: &str,
+        version: i32,
         payload: &serde_json::Value,
-    ) -> Result<Option<Self>, serde_json::Error> {
-        if let Some(e) = ProductEvent::from_stored(event_type, payload)? {
+    ) -> Result<Option<Self>, DecodeError> {
+        if let Some(e) = ProductEvent::from_stored(event_type, version, payload)? {
             return Ok(Some(Self::Product(e)));
         }
-        Ok(ReservationEvent::from_stored(event_type, payload)?.map(Self::Reservation))
+        Ok(ReservationEvent::from_stored(event_type, version, payload)?.map(Self::Reservation))
     }
 }
 

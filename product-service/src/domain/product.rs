@@ -176,7 +176,6 @@ pub struct Product;
 impl Fold for Product {
     type State = ProductState;
     type Event = ProductEvent;
-    const SCHEMA_VERSION: i32 = super::SCHEMA_VERSION;
     const SNAPSHOT: Option<SnapshotPolicy> = Some(SnapshotPolicy {
         schema_version: SNAPSHOT_SCHEMA_VERSION,
         every: SNAPSHOT_EVERY,

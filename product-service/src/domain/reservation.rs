@@ -209,7 +209,6 @@ pub struct Reservation;
 impl Fold for Reservation {
     type State = ReservationState;
     type Event = ReservationEvent;
-    const SCHEMA_VERSION: i32 = super::SCHEMA_VERSION;
 
     fn stream_id(order_id: Uuid) -> String {
         stream_id(order_id)

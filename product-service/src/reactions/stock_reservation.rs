@@ -66,8 +66,7 @@ impl StockReservation {
     ) -> Result<(), HandleError> {
         let mut decoded = Vec::with_capacity(events.len());
         for event in events {
-            let order_event = OrderEvent::from_stored(&event.event_type, &event.payload)
-                .map_err(|e| HandleError::Poison(format!("{}: {e}", event.event_type)))?;
+            let order_event = OrderEvent::decode(*event)?;
             if let Some(order_event) = order_event {
                 decoded.push((*event, order_event));
             }

@@ -285,7 +285,9 @@ async fn concurrent_reservations_conflict_and_retry_instead_of_overselling() {
                         return conflicts;
                     }
                     Err(HandleError::Conflict(_) | HandleError::Transient(_)) => conflicts += 1,
-                    Err(HandleError::Poison(e)) => panic!("poison: {e}"),
+                    Err(HandleError::Poison(e) | HandleError::NewerSchema(e)) => {
+                        panic!("unreadable: {e}")
+                    }
                 }
             }
         }));

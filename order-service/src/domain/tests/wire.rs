@@ -36,7 +36,9 @@ fn one_of_each() -> Vec<OrderEvent> {
 #[test]
 fn every_event_survives_a_round_trip_through_the_store() {
     for event in one_of_each() {
-        let decoded = OrderEvent::from_stored(event.event_type(), &event.payload()).unwrap();
+        let decoded =
+            OrderEvent::from_stored(event.event_type(), event.schema_version(), &event.payload())
+                .unwrap();
         assert_eq!(decoded, Some(event));
     }
 }
@@ -73,11 +75,11 @@ fn the_payload_is_the_bare_struct() {
 fn an_unknown_event_type_is_skipped() {
     let payload = json!({ "order_id": Uuid::new_v4() });
     assert_eq!(
-        OrderEvent::from_stored("OrderShipped", &payload).unwrap(),
+        OrderEvent::from_stored("OrderShipped", 1, &payload).unwrap(),
         None
     );
     assert_eq!(
-        ProductEvent::from_stored("ProductDiscontinued", &payload).unwrap(),
+        ProductEvent::from_stored("ProductDiscontinued", 1, &payload).unwrap(),
         None
     );
 }
@@ -86,13 +88,13 @@ fn an_unknown_event_type_is_skipped() {
 fn unknown_fields_are_ignored() {
     let o = Uuid::new_v4();
     let payload = json!({ "order_id": o, "cancelled_by": "support" });
-    let decoded = OrderEvent::from_stored("OrderCancelled", &payload).unwrap();
+    let decoded = OrderEvent::from_stored("OrderCancelled", 1, &payload).unwrap();
     assert_eq!(decoded, Some(OrderCancelled { order_id: o }.into()));
 }
 
 #[test]
 fn a_known_type_with_a_broken_payload_is_an_error() {
-    assert!(OrderEvent::from_stored("OrderConfirmed", &json!({ "order": 1 })).is_err());
+    assert!(OrderEvent::from_stored("OrderConfirmed", 1, &json!({ "order": 1 })).is_err());
 }
 
 /// Payloads exactly as product-service writes them, extra fields included.
@@ -172,7 +174,7 @@ fn product_events_are_read_as_product_service_writes_them() {
     let names: Vec<_> = cases.iter().map(|(name, _, _)| *name).collect();
     assert_eq!(names, CONSUMED_EVENT_TYPES);
     for (name, payload, expected) in cases {
-        let decoded = ProductEvent::from_stored(name, &payload).unwrap();
+        let decoded = ProductEvent::from_stored(name, 1, &payload).unwrap();
         assert_eq!(decoded.as_ref(), Some(&expected), "{name}");
         assert_eq!(expected.event_type(), name);
     }
@@ -188,7 +190,7 @@ fn a_rejection_without_a_product_is_read() {
         "requested": 0,
         "available": 0,
     });
-    let decoded = ProductEvent::from_stored("ReservationRejected", &payload).unwrap();
+    let decoded = ProductEvent::from_stored("ReservationRejected", 1, &payload).unwrap();
     let expected = ReservationRejected {
         order_id: o,
         reason: "order cancelled before reservation".into(),

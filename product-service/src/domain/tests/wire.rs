@@ -78,14 +78,14 @@ fn one_of_each() -> Vec<ProductServiceEvent> {
 fn every_event_survives_a_round_trip_through_the_store() {
     for event in one_of_each() {
         let (event_type, payload) = (event.event_type(), event.payload());
-        let decoded = ProductServiceEvent::from_stored(event_type, &payload).unwrap();
+        let decoded = ProductServiceEvent::from_stored(event_type, 1, &payload).unwrap();
         assert_eq!(decoded, Some(event.clone()), "{event_type}");
         let narrow = match &event {
             ProductServiceEvent::Product(e) => {
-                ProductEvent::from_stored(event_type, &payload).unwrap() == Some(e.clone())
+                ProductEvent::from_stored(event_type, 1, &payload).unwrap() == Some(e.clone())
             }
             ProductServiceEvent::Reservation(e) => {
-                ReservationEvent::from_stored(event_type, &payload).unwrap() == Some(e.clone())
+                ReservationEvent::from_stored(event_type, 1, &payload).unwrap() == Some(e.clone())
             }
         };
         assert!(narrow, "{event_type}");
@@ -114,15 +114,15 @@ fn the_payload_carries_no_type_tag() {
 fn an_unknown_event_type_is_skipped() {
     let payload = json!({ "product_id": Uuid::new_v4() });
     assert_eq!(
-        ProductServiceEvent::from_stored("ProductDiscontinued", &payload).unwrap(),
+        ProductServiceEvent::from_stored("ProductDiscontinued", 1, &payload).unwrap(),
         None
     );
     assert_eq!(
-        ProductEvent::from_stored("ReservationReleased", &payload).unwrap(),
+        ProductEvent::from_stored("ReservationReleased", 1, &payload).unwrap(),
         None
     );
     assert_eq!(
-        OrderEvent::from_stored("OrderConfirmed", &payload).unwrap(),
+        OrderEvent::from_stored("OrderConfirmed", 1, &payload).unwrap(),
         None
     );
 }
@@ -131,7 +131,7 @@ fn an_unknown_event_type_is_skipped() {
 fn unknown_fields_are_ignored() {
     let p = Uuid::new_v4();
     let payload = json!({ "product_id": p, "quantity": 4, "warehouse": "north" });
-    let decoded = ProductEvent::from_stored("ProductRestocked", &payload).unwrap();
+    let decoded = ProductEvent::from_stored("ProductRestocked", 1, &payload).unwrap();
     let expected = ProductRestocked {
         product_id: p,
         quantity: 4,
@@ -142,7 +142,7 @@ fn unknown_fields_are_ignored() {
 #[test]
 fn a_known_type_with_a_broken_payload_is_an_error() {
     let payload = json!({ "product_id": "not-a-uuid", "quantity": 4 });
-    assert!(ProductEvent::from_stored("ProductRestocked", &payload).is_err());
+    assert!(ProductEvent::from_stored("ProductRestocked", 1, &payload).is_err());
 }
 
 #[test]
@@ -161,11 +161,12 @@ fn order_events_are_read_as_order_service_writes_them() {
             quantity: 2,
         }],
     };
-    let decoded = OrderEvent::from_stored("OrderPlaced", &placed).unwrap();
+    let decoded = OrderEvent::from_stored("OrderPlaced", 1, &placed).unwrap();
     assert_eq!(decoded, Some(expected.clone().into()));
     assert_eq!(expected.quantities(), vec![(p, 2)]);
 
-    let cancelled = OrderEvent::from_stored("OrderCancelled", &json!({ "order_id": o })).unwrap();
+    let cancelled =
+        OrderEvent::from_stored("OrderCancelled", 1, &json!({ "order_id": o })).unwrap();
     assert_eq!(cancelled, Some(OrderCancelled { order_id: o }.into()));
     assert_eq!(CONSUMED_EVENT_TYPES, ["OrderPlaced", "OrderCancelled"]);
 }
