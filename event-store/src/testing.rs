@@ -1,14 +1,14 @@
 //! Test support shared by every crate's tests: a fresh database per test, unique NATS names,
 //! and private nats-servers and Postgres clusters ([`PgServer`]) for tests that must stop one;
 //! what only tests need of the store ([`catch_up`], [`read_inbox`]), and the golden event
-//! fixtures' check ([`check_event_fixtures`]).
+//! fixtures' check ([`EventFixtures`]).
 //! Enabled by the `testing` feature.
 
 pub mod fixtures;
 mod pg_server;
 mod reads;
 
-pub use fixtures::{check_event_fixtures, Reader};
+pub use fixtures::{EventFixtures, Reader};
 pub use pg_server::PgServer;
 pub use reads::{catch_up, read_inbox};
 

@@ -26,7 +26,8 @@ use event_store::consumer::{ForeignEvent, Reaction as _};
 use event_store::testing::TestDb;
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use product_service::domain::events::{
-    PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReleased, StockReserved,
+    Money, PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReleased,
+    StockReserved,
 };
 use product_service::domain::product::{self, ProductState};
 use product_service::projections::products::ProductsProjection;
@@ -100,11 +101,19 @@ impl History {
             }
             .into()
         } else if self.slot().is_multiple_of(500) {
-            let old = self.state.price_cents;
+            let old = self.state.price();
+            let cents = if old.amount_minor == 2_500 {
+                2_400
+            } else {
+                2_500
+            };
             PriceChanged {
                 product_id,
-                old_price_cents: old,
-                price_cents: if old == 2_500 { 2_400 } else { 2_500 },
+                price: Money {
+                    amount_minor: cents,
+                    currency: old.currency.clone(),
+                },
+                old_price: old,
             }
             .into()
         } else if self.slots.is_multiple_of(50) {
@@ -165,7 +174,10 @@ async fn write_product(
     let created: ProductEvent = ProductCreated {
         product_id,
         name: format!("Bench product of {length} events"),
-        price_cents: 2_500,
+        price: Money {
+            amount_minor: 2_500,
+            currency: "USD".into(),
+        },
         initial_stock: INITIAL_STOCK,
     }
     .into();

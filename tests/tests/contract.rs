@@ -34,6 +34,7 @@ fn product_service_samples() -> Vec<Sample> {
             product_id,
             name: "Mug".into(),
             price_cents: 900,
+            currency: "EUR".into(),
             stock: 3,
         },
     );
@@ -95,7 +96,10 @@ fn order_service_samples() -> Vec<Sample> {
         lines: vec![OrderLine {
             product_id: Uuid::new_v4(),
             quantity: 2,
-            unit_price_cents: 450,
+            unit_price: orders::events::Money {
+                amount_minor: 450,
+                currency: "EUR".into(),
+            },
         }],
     };
     let mut samples = Vec::new();
@@ -162,5 +166,72 @@ fn every_event_order_service_emits_is_read_by_product_service() {
         &order_service_samples(),
         products::CONSUMED_EVENT_TYPES,
         |t, v, p| Ok(products::order_events::OrderEvent::from_stored(t, v, p)?.is_some()),
+    );
+}
+
+/// A consumer reads every version its producer writes: for each consumed type, the same
+/// current version, and the consumer's golden fixtures are copies of the producer's.
+#[test]
+fn consumers_know_the_current_version_of_every_consumed_type_and_share_its_fixtures() {
+    use event_store::wire::WireEvent;
+    use std::path::Path;
+
+    fn fixtures(crate_dir: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(crate_dir)
+            .join("tests/fixtures/events")
+    }
+    fn same_fixtures(
+        types: &[&str],
+        current: impl Fn(&str) -> Option<i32>,
+        producer: &str,
+        consumer: &str,
+    ) {
+        for event_type in types {
+            let version = current(event_type).unwrap();
+            for v in 1..=version {
+                let name = format!("{event_type}.v{v}.json");
+                let read = |dir: &str| {
+                    let text = std::fs::read_to_string(fixtures(dir).join(&name))
+                        .unwrap_or_else(|e| panic!("{dir}'s {name}: {e}"));
+                    serde_json::from_str::<serde_json::Value>(&text).unwrap()
+                };
+                assert_eq!(
+                    read(producer),
+                    read(consumer),
+                    "{name}: the consumer's copy differs"
+                );
+            }
+        }
+    }
+
+    for event_type in orders::CONSUMED_EVENT_TYPES {
+        let produced = products::events::ProductEvent::current_version(event_type)
+            .or_else(|| products::events::ReservationEvent::current_version(event_type));
+        assert_eq!(
+            orders::product_events::ProductEvent::current_version(event_type),
+            produced,
+            "{event_type}"
+        );
+    }
+    for event_type in products::CONSUMED_EVENT_TYPES {
+        assert_eq!(
+            products::order_events::OrderEvent::current_version(event_type),
+            orders::events::OrderEvent::current_version(event_type),
+            "{event_type}"
+        );
+    }
+    same_fixtures(
+        orders::CONSUMED_EVENT_TYPES,
+        orders::product_events::ProductEvent::current_version,
+        "product-service",
+        "order-service",
+    );
+    same_fixtures(
+        products::CONSUMED_EVENT_TYPES,
+        products::order_events::OrderEvent::current_version,
+        "order-service",
+        "product-service",
     );
 }

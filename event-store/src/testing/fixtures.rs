@@ -11,7 +11,7 @@
 //! the type gains a version (docs/adr/0007-evolving-events.md).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -28,45 +28,73 @@ pub enum Reader {
     View,
 }
 
-/// Checks `dir` against `E`: a fixture for every version 1 to current of every type (so a
-/// type cannot gain a version without a fixture of the old one), none for a version or type
-/// `E` does not have, and each fixture's `stored` payload upcast to exactly its `current` and
-/// decoded as `reader` requires. Panics listing every problem. Returns how many fixtures it
-/// checked.
-pub fn check_event_fixtures<E: WireEvent>(dir: &Path, reader: Reader) -> usize {
-    let mut problems = Vec::new();
-    let mut expected = BTreeSet::new();
-    for event_type in E::TYPES {
-        let current = E::current_version(event_type).expect("a declared type has a version");
-        for version in 1..=current {
-            expected.insert(format!("{event_type}.v{version}.json"));
+/// A directory of fixtures being checked, enum by enum ([`EventFixtures::check`]), then as a
+/// whole ([`EventFixtures::finish`]).
+#[derive(Debug)]
+pub struct EventFixtures {
+    dir: PathBuf,
+    present: BTreeSet<String>,
+    claimed: BTreeSet<String>,
+    problems: Vec<String>,
+    checked: usize,
+}
+
+impl EventFixtures {
+    /// The `*.json` files of `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> EventFixtures {
+        let dir = dir.as_ref().to_owned();
+        let present = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| entry.expect("a directory entry").file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".json"))
+            .collect();
+        EventFixtures {
+            dir,
+            present,
+            claimed: BTreeSet::new(),
+            problems: Vec::new(),
+            checked: 0,
         }
     }
-    let present: BTreeSet<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").file_name())
-        .map(|name| name.to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".json"))
-        .collect();
-    for missing in expected.difference(&present) {
-        problems.push(format!("{missing} is missing"));
-    }
-    for name in &present {
-        if !expected.contains(name) {
-            problems.push(format!("{name} is not a version of a type this enum has"));
-            continue;
+
+    /// Checks the fixtures of `E`'s types: one for every version 1 to current of every type
+    /// (so a type cannot gain a version without a fixture of the old one), each one's
+    /// `stored` payload upcast to exactly its `current` and decoded as `reader` requires.
+    pub fn check<E: WireEvent>(&mut self, reader: Reader) -> &mut Self {
+        for event_type in E::TYPES {
+            let current = E::current_version(event_type).expect("a declared type has a version");
+            for version in 1..=current {
+                let name = format!("{event_type}.v{version}.json");
+                if !self.present.contains(&name) {
+                    self.problems.push(format!("{name} is missing"));
+                    continue;
+                }
+                if let Err(problem) = check_one::<E>(&self.dir.join(&name), &name, reader) {
+                    self.problems.push(format!("{name}: {problem}"));
+                }
+                self.claimed.insert(name);
+                self.checked += 1;
+            }
         }
-        if let Err(problem) = check_one::<E>(&dir.join(name), name, reader) {
-            problems.push(format!("{name}: {problem}"));
-        }
+        self
     }
-    assert!(
-        problems.is_empty(),
-        "event fixtures in {}:\n  {}",
-        dir.display(),
-        problems.join("\n  ")
-    );
-    present.len()
+
+    /// Panics listing every problem, and every fixture no checked enum has the type and
+    /// version of. Returns how many fixtures were checked.
+    pub fn finish(&mut self) -> usize {
+        for name in self.present.difference(&self.claimed) {
+            self.problems
+                .push(format!("{name} is not a version of a type checked here"));
+        }
+        assert!(
+            self.problems.is_empty(),
+            "event fixtures in {}:\n  {}",
+            self.dir.display(),
+            self.problems.join("\n  ")
+        );
+        self.checked
+    }
 }
 
 fn check_one<E: WireEvent>(path: &Path, name: &str, reader: Reader) -> Result<(), String> {

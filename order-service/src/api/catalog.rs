@@ -24,7 +24,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub struct ProductView {
     pub id: Uuid,
     pub name: String,
+    /// The price in minor units (cents) of `currency`.
     pub price_cents: i64,
+    #[schema(example = "USD")]
+    pub currency: String,
     pub stock_available: i64,
     /// Whether any stock was left, as last seen.
     pub available: bool,
@@ -38,6 +41,7 @@ impl From<CatalogRow> for ProductView {
             id: row.product_id,
             name: row.name,
             price_cents: row.price_cents,
+            currency: row.currency,
             stock_available: row.stock_available,
             available: row.available,
             version: row.version,

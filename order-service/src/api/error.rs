@@ -96,6 +96,7 @@ impl From<DomainError> for ApiError {
             | DomainError::InvalidLineCount { .. }
             | DomainError::InvalidQuantity { .. }
             | DomainError::InvalidPrice { .. }
+            | DomainError::MixedCurrencies { .. }
             | DomainError::TotalOverflow => ApiError::Validation(error.to_string()),
         }
     }

@@ -41,7 +41,7 @@ use super::resource;
         service_kit::admin::ProjectionList,
         service_kit::admin::ProjectionView,
         service_kit::admin::RebuildView,
-        crate::domain::events::OrderLine,
+        crate::projections::orders::PricedLine,
         crate::domain::order::OrderStatus,
     )),
     tags(

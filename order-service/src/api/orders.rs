@@ -9,8 +9,9 @@ use super::error::{ApiError, ErrorBody};
 use super::request_id::RequestContext;
 use super::{resource, AppState};
 use crate::domain::commands::OrderCommand;
-use crate::domain::events::OrderLine;
+use crate::domain::events::{Money, OrderLine};
 use crate::domain::order::{OrderState, OrderStatus};
+use crate::projections::orders::PricedLine;
 use crate::projections::{catalog, orders};
 use event_store::aggregate::Loaded;
 use event_store::idempotency::Kept;
@@ -61,9 +62,13 @@ pub struct OrderView {
     pub id: Uuid,
     pub customer_id: String,
     pub status: OrderStatus,
-    /// Each line with the unit price taken from the catalogue when the order was placed.
-    pub lines: Vec<OrderLine>,
+    /// Each line with the unit price (in minor units of `currency`) taken from the
+    /// catalogue when the order was placed.
+    pub lines: Vec<PricedLine>,
     pub total_cents: i64,
+    /// The currency of the total and of every line: the products'.
+    #[schema(example = "USD")]
+    pub currency: String,
     /// Why the stock could not be reserved; only on rejected orders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection_reason: Option<String>,
@@ -77,8 +82,17 @@ impl OrderView {
             id: state.order_id,
             customer_id: state.customer_id,
             status: state.status.unwrap_or(OrderStatus::Pending),
-            lines: state.lines,
-            total_cents: state.total_cents,
+            lines: state
+                .lines
+                .iter()
+                .map(|line| PricedLine {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                    unit_price_cents: line.unit_price.amount_minor,
+                })
+                .collect(),
+            total_cents: state.total.amount_minor,
+            currency: state.total.currency,
             rejection_reason: state.rejection_reason,
             version,
         }
@@ -92,6 +106,7 @@ impl OrderView {
             status,
             lines: row.lines.0,
             total_cents: row.total_cents,
+            currency: row.currency,
             rejection_reason: row.rejection_reason,
             version: row.version,
         })
@@ -144,7 +159,8 @@ fn storable(field: &str, value: &str) -> Result<(), ApiError> {
             key is still running", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
         (status = 422, description = "`validation_failed`: a field missing, of the wrong type or \
-            out of range; `unknown_product`: a product not in the catalogue; \
+            out of range, or products priced in different currencies; `unknown_product`: a \
+            product not in the catalogue; \
             `idempotency_key_reused`: the key was used for another request", body = ErrorBody),
         (status = 503, description = "`unavailable`: the database is down", body = ErrorBody),
     )
@@ -167,7 +183,10 @@ pub async fn place_order(
             Some(product) => lines.push(OrderLine {
                 product_id: line.product_id,
                 quantity: line.quantity,
-                unit_price_cents: product.price_cents,
+                unit_price: Money {
+                    amount_minor: product.price_cents,
+                    currency: product.currency.clone(),
+                },
             }),
             None if !unknown.contains(&line.product_id) => unknown.push(line.product_id),
             None => {}

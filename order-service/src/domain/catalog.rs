@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::events::Money;
 use super::product_events::ProductEvent;
 
 /// A product in order-service's local catalogue.
@@ -13,7 +14,9 @@ use super::product_events::ProductEvent;
 pub struct CatalogEntry {
     pub product_id: Uuid,
     pub name: String,
+    /// The price in minor units of `currency`.
     pub price_cents: i64,
+    pub currency: String,
     pub stock_available: i64,
     /// Whether any stock is left, as last seen.
     pub available: bool,
@@ -28,15 +31,19 @@ pub fn evolve(entry: Option<CatalogEntry>, event: &ProductEvent) -> Option<Catal
             return Some(CatalogEntry::with_stock(
                 e.product_id,
                 e.name.clone(),
-                e.price_cents,
+                e.price.clone(),
                 e.initial_stock,
             ))
         }
         (entry, _) => entry?,
     };
-    let (mut price_cents, mut stock) = (entry.price_cents, entry.stock_available);
+    let mut price = Money {
+        amount_minor: entry.price_cents,
+        currency: entry.currency,
+    };
+    let mut stock = entry.stock_available;
     match event {
-        ProductEvent::PriceChanged(e) => price_cents = e.price_cents,
+        ProductEvent::PriceChanged(e) => price.clone_from(&e.price),
         ProductEvent::ProductRestocked(e) => stock = stock.saturating_add(e.quantity),
         ProductEvent::StockReserved(e) => stock = stock.saturating_sub(e.quantity),
         ProductEvent::StockReleased(e) => stock = stock.saturating_add(e.quantity),
@@ -45,23 +52,19 @@ pub fn evolve(entry: Option<CatalogEntry>, event: &ProductEvent) -> Option<Catal
     Some(CatalogEntry::with_stock(
         entry.product_id,
         entry.name,
-        price_cents,
+        price,
         stock,
     ))
 }
 
 impl CatalogEntry {
     /// An entry whose `available` flag agrees with its stock.
-    pub fn with_stock(
-        product_id: Uuid,
-        name: String,
-        price_cents: i64,
-        stock_available: i64,
-    ) -> Self {
+    pub fn with_stock(product_id: Uuid, name: String, price: Money, stock_available: i64) -> Self {
         CatalogEntry {
             product_id,
             name,
-            price_cents,
+            price_cents: price.amount_minor,
+            currency: price.currency,
             stock_available,
             available: stock_available > 0,
         }

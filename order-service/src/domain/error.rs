@@ -28,6 +28,15 @@ pub enum DomainError {
     },
     #[error("price must be positive, got {price_cents} cents for product {product_id}")]
     InvalidPrice { product_id: Uuid, price_cents: i64 },
+    #[error(
+        "product {product_id} is priced in {currency}, but the order's first line in {first}: \
+         an order is in one currency"
+    )]
+    MixedCurrencies {
+        product_id: Uuid,
+        currency: String,
+        first: String,
+    },
     #[error("order total is too large")]
     TotalOverflow,
     #[error("cannot {action} an order that is {from}")]

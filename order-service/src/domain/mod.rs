@@ -3,6 +3,7 @@
 //! - [`order`]: one order and its status (stream `order-<id>`).
 //! - [`events`]: the events this service writes and their stable wire names.
 //! - [`product_events`]: the tolerant view of product-service's events.
+//! - [`upcast`]: the steps from every old event version this service reads to today's.
 //! - [`catalog`]: one product as order-service sees it, folded from that view; orders take
 //!   their prices from it.
 
@@ -12,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod order;
 pub mod product_events;
+pub mod upcast;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::commands::OrderCommand;
 use super::error::DomainError;
 use super::events::{
-    OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced, OrderRejected,
+    Money, OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced, OrderRejected,
 };
 
 /// Longest customer id accepted, in characters.
@@ -63,7 +63,7 @@ pub struct OrderState {
     pub status: Option<OrderStatus>,
     pub customer_id: String,
     pub lines: Vec<OrderLine>,
-    pub total_cents: i64,
+    pub total: Money,
     pub rejection_reason: Option<String>,
 }
 
@@ -78,7 +78,7 @@ pub fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEven
             lines,
         } => {
             let customer_id = validate_customer_id(&customer_id)?;
-            let total_cents = validate_lines(&lines)?;
+            let total = validate_lines(&lines)?;
             if state.status.is_some() {
                 return Err(DomainError::AlreadyExists { order_id });
             }
@@ -86,7 +86,7 @@ pub fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEven
                 order_id,
                 customer_id,
                 lines,
-                total_cents,
+                total,
             }
             .into()
         }
@@ -136,7 +136,7 @@ pub fn evolve(mut state: OrderState, event: &OrderEvent) -> OrderState {
             state.status = Some(OrderStatus::Pending);
             state.customer_id.clone_from(&e.customer_id);
             state.lines.clone_from(&e.lines);
-            state.total_cents = e.total_cents;
+            state.total.clone_from(&e.total);
         }
         OrderEvent::OrderConfirmed(_) => state.status = Some(OrderStatus::Confirmed),
         OrderEvent::OrderRejected(e) => {
@@ -155,8 +155,8 @@ fn validate_customer_id(customer_id: &str) -> Result<String, DomainError> {
     })
 }
 
-/// Checks every line and returns the order's total.
-fn validate_lines(lines: &[OrderLine]) -> Result<i64, DomainError> {
+/// Checks every line and returns the order's total, in the one currency of its lines.
+fn validate_lines(lines: &[OrderLine]) -> Result<Money, DomainError> {
     if !(1..=MAX_LINES).contains(&lines.len()) {
         return Err(DomainError::InvalidLineCount {
             count: lines.len(),
@@ -173,19 +173,29 @@ fn validate_lines(lines: &[OrderLine]) -> Result<i64, DomainError> {
                 max: MAX_QUANTITY,
             });
         }
-        if line.unit_price_cents <= 0 {
+        if line.unit_price.amount_minor <= 0 {
             return Err(DomainError::InvalidPrice {
                 product_id: line.product_id,
-                price_cents: line.unit_price_cents,
+                price_cents: line.unit_price.amount_minor,
+            });
+        }
+        if line.unit_price.currency != lines[0].unit_price.currency {
+            return Err(DomainError::MixedCurrencies {
+                product_id: line.product_id,
+                currency: line.unit_price.currency.clone(),
+                first: lines[0].unit_price.currency.clone(),
             });
         }
         total = line
             .quantity
-            .checked_mul(line.unit_price_cents)
+            .checked_mul(line.unit_price.amount_minor)
             .and_then(|amount| total.checked_add(amount))
             .ok_or(DomainError::TotalOverflow)?;
     }
-    Ok(total)
+    Ok(Money {
+        amount_minor: total,
+        currency: lines[0].unit_price.currency.clone(),
+    })
 }
 
 /// The order for `event_store::aggregate::Commands`, which does the IO around

@@ -7,11 +7,14 @@ use uuid::Uuid;
 
 use event_store::wire_events;
 
+use super::events::Money;
+use super::upcast;
+
 wire_events! {
     /// The product-service events order-service consumes.
     ProductEvent {
-        ProductCreated,
-        PriceChanged,
+        ProductCreated = 2 [upcast::product_created_v1],
+        PriceChanged = 2 [upcast::price_changed_v1],
         ProductRestocked,
         StockReserved,
         StockReleased,
@@ -38,20 +41,20 @@ impl ProductEvent {
     }
 }
 
-/// A product was added to the catalogue.
+/// A product was added to the catalogue (version 2: the price carries its currency).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ProductCreated {
     pub product_id: Uuid,
     pub name: String,
-    pub price_cents: i64,
+    pub price: Money,
     pub initial_stock: i64,
 }
 
-/// A product's price changed.
+/// A product's price changed (version 2), in the product's currency.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct PriceChanged {
     pub product_id: Uuid,
-    pub price_cents: i64,
+    pub price: Money,
 }
 
 /// Stock was added to a product.

@@ -26,6 +26,7 @@ pub struct CatalogRow {
     pub product_id: Uuid,
     pub name: String,
     pub price_cents: i64,
+    pub currency: String,
     pub stock_available: i64,
     pub available: bool,
     pub version: i64,
@@ -37,6 +38,7 @@ impl CatalogRow {
             product_id: entry.product_id,
             name: entry.name,
             price_cents: entry.price_cents,
+            currency: entry.currency,
             stock_available: entry.stock_available,
             available: entry.available,
             version,
@@ -48,13 +50,15 @@ impl CatalogRow {
             product_id: self.product_id,
             name: self.name,
             price_cents: self.price_cents,
+            currency: self.currency,
             stock_available: self.stock_available,
             available: self.available,
         }
     }
 }
 
-const COLUMNS: &str = "product_id, name, price_cents, stock_available, available, version";
+const COLUMNS: &str =
+    "product_id, name, price_cents, currency, stock_available, available, version";
 
 /// The consumer handler that keeps `catalog_products` up to date.
 pub struct CatalogProjection;
@@ -120,11 +124,11 @@ async fn upsert(conn: &mut PgConnection, rows: Vec<CatalogRow>) -> Result<(), sq
     }
     sqlx::query(
         "INSERT INTO catalog_products \
-             (product_id, name, price_cents, stock_available, available, version) \
+             (product_id, name, price_cents, stock_available, available, version, currency) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::bool[], \
-                              $6::int8[]) \
+                              $6::int8[], $7::text[]) \
          ON CONFLICT (product_id) DO UPDATE SET name = excluded.name, \
-             price_cents = excluded.price_cents, stock_available = excluded.stock_available, \
+             price_cents = excluded.price_cents, currency = excluded.currency, stock_available = excluded.stock_available, \
              available = excluded.available, version = excluded.version \
          WHERE catalog_products.version < excluded.version",
     )
@@ -134,6 +138,7 @@ async fn upsert(conn: &mut PgConnection, rows: Vec<CatalogRow>) -> Result<(), sq
     .bind(rows.iter().map(|r| r.stock_available).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.available).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -11,11 +11,23 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::domain::events::{OrderEvent, OrderLine};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::events::{Money, OrderEvent, OrderLine};
 use crate::domain::order::{self, OrderState, OrderStatus};
 
 /// Name of the projection; its checkpoint is `projection:orders`.
 pub const NAME: &str = "orders";
+
+/// A line as `orders.lines` keeps it, and as the API shows it: the price in minor units of
+/// the order's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PricedLine {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
 
 /// A row of `orders`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -23,8 +35,10 @@ pub struct OrderRow {
     pub order_id: Uuid,
     pub customer_id: String,
     pub status: String,
-    pub lines: Json<Vec<OrderLine>>,
+    pub lines: Json<Vec<PricedLine>>,
     pub total_cents: i64,
+    /// The currency of the total and of every line.
+    pub currency: String,
     pub rejection_reason: Option<String>,
     pub version: i64,
     pub placed_at: DateTime<Utc>,
@@ -46,15 +60,40 @@ impl OrderRow {
             order_id: self.order_id,
             status: Some(self.status()?),
             customer_id: self.customer_id.clone(),
-            lines: self.lines.0.clone(),
-            total_cents: self.total_cents,
+            lines: self.lines.iter().map(|l| self.line(l)).collect(),
+            total: self.money(self.total_cents),
             rejection_reason: self.rejection_reason.clone(),
         })
     }
 }
 
-const COLUMNS: &str =
-    "order_id, customer_id, status, lines, total_cents, rejection_reason, version, placed_at";
+impl OrderRow {
+    fn money(&self, amount_minor: i64) -> Money {
+        Money {
+            amount_minor,
+            currency: self.currency.clone(),
+        }
+    }
+
+    fn line(&self, line: &PricedLine) -> OrderLine {
+        OrderLine {
+            product_id: line.product_id,
+            quantity: line.quantity,
+            unit_price: self.money(line.unit_price_cents),
+        }
+    }
+}
+
+fn priced(line: &OrderLine) -> PricedLine {
+    PricedLine {
+        product_id: line.product_id,
+        quantity: line.quantity,
+        unit_price_cents: line.unit_price.amount_minor,
+    }
+}
+
+const COLUMNS: &str = "order_id, customer_id, status, lines, total_cents, currency, \
+     rejection_reason, version, placed_at";
 
 pub struct OrdersProjection;
 
@@ -129,8 +168,9 @@ fn next_row(
         order_id: event.order_id(),
         customer_id: state.customer_id,
         status: status.as_str().to_owned(),
-        lines: Json(state.lines),
-        total_cents: state.total_cents,
+        lines: Json(state.lines.iter().map(priced).collect()),
+        total_cents: state.total.amount_minor,
+        currency: state.total.currency,
         rejection_reason: state.rejection_reason,
         version: recorded.stream_version,
         placed_at,
@@ -147,6 +187,7 @@ async fn upsert(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<(), sqlx
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut currencies = Vec::with_capacity(n);
     let (mut totals, mut reasons, mut versions, mut placed) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -159,18 +200,19 @@ async fn upsert(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<(), sqlx
         statuses.push(row.status);
         lines.push(row.lines);
         totals.push(row.total_cents);
+        currencies.push(row.currency);
         reasons.push(row.rejection_reason);
         versions.push(row.version);
         placed.push(row.placed_at);
     }
     sqlx::query(
         "INSERT INTO orders (order_id, customer_id, status, lines, total_cents, \
-                             rejection_reason, version, placed_at) \
+                             rejection_reason, version, placed_at, currency) \
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[], \
-                              $6::text[], $7::int8[], $8::timestamptz[]) \
+                              $6::text[], $7::int8[], $8::timestamptz[], $9::text[]) \
          ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, \
              status = excluded.status, lines = excluded.lines, \
-             total_cents = excluded.total_cents, rejection_reason = excluded.rejection_reason, \
+             total_cents = excluded.total_cents, currency = excluded.currency, rejection_reason = excluded.rejection_reason, \
              version = excluded.version \
          WHERE orders.version < excluded.version",
     )
@@ -182,6 +224,7 @@ async fn upsert(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<(), sqlx
     .bind(reasons)
     .bind(versions)
     .bind(placed)
+    .bind(currencies)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -11,8 +11,8 @@ async fn a_product_created_in_product_service_appears_in_the_catalogue() {
 
     let product = app.catalogue_entry(id, 1).await;
     let expected = json!({
-        "id": id, "name": "Widget", "price_cents": 250, "stock_available": 7,
-        "available": true, "version": 1,
+        "id": id, "name": "Widget", "price_cents": 250, "currency": "USD",
+        "stock_available": 7, "available": true, "version": 1,
     });
     assert_eq!(product, expected);
     let list: Value = app.get("/catalog/products").await.json().await.unwrap();

@@ -6,7 +6,7 @@ use event_store::projection::Projection;
 use event_store::testing::TestDb;
 use event_store::{EventStore, Metadata};
 use order_service::domain::commands::OrderCommand;
-use order_service::domain::events::OrderLine;
+use order_service::domain::events::{Money, OrderLine};
 use order_service::domain::order::Order;
 use order_service::projections::catalog::{self, CatalogProjection};
 use order_service::projections::orders::{self, OrdersProjection};
@@ -56,7 +56,10 @@ async fn place(store: &EventStore) -> Uuid {
         lines: vec![OrderLine {
             product_id: Uuid::new_v4(),
             quantity: 1,
-            unit_price_cents: 100,
+            unit_price: Money {
+                amount_minor: 100,
+                currency: "USD".into(),
+            },
         }],
     };
     Commands::<Order>::new(store.clone())

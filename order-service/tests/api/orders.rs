@@ -36,7 +36,7 @@ async fn placing_an_order_prices_it_from_the_catalogue() {
     ]);
     let expected = json!({
         "id": id, "customer_id": "alice", "status": "pending", "lines": expected_lines,
-        "total_cents": 1500, "version": 1,
+        "total_cents": 1500, "currency": "USD", "version": 1,
     });
     assert_eq!(order, expected);
 

@@ -80,7 +80,8 @@ async fn scripted_history(app: &TestApp) -> Vec<String> {
     let cup = app.create_product("Cup", 500, 10).await;
     let pot = app.create_product("Teapot", 3000, 2).await;
     let tray = app.create_product("Tray", 1200, 0).await;
-    product_event(app, cup, 2, "PriceChanged", json!({ "price_cents": 550 })).await;
+    let price = json!({ "old_price_cents": 500, "price_cents": 550 });
+    product_event(app, cup, 2, "PriceChanged", price).await;
     product_event(app, tray, 2, "ProductRestocked", json!({ "quantity": 5 })).await;
     app.catalogue_entry(cup, 2).await;
     app.catalogue_entry(tray, 2).await;
@@ -154,7 +155,8 @@ async fn a_rebuild_reproduces_every_order_and_catalogue_row_exactly_and_processi
     let later = app.placed("erin", &[(cup, 1)]).await;
     app.order_with_status(&id_of(&later), "pending").await;
     app.order_with_status(&orders[0], "confirmed").await;
-    product_event(&app, cup, 6, "PriceChanged", json!({ "price_cents": 600 })).await;
+    let price = json!({ "old_price_cents": 550, "price_cents": 600 });
+    product_event(&app, cup, 6, "PriceChanged", price).await;
     assert_eq!(app.catalogue_entry(cup, 6).await["price_cents"], 600);
 }
 
@@ -263,7 +265,7 @@ async fn reads_and_writes_go_on_during_rebuilds_and_the_result_equals_a_replay_f
                 cup,
                 i + 2,
                 "PriceChanged",
-                json!({ "price_cents": 100 + i }),
+                json!({ "old_price_cents": 99 + i, "price_cents": 100 + i }),
             )
             .await;
         }

@@ -141,10 +141,17 @@ async fn order_events_are_published_for_product_service() {
     );
     let headers = message.headers.as_ref().unwrap();
     assert_eq!(headers.get("Es-Stream-Version").unwrap().as_str(), "1");
+    // Written at OrderPlaced's current schema version, prices with their currency.
+    assert_eq!(headers.get("Es-Schema-Version").unwrap().as_str(), "2");
     let payload: Value = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(payload["order_id"], json!(id));
+    let price = json!({ "amount_minor": 100, "currency": "USD" });
     assert_eq!(
         payload["lines"],
-        json!([{ "product_id": widget, "quantity": 3, "unit_price_cents": 100 }])
+        json!([{ "product_id": widget, "quantity": 3, "unit_price": price }])
+    );
+    assert_eq!(
+        payload["total"],
+        json!({ "amount_minor": 300, "currency": "USD" })
     );
 }

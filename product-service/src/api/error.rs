@@ -82,6 +82,7 @@ impl From<DomainError> for ApiError {
             DomainError::EmptyName
             | DomainError::NameTooLong { .. }
             | DomainError::InvalidPrice { .. }
+            | DomainError::InvalidCurrency { .. }
             | DomainError::InvalidQuantity { .. }
             | DomainError::StockOverflow { .. }
             | DomainError::InsufficientStock { .. } => ApiError::Validation(e.to_string()),

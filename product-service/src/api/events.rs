@@ -26,6 +26,8 @@ pub struct StoredEvent {
     #[schema(example = "ProductCreated")]
     pub event_type: String,
     pub event_id: Uuid,
+    /// The version of the payload's shape, as it was written: older events keep theirs
+    /// (docs/adr/0007-evolving-events.md).
     pub schema_version: i32,
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,

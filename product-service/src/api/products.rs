@@ -39,14 +39,24 @@ pub struct CreateProduct {
         pattern = r"^[^\x00]*[^\x00\s][^\x00]*$"
     )]
     pub name: String,
-    /// Price in cents, > 0.
+    /// Price in minor units (cents) of `currency`, > 0.
     #[schema(example = 1250, minimum = 1)]
     #[serde(deserialize_with = "whole_number::i64")]
     pub price_cents: i64,
+    /// The product's currency, three upper-case letters (ISO 4217); `USD` when left out.
+    /// Fixed for the product's life: price changes are in it.
+    #[schema(example = "USD", pattern = "^[A-Z]{3}$")]
+    #[serde(default = "default_currency")]
+    pub currency: String,
     /// Initial stock, >= 0.
     #[schema(example = 10, minimum = 0)]
     #[serde(deserialize_with = "whole_number::i64")]
     pub stock: i64,
+}
+
+/// The currency of a product created without one: the only one before events carried it.
+fn default_currency() -> String {
+    crate::domain::events::upcast::V1_CURRENCY.to_owned()
 }
 
 /// A product, with the stream version it reflects.
@@ -54,7 +64,10 @@ pub struct CreateProduct {
 pub struct Product {
     pub id: Uuid,
     pub name: String,
+    /// The price in minor units (cents) of `currency`.
     pub price_cents: i64,
+    #[schema(example = "USD")]
+    pub currency: String,
     pub stock_available: i64,
     pub stock_reserved: i64,
     /// The product stream's version this state includes. After a write, pass it as
@@ -68,6 +81,7 @@ impl From<ProductRow> for Product {
             id: row.id,
             name: row.name,
             price_cents: row.price_cents,
+            currency: row.currency,
             stock_available: row.stock_available,
             stock_reserved: row.stock_reserved,
             version: row.version,
@@ -82,6 +96,7 @@ impl From<Loaded<ProductState>> for Product {
             id: state.product_id,
             name: state.name,
             price_cents: state.price_cents,
+            currency: state.currency,
             stock_available: state.stock_available,
             stock_reserved: state.stock_reserved,
             version: outcome.version,
@@ -140,6 +155,7 @@ pub async fn create(
         product_id,
         name: body.name,
         price_cents: body.price_cents,
+        currency: body.currency,
         stock: body.stock,
     };
     let metadata = context.metadata();

@@ -4,14 +4,16 @@ use uuid::Uuid;
 /// whose stream was loaded, so they carry no product id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProductCommand {
-    /// Name is trimmed, non-empty and at most 200 characters; price > 0; stock >= 0.
+    /// Name is trimmed, non-empty and at most 200 characters; price > 0 in minor units of
+    /// `currency` (three upper-case letters); stock >= 0.
     CreateProduct {
         product_id: Uuid,
         name: String,
         price_cents: i64,
+        currency: String,
         stock: i64,
     },
-    /// Price > 0; the current price yields no events.
+    /// Price > 0, in the product's currency; the current price yields no events.
     ChangePrice { price_cents: i64 },
     /// Quantity > 0.
     Restock { quantity: i64 },

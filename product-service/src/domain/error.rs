@@ -14,6 +14,8 @@ pub enum DomainError {
     NameTooLong { len: usize, max: usize },
     #[error("price must be positive, got {price_cents} cents")]
     InvalidPrice { price_cents: i64 },
+    #[error("currency must be three upper-case letters (ISO 4217), got {currency:?}")]
+    InvalidCurrency { currency: String },
     #[error("invalid quantity {quantity}")]
     InvalidQuantity { quantity: i64 },
     #[error("stock of product {product_id} would overflow")]

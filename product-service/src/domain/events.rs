@@ -1,5 +1,8 @@
 //! The events product-service writes. Field names are part of the wire contract with
-//! order-service; add fields freely, never rename or remove them.
+//! order-service: adding a field is free; renaming, removing or reshaping one is a new schema
+//! version of its type, with an upcast step from the old one here and in every consumer's
+//! view (docs/adr/0007-evolving-events.md), and a golden fixture of every version in
+//! `tests/fixtures/events/`.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,7 +13,13 @@ use event_store::wire_events;
 
 wire_events! {
     /// Events of one product stream, `product-<id>`.
-    ProductEvent { ProductCreated, PriceChanged, ProductRestocked, StockReserved, StockReleased }
+    ProductEvent {
+        ProductCreated = 2 [upcast::product_created_v1],
+        PriceChanged = 2 [upcast::price_changed_v1],
+        ProductRestocked,
+        StockReserved,
+        StockReleased,
+    }
 }
 
 wire_events! {
@@ -68,21 +77,64 @@ impl ProductServiceEvent {
     }
 }
 
-/// A product was added to the catalogue.
+/// An amount of money: minor units (cents) of an ISO 4217 currency.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct Money {
+    pub amount_minor: i64,
+    /// Three upper-case letters, such as `USD`.
+    pub currency: String,
+}
+
+/// A product was added to the catalogue. Version 2; version 1 had `price_cents`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct ProductCreated {
     pub product_id: Uuid,
     pub name: String,
-    pub price_cents: i64,
+    pub price: Money,
     pub initial_stock: i64,
 }
 
-/// A product's price changed.
+/// A product's price changed; the currency stays the product's. Version 2; version 1 had
+/// `old_price_cents` and `price_cents`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct PriceChanged {
     pub product_id: Uuid,
-    pub old_price_cents: i64,
-    pub price_cents: i64,
+    pub old_price: Money,
+    pub price: Money,
+}
+
+/// The upcast steps of the versions this service once wrote: pure functions on the payload.
+pub mod upcast {
+    use serde_json::{json, Value};
+
+    /// Every price before version 2 was in the one currency the service then had.
+    pub const V1_CURRENCY: &str = "USD";
+
+    /// `ProductCreated` v1 to v2: `price_cents` becomes `price` in [`V1_CURRENCY`].
+    pub fn product_created_v1(payload: Value) -> Result<Value, String> {
+        cents_to_money(payload, "price_cents", "price")
+    }
+
+    /// `PriceChanged` v1 to v2: `old_price_cents` and `price_cents` become `old_price` and
+    /// `price` in [`V1_CURRENCY`].
+    pub fn price_changed_v1(payload: Value) -> Result<Value, String> {
+        let payload = cents_to_money(payload, "old_price_cents", "old_price")?;
+        cents_to_money(payload, "price_cents", "price")
+    }
+
+    /// Replaces the integer field `cents` with the money field `money` in [`V1_CURRENCY`].
+    fn cents_to_money(mut payload: Value, cents: &str, money: &str) -> Result<Value, String> {
+        let object = event_store::wire::object(&mut payload)?;
+        let amount = object
+            .remove(cents)
+            .filter(Value::is_i64)
+            .ok_or_else(|| format!("missing integer field `{cents}`"))?;
+        object.insert(
+            money.to_owned(),
+            json!({ "amount_minor": amount, "currency": V1_CURRENCY }),
+        );
+        Ok(payload)
+    }
 }
 
 /// Stock was added to a product.

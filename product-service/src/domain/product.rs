@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::commands::ProductCommand;
 use super::error::DomainError;
-use super::events::{PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReserved};
+use super::events::{
+    Money, PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReserved,
+};
 
 /// Longest product name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -19,7 +21,7 @@ pub fn stream_id(product_id: Uuid) -> String {
 
 /// Version of [`ProductState`]'s shape in stored snapshots. Change it whenever the struct
 /// changes: snapshots of another version are ignored and the product folded from its events.
-pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
+pub const SNAPSHOT_SCHEMA_VERSION: i32 = 3;
 
 /// A command writes a product's snapshot once this many events were folded on top of the
 /// last one. (Reactions write one for every product they append to, once per batch.)
@@ -35,9 +37,22 @@ pub struct ProductState {
     pub exists: bool,
     pub product_id: Uuid,
     pub name: String,
+    /// The price in minor units of `currency`.
     pub price_cents: i64,
+    /// The product's currency (ISO 4217), fixed when it was created.
+    pub currency: String,
     pub stock_available: i64,
     pub stock_reserved: i64,
+}
+
+impl ProductState {
+    /// The price as the events carry it.
+    pub fn price(&self) -> Money {
+        Money {
+            amount_minor: self.price_cents,
+            currency: self.currency.clone(),
+        }
+    }
 }
 
 /// Decides what a command does to a product, without changing it.
@@ -50,10 +65,12 @@ pub fn decide(
             product_id,
             name,
             price_cents,
+            currency,
             stock,
         } => {
             let name = validate_name(&name)?;
             validate_price(price_cents)?;
+            validate_currency(&currency)?;
             if stock < 0 {
                 return Err(DomainError::InvalidQuantity { quantity: stock });
             }
@@ -63,7 +80,10 @@ pub fn decide(
             Ok(vec![ProductCreated {
                 product_id,
                 name,
-                price_cents,
+                price: Money {
+                    amount_minor: price_cents,
+                    currency,
+                },
                 initial_stock: stock,
             }
             .into()])
@@ -76,8 +96,11 @@ pub fn decide(
             }
             Ok(vec![PriceChanged {
                 product_id: state.product_id,
-                old_price_cents: state.price_cents,
-                price_cents,
+                old_price: state.price(),
+                price: Money {
+                    amount_minor: price_cents,
+                    currency: state.currency.clone(),
+                },
             }
             .into()])
         }
@@ -121,10 +144,11 @@ pub fn evolve(mut state: ProductState, event: &ProductEvent) -> ProductState {
             state.exists = true;
             state.product_id = e.product_id;
             state.name.clone_from(&e.name);
-            state.price_cents = e.price_cents;
+            state.price_cents = e.price.amount_minor;
+            state.currency.clone_from(&e.price.currency);
             state.stock_available = e.initial_stock;
         }
-        ProductEvent::PriceChanged(e) => state.price_cents = e.price_cents,
+        ProductEvent::PriceChanged(e) => state.price_cents = e.price.amount_minor,
         ProductEvent::ProductRestocked(e) => {
             state.stock_available = state.stock_available.saturating_add(e.quantity);
         }
@@ -160,6 +184,17 @@ fn validate_price(price_cents: i64) -> Result<(), DomainError> {
         return Err(DomainError::InvalidPrice { price_cents });
     }
     Ok(())
+}
+
+/// An ISO 4217 code's form: three upper-case ASCII letters.
+pub fn validate_currency(currency: &str) -> Result<(), DomainError> {
+    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(DomainError::InvalidCurrency {
+            currency: currency.chars().take(16).collect(),
+        })
+    }
 }
 
 fn validate_quantity(quantity: i64) -> Result<(), DomainError> {

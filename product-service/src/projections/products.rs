@@ -84,7 +84,8 @@ pub fn next_row(
         (ProductEvent::ProductCreated(e), _) => ProductRow {
             id: e.product_id,
             name: e.name.clone(),
-            price_cents: e.price_cents,
+            price_cents: e.price.amount_minor,
+            currency: e.price.currency.clone(),
             stock_available: e.initial_stock,
             stock_reserved: 0,
             version,
@@ -95,7 +96,7 @@ pub fn next_row(
     };
     match event {
         ProductEvent::ProductCreated(_) => {}
-        ProductEvent::PriceChanged(e) => row.price_cents = e.price_cents,
+        ProductEvent::PriceChanged(e) => row.price_cents = e.price.amount_minor,
         // Events are facts: arithmetic saturates, as the aggregate's does, rather than panic.
         ProductEvent::ProductRestocked(e) => {
             row.stock_available = row.stock_available.saturating_add(e.quantity);
@@ -126,10 +127,12 @@ async fn upsert(tx: &mut PgConnection, rows: Vec<ProductRow>) -> Result<(), sqlx
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut currencies = Vec::with_capacity(n);
     for row in rows {
         ids.push(row.id);
         names.push(row.name);
         prices.push(row.price_cents);
+        currencies.push(row.currency);
         available.push(row.stock_available);
         reserved.push(row.stock_reserved);
         versions.push(row.version);
@@ -137,11 +140,12 @@ async fn upsert(tx: &mut PgConnection, rows: Vec<ProductRow>) -> Result<(), sqlx
     }
     sqlx::query(
         "INSERT INTO products \
-             (id, name, price_cents, stock_available, stock_reserved, version, updated_at) \
+             (id, name, price_cents, stock_available, stock_reserved, version, updated_at, \
+              currency) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
-                              $6::int8[], $7::timestamptz[]) \
+                              $6::int8[], $7::timestamptz[], $8::text[]) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
-             price_cents = excluded.price_cents, stock_available = excluded.stock_available, \
+             price_cents = excluded.price_cents, currency = excluded.currency, stock_available = excluded.stock_available, \
              stock_reserved = excluded.stock_reserved, version = excluded.version, \
              updated_at = excluded.updated_at \
          WHERE products.version < excluded.version",
@@ -153,6 +157,7 @@ async fn upsert(tx: &mut PgConnection, rows: Vec<ProductRow>) -> Result<(), sqlx
     .bind(reserved)
     .bind(versions)
     .bind(at)
+    .bind(currencies)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -164,13 +169,15 @@ pub struct ProductRow {
     pub id: Uuid,
     pub name: String,
     pub price_cents: i64,
+    pub currency: String,
     pub stock_available: i64,
     pub stock_reserved: i64,
     pub version: i64,
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, name, price_cents, stock_available, stock_reserved, version, updated_at";
+const COLUMNS: &str =
+    "id, name, price_cents, currency, stock_available, stock_reserved, version, updated_at";
 
 pub async fn get<'e>(
     executor: impl PgExecutor<'e>,

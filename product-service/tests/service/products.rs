@@ -143,7 +143,10 @@ async fn the_history_lists_every_event_with_its_request_id_as_correlation() {
     assert_eq!(types, ["ProductCreated", "ProductRestocked"]);
     assert_eq!(history[0]["version"], 1);
     assert_eq!(history[1]["version"], 2);
-    assert_eq!(history[0]["schema_version"], 1);
+    // As stored: ProductCreated at its current version 2, ProductRestocked at 1.
+    assert_eq!(history[0]["schema_version"], 2);
+    assert_eq!(history[1]["schema_version"], 1);
+    assert_eq!(history[0]["payload"]["price"]["currency"], "USD");
     assert_eq!(history[0]["payload"]["initial_stock"], 1);
     assert_eq!(history[1]["payload"]["quantity"], 2);
     assert_eq!(history[1]["metadata"]["correlation_id"], "req-42");

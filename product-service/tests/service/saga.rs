@@ -251,6 +251,7 @@ async fn concurrent_reservations_conflict_and_retry_instead_of_overselling() {
         product_id,
         name: "Contested".to_owned(),
         price_cents: 100,
+        currency: "USD".to_owned(),
         stock: 10,
     };
     event_store::aggregate::Commands::<product_service::domain::product::Product>::new(

@@ -81,6 +81,7 @@ impl Fixture {
             product_id,
             name: name.to_owned(),
             price_cents,
+            currency: "USD".to_owned(),
             stock,
         };
         self.command(product_id, create).await;

@@ -1,5 +1,7 @@
 use uuid::Uuid;
 
+use super::usd;
+
 use crate::domain::catalog::{evolve, CatalogEntry};
 use crate::domain::product_events::{
     PriceChanged, ProductCreated, ProductEvent, ProductRestocked, ReservationConfirmed,
@@ -10,7 +12,7 @@ fn created(product_id: Uuid, stock: i64) -> ProductEvent {
     ProductCreated {
         product_id,
         name: "Widget".into(),
-        price_cents: 100,
+        price: usd(100),
         initial_stock: stock,
     }
     .into()
@@ -27,7 +29,7 @@ fn an_entry_follows_price_and_stock() {
         created(id, 3),
         PriceChanged {
             product_id: id,
-            price_cents: 120,
+            price: usd(120),
         }
         .into(),
         ProductRestocked {
@@ -48,6 +50,7 @@ fn an_entry_follows_price_and_stock() {
             product_id: id,
             name: "Widget".into(),
             price_cents: 120,
+            currency: "USD".into(),
             stock_available: 0,
             available: false,
         }

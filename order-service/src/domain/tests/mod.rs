@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::commands::OrderCommand;
 use super::error::DomainError;
-use super::events::{OrderEvent, OrderLine, OrderPlaced};
+use super::events::{Money, OrderEvent, OrderLine, OrderPlaced};
 use super::order::{decide, evolve, OrderState};
 
 /// An order built from past events, waiting for the command under test.
@@ -28,7 +28,14 @@ fn line(quantity: i64, unit_price_cents: i64) -> OrderLine {
     OrderLine {
         product_id: Uuid::new_v4(),
         quantity,
-        unit_price_cents,
+        unit_price: usd(unit_price_cents),
+    }
+}
+
+fn usd(amount_minor: i64) -> Money {
+    Money {
+        amount_minor,
+        currency: "USD".into(),
     }
 }
 
@@ -37,7 +44,7 @@ fn placed(order_id: Uuid) -> OrderEvent {
         order_id,
         customer_id: "alice".into(),
         lines: vec![line(2, 150)],
-        total_cents: 300,
+        total: usd(300),
     }
     .into()
 }

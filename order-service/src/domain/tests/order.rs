@@ -1,6 +1,6 @@
 use uuid::Uuid;
 
-use super::{given, line, placed};
+use super::{given, line, placed, usd};
 use crate::domain::commands::OrderCommand::{self, Cancel, Confirm, PlaceOrder, Reject};
 use crate::domain::error::DomainError;
 use crate::domain::events::{
@@ -56,7 +56,7 @@ fn placing_an_order_totals_its_lines_and_trims_the_customer() {
         order_id: id,
         customer_id: "alice".into(),
         lines,
-        total_cents: 1300,
+        total: usd(1300),
     };
     assert_eq!(given(&[]).when(command), Ok(vec![expected.into()]));
 }
@@ -115,7 +115,7 @@ fn an_order_at_every_limit_is_accepted() {
     let OrderEvent::OrderPlaced(placed) = &events[0] else {
         panic!("expected OrderPlaced, got {events:?}");
     };
-    assert_eq!(placed.total_cents, 100_000_000);
+    assert_eq!(placed.total, usd(100_000_000));
 }
 
 #[test]
@@ -252,7 +252,7 @@ fn an_order_folds_from_its_events() {
         status: Some(OrderStatus::Rejected),
         customer_id: "alice".into(),
         lines: placed.lines,
-        total_cents: 300,
+        total: usd(300),
         rejection_reason: Some("no stock".into()),
     };
     let state = given(&events).0;

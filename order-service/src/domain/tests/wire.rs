@@ -1,7 +1,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::line;
+use super::{line, usd};
 use crate::domain::events::{
     OrderCancelled, OrderConfirmed, OrderEvent, OrderPlaced, OrderRejected,
 };
@@ -19,7 +19,7 @@ fn one_of_each() -> Vec<OrderEvent> {
             order_id: o,
             customer_id: "alice".into(),
             lines: vec![line(2, 150)],
-            total_cents: 300,
+            total: usd(300),
         }
         .into(),
         OrderConfirmed { order_id: o }.into(),
@@ -58,15 +58,16 @@ fn the_payload_is_the_bare_struct() {
         lines: vec![crate::domain::events::OrderLine {
             product_id: p,
             quantity: 2,
-            unit_price_cents: 150,
+            unit_price: usd(150),
         }],
-        total_cents: 300,
+        total: usd(300),
     });
+    let price = json!({ "amount_minor": 150, "currency": "USD" });
     let expected = json!({
         "order_id": o,
         "customer_id": "alice",
-        "lines": [{ "product_id": p, "quantity": 2, "unit_price_cents": 150 }],
-        "total_cents": 300,
+        "lines": [{ "product_id": p, "quantity": 2, "unit_price": price }],
+        "total": { "amount_minor": 300, "currency": "USD" },
     });
     assert_eq!(event.payload(), expected);
 }
@@ -97,9 +98,9 @@ fn a_known_type_with_a_broken_payload_is_an_error() {
     assert!(OrderEvent::from_stored("OrderConfirmed", 1, &json!({ "order": 1 })).is_err());
 }
 
-/// Payloads exactly as product-service writes them, extra fields included.
+/// Payloads exactly as product-service wrote them at version 1, extra fields included.
 #[test]
-fn product_events_are_read_as_product_service_writes_them() {
+fn product_events_are_read_as_product_service_wrote_them_at_version_1() {
     let (p, o) = (Uuid::new_v4(), Uuid::new_v4());
     let lines = json!([{ "product_id": p, "quantity": 2 }]);
     let cases: Vec<(&str, serde_json::Value, ProductEvent)> = vec![
@@ -109,7 +110,7 @@ fn product_events_are_read_as_product_service_writes_them() {
             ProductCreated {
                 product_id: p,
                 name: "Widget".into(),
-                price_cents: 100,
+                price: usd(100),
                 initial_stock: 3,
             }
             .into(),
@@ -119,7 +120,7 @@ fn product_events_are_read_as_product_service_writes_them() {
             json!({ "product_id": p, "old_price_cents": 100, "price_cents": 90 }),
             PriceChanged {
                 product_id: p,
-                price_cents: 90,
+                price: usd(90),
             }
             .into(),
         ),
@@ -197,4 +198,39 @@ fn a_rejection_without_a_product_is_read() {
         product_id: None,
     };
     assert_eq!(decoded, Some(expected.into()));
+}
+
+#[test]
+fn golden_fixtures_of_every_version_read_as_today() {
+    use event_store::testing::{EventFixtures, Reader};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    let checked = EventFixtures::open(dir)
+        .check::<OrderEvent>(Reader::Writer)
+        .check::<ProductEvent>(Reader::View)
+        .finish();
+    assert_eq!(checked, 15);
+}
+
+#[test]
+fn version_1_orders_read_in_usd_and_a_broken_one_never_reads() {
+    let (o, p) = (Uuid::new_v4(), Uuid::new_v4());
+    let v1 = json!({
+        "order_id": o,
+        "customer_id": "alice",
+        "lines": [{ "product_id": p, "quantity": 2, "unit_price_cents": 150 }],
+        "total_cents": 300,
+    });
+    let Some(OrderEvent::OrderPlaced(placed)) =
+        OrderEvent::from_stored("OrderPlaced", 1, &v1).unwrap()
+    else {
+        panic!("OrderPlaced expected");
+    };
+    assert_eq!(
+        (placed.lines[0].unit_price.clone(), placed.total),
+        (usd(150), usd(300))
+    );
+    let broken = json!({ "order_id": o, "customer_id": "alice", "lines": [], "total": 0 });
+    let err = OrderEvent::from_stored("OrderPlaced", 1, &broken).unwrap_err();
+    assert!(!err.is_too_new());
+    assert!(err.to_string().contains("total_cents"), "{err}");
 }

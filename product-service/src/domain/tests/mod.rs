@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::commands::ProductCommand;
 use super::error::DomainError;
-use super::events::{ProductCreated, ProductEvent, StockReserved};
+use super::events::{Money, ProductCreated, ProductEvent, StockReserved};
 use super::product::{decide, evolve, ProductState};
 
 /// A product built from past events, waiting for the command under test.
@@ -28,10 +28,17 @@ fn created(product_id: Uuid, price_cents: i64, initial_stock: i64) -> ProductEve
     ProductCreated {
         product_id,
         name: "Widget".into(),
-        price_cents,
+        price: usd(price_cents),
         initial_stock,
     }
     .into()
+}
+
+fn usd(amount_minor: i64) -> Money {
+    Money {
+        amount_minor,
+        currency: "USD".into(),
+    }
 }
 
 fn reserved(product_id: Uuid, order_id: Uuid, quantity: i64) -> ProductEvent {

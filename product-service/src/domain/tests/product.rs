@@ -1,11 +1,11 @@
 use uuid::Uuid;
 
-use super::{created, given, reserved};
+use super::{created, given, reserved, usd};
 use crate::domain::commands::ProductCommand::{
     self, ChangePrice, CreateProduct, ReserveStock, Restock,
 };
 use crate::domain::error::DomainError;
-use crate::domain::events::{PriceChanged, ProductCreated, ProductRestocked, StockReleased};
+use crate::domain::events::{Money, PriceChanged, ProductCreated, ProductRestocked, StockReleased};
 use crate::domain::product::{evolve, stream_id, ProductState, MAX_NAME_CHARS};
 
 fn create(name: &str, price_cents: i64, stock: i64) -> ProductCommand {
@@ -13,7 +13,18 @@ fn create(name: &str, price_cents: i64, stock: i64) -> ProductCommand {
         product_id: Uuid::nil(),
         name: name.into(),
         price_cents,
+        currency: "USD".into(),
         stock,
+    }
+}
+
+fn create_in(currency: &str) -> ProductCommand {
+    CreateProduct {
+        product_id: Uuid::nil(),
+        name: "a".into(),
+        price_cents: 100,
+        currency: currency.into(),
+        stock: 1,
     }
 }
 
@@ -24,12 +35,16 @@ fn creating_a_product_trims_its_name() {
         product_id: id,
         name: "  Widget \n".into(),
         price_cents: 1999,
+        currency: "EUR".into(),
         stock: 0,
     };
     let expected = ProductCreated {
         product_id: id,
         name: "Widget".into(),
-        price_cents: 1999,
+        price: Money {
+            amount_minor: 1999,
+            currency: "EUR".into(),
+        },
         initial_stock: 0,
     };
     assert_eq!(given(&[]).when(command), Ok(vec![expected.into()]));
@@ -57,6 +72,18 @@ fn bad_product_input_is_refused_with_a_precise_error() {
             create("a", 100, -1),
             DomainError::InvalidQuantity { quantity: -1 },
         ),
+        (
+            create_in("usd"),
+            DomainError::InvalidCurrency {
+                currency: "usd".into(),
+            },
+        ),
+        (
+            create_in("USDX"),
+            DomainError::InvalidCurrency {
+                currency: "USDX".into(),
+            },
+        ),
     ];
     for (command, error) in cases {
         assert_eq!(given(&[]).when(command.clone()), Err(error), "{command:?}");
@@ -76,6 +103,7 @@ fn creating_an_existing_product_is_refused() {
         product_id: id,
         name: "Widget".into(),
         price_cents: 100,
+        currency: "USD".into(),
         stock: 1,
     };
     let result = given(&[created(id, 100, 1)]).when(command);
@@ -103,8 +131,8 @@ fn changing_the_price_records_old_and_new_price() {
     let id = Uuid::new_v4();
     let expected = PriceChanged {
         product_id: id,
-        old_price_cents: 100,
-        price_cents: 250,
+        old_price: usd(100),
+        price: usd(250),
     };
     let result = given(&[created(id, 100, 0)]).when(ChangePrice { price_cents: 250 });
     assert_eq!(result, Ok(vec![expected.into()]));
@@ -221,8 +249,8 @@ fn a_product_folds_from_its_events() {
         created(id, 100, 1),
         PriceChanged {
             product_id: id,
-            old_price_cents: 100,
-            price_cents: 120,
+            old_price: usd(100),
+            price: usd(120),
         }
         .into(),
     ])
@@ -232,6 +260,7 @@ fn a_product_folds_from_its_events() {
         product_id: id,
         name: "Widget".into(),
         price_cents: 120,
+        currency: "USD".into(),
         stock_available: 1,
         ..ProductState::default()
     };

@@ -9,6 +9,8 @@ use crate::domain::events::{
 use crate::domain::order_events::{OrderCancelled, OrderEvent, OrderPlaced, OrderedLine};
 use crate::domain::{CONSUMED_EVENT_TYPES, EVENT_TYPES};
 
+use super::usd;
+
 /// One event of every type this service writes, in `EVENT_TYPES` order.
 fn one_of_each() -> Vec<ProductServiceEvent> {
     let (p, o) = (Uuid::new_v4(), Uuid::new_v4());
@@ -20,14 +22,14 @@ fn one_of_each() -> Vec<ProductServiceEvent> {
         ProductCreated {
             product_id: p,
             name: "Widget".into(),
-            price_cents: 100,
+            price: usd(100),
             initial_stock: 3,
         }
         .into(),
         PriceChanged {
             product_id: p,
-            old_price_cents: 100,
-            price_cents: 90,
+            old_price: usd(100),
+            price: usd(90),
         }
         .into(),
         ProductRestocked {
@@ -78,14 +80,19 @@ fn one_of_each() -> Vec<ProductServiceEvent> {
 fn every_event_survives_a_round_trip_through_the_store() {
     for event in one_of_each() {
         let (event_type, payload) = (event.event_type(), event.payload());
-        let decoded = ProductServiceEvent::from_stored(event_type, 1, &payload).unwrap();
+        let version = match &event {
+            ProductServiceEvent::Product(e) => e.schema_version(),
+            ProductServiceEvent::Reservation(e) => e.schema_version(),
+        };
+        let decoded = ProductServiceEvent::from_stored(event_type, version, &payload).unwrap();
         assert_eq!(decoded, Some(event.clone()), "{event_type}");
         let narrow = match &event {
             ProductServiceEvent::Product(e) => {
-                ProductEvent::from_stored(event_type, 1, &payload).unwrap() == Some(e.clone())
+                ProductEvent::from_stored(event_type, version, &payload).unwrap() == Some(e.clone())
             }
             ProductServiceEvent::Reservation(e) => {
-                ReservationEvent::from_stored(event_type, 1, &payload).unwrap() == Some(e.clone())
+                ReservationEvent::from_stored(event_type, version, &payload).unwrap()
+                    == Some(e.clone())
             }
         };
         assert!(narrow, "{event_type}");
@@ -169,4 +176,34 @@ fn order_events_are_read_as_order_service_writes_them() {
         OrderEvent::from_stored("OrderCancelled", 1, &json!({ "order_id": o })).unwrap();
     assert_eq!(cancelled, Some(OrderCancelled { order_id: o }.into()));
     assert_eq!(CONSUMED_EVENT_TYPES, ["OrderPlaced", "OrderCancelled"]);
+}
+
+#[test]
+fn golden_fixtures_of_every_version_read_as_today() {
+    use event_store::testing::{EventFixtures, Reader};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    let checked = EventFixtures::open(dir)
+        .check::<ProductEvent>(Reader::Writer)
+        .check::<ReservationEvent>(Reader::Writer)
+        .check::<OrderEvent>(Reader::View)
+        .finish();
+    assert_eq!(checked, 13);
+}
+
+#[test]
+fn version_1_prices_read_as_usd() {
+    let p = Uuid::new_v4();
+    let v1 = json!({ "product_id": p, "old_price_cents": 100, "price_cents": 90 });
+    let decoded = ProductEvent::from_stored("PriceChanged", 1, &v1).unwrap();
+    let expected = PriceChanged {
+        product_id: p,
+        old_price: usd(100),
+        price: usd(90),
+    };
+    assert_eq!(decoded, Some(expected.into()));
+    // A version-1 payload that lacks its price can never be read.
+    let broken = json!({ "product_id": p, "price_cents": 90 });
+    let err = ProductEvent::from_stored("PriceChanged", 1, &broken).unwrap_err();
+    assert!(!err.is_too_new(), "{err}");
+    assert!(err.to_string().contains("old_price_cents"), "{err}");
 }
