@@ -394,6 +394,7 @@ macro_rules! wire_events {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 

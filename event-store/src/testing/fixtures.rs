@@ -153,6 +153,7 @@ fn is_within(part: &Value, whole: &Value) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 

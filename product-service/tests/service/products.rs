@@ -26,9 +26,41 @@ async fn a_created_product_answers_201_with_its_state_location_and_version_1() {
     assert_eq!(location, format!("/products/{}", product.id));
     assert_eq!(product.name, "Espresso cup");
     assert_eq!(product.price_cents, 1250);
+    assert_eq!(
+        product.currency, "USD",
+        "the currency of a product created without one"
+    );
     assert_eq!(product.stock_available, 10);
     assert_eq!(product.stock_reserved, 0);
     assert_eq!(product.version, 1);
+}
+
+#[tokio::test]
+async fn a_product_keeps_the_currency_it_was_created_in_through_price_changes() {
+    let app = TestApp::spawn().await;
+    let body = json!({ "name": "Moka pot", "price_cents": 3900, "currency": "EUR", "stock": 2 });
+    let response = app.post_json("/products", &body).await;
+    assert_eq!(response.status(), 201);
+    let created: Product = response.json().await.expect("a product body");
+    assert_eq!(
+        (created.price_cents, created.currency.as_str()),
+        (3900, "EUR")
+    );
+
+    let path = format!("/products/{}/price", created.id);
+    let response = app.post_json(&path, &json!({ "price_cents": 3500 })).await;
+    assert_eq!(response.status(), 200);
+    let read = app.product(created.id, 2).await;
+    assert_eq!((read.price_cents, read.currency.as_str()), (3500, "EUR"));
+    let history: Vec<Value> = app
+        .get(&format!("/products/{}/events", created.id))
+        .await
+        .json()
+        .await
+        .expect("a list");
+    let price = json!({ "amount_minor": 3500, "currency": "EUR" });
+    assert_eq!(history[1]["payload"]["price"], price);
+    assert_eq!(history[1]["schema_version"], 2);
 }
 
 #[tokio::test]

@@ -282,3 +282,26 @@ fn an_order_stream_is_named_after_its_id() {
     assert_eq!(stream_id(id), format!("order-{id}"));
     assert_eq!(evolve(OrderState::default(), &placed(id)).order_id, id);
 }
+
+#[test]
+fn an_order_is_in_the_one_currency_of_its_lines() {
+    let mut eur = line(1, 500);
+    eur.unit_price.currency = "EUR".into();
+    let mixed = place("alice", vec![line(2, 100), eur.clone()]);
+    assert_eq!(
+        given(&[]).when(mixed),
+        Err(DomainError::MixedCurrencies {
+            product_id: eur.product_id,
+            currency: "EUR".into(),
+            first: "USD".into(),
+        })
+    );
+    let events = given(&[])
+        .when(place("alice", vec![eur.clone(), eur]))
+        .unwrap();
+    let OrderEvent::OrderPlaced(placed) = &events[0] else {
+        panic!("expected OrderPlaced, got {events:?}");
+    };
+    assert_eq!(placed.total.amount_minor, 1000);
+    assert_eq!(placed.total.currency, "EUR");
+}
