@@ -41,7 +41,8 @@ pub fn describe_counters() {
     metrics::describe_counter!(
         names::MESSAGES_CONSUMED,
         "Messages of the other service handled by a consumer, by outcome: applied, duplicate, \
-         retried (nak'd for redelivery) or dead_lettered"
+         retried (nak'd for redelivery), newer_schema (held: written at a schema version \
+         this service does not read yet) or dead_lettered"
     );
     metrics::describe_histogram!(
         names::CONSUMER_BATCH_MESSAGES,
@@ -56,7 +57,7 @@ pub fn describe_counters() {
         names::DEAD_LETTERS,
         "Messages a consumer could not decode or apply, recorded in dead_letters, by kind: \
          poison, version_conflict (another event holds its stream version), out_of_order, \
-         exhausted"
+         exhausted, newer_schema (written at a schema version this service does not read yet)"
     );
 }
 
