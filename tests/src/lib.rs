@@ -180,9 +180,28 @@ impl TestSystem {
         products_extra: Vec<(String, String)>,
         orders_extra: Vec<(String, String)>,
     ) -> TestSystem {
-        testing::init_tracing();
         let products_db = TestDb::empty_on(postgres_url).await;
         let orders_db = TestDb::empty_on(postgres_url).await;
+        TestSystem::start_on_databases(
+            products_db,
+            orders_db,
+            nats_url,
+            products_extra,
+            orders_extra,
+        )
+        .await
+    }
+
+    /// Both services on databases the caller prepared (empty, or migrated and filled: the
+    /// services migrate what they find), with environment variables of their own.
+    pub async fn start_on_databases(
+        products_db: TestDb,
+        orders_db: TestDb,
+        nats_url: String,
+        products_extra: Vec<(String, String)>,
+        orders_extra: Vec<(String, String)>,
+    ) -> TestSystem {
+        testing::init_tracing();
         let namespace = testing::unique("e2e");
         let env = |db: &TestDb, extra: &[(String, String)]| {
             vec![
