@@ -56,8 +56,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         pool: service.pool().clone(),
         commands: Commands::new(store),
     });
-    service.serve(replay::targets(), move |cfg| {
-        cfg.app_data(state.clone());
-        api::configure(cfg);
-    })
+    service
+        .serve(replay::targets(), move |cfg| {
+            cfg.app_data(state.clone());
+            api::configure(cfg);
+        })
+        .await
 }

@@ -47,8 +47,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         store: store.clone(),
         commands: Commands::new(store),
     });
-    service.serve(replay::targets(), move |cfg| {
-        cfg.app_data(state.clone());
-        api::configure(cfg);
-    })
+    service
+        .serve(replay::targets(), move |cfg| {
+            cfg.app_data(state.clone());
+            api::configure(cfg);
+        })
+        .await
 }

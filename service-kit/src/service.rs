@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use event_store::consumer::{Consumer, ConsumerConfig, Reaction};
 use event_store::projection::Projection;
-use event_store::replay::{Rebuilds, Target};
+use event_store::replay::{rebuild_if_missing, Rebuilds, Target};
 use event_store::retry::Backoff;
 use event_store::{nats, EventStore, Relay, RelayConfig};
 use sqlx::migrate::Migrator;
@@ -149,10 +149,25 @@ impl Service {
 
     /// Binds the configured address and serves the service's `routes` (its handlers and
     /// their state) beside the shared ones; `targets` are the projections `/admin` can rebuild.
-    pub fn serve<F>(self, targets: Vec<Target>, routes: F) -> anyhow::Result<Application>
+    /// A read model whose tables are empty while its events are not (a database restored from
+    /// its events) is rebuilt first, so no read or inline write meets it without its rows.
+    pub async fn serve<F>(self, targets: Vec<Target>, routes: F) -> anyhow::Result<Application>
     where
         F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     {
+        for target in &targets {
+            let rebuilt = rebuild_if_missing(&self.store, target, self.tasks.shutdown())
+                .await
+                .with_context(|| format!("building the missing {} read model", target.name()))?;
+            if let Some(report) = rebuilt {
+                tracing::info!(
+                    projection = %report.projection,
+                    events = report.events_read,
+                    rows = report.rows_written,
+                    "built a missing read model"
+                );
+            }
+        }
         let rebuilds = Rebuilds::new(self.store.clone(), targets, self.tasks.shutdown().clone());
         let admin = self.common.admin_token().map(|token| {
             AdminState::new(rebuilds.clone(), move |candidate| token.matches(candidate))

@@ -24,9 +24,12 @@
 //! background for an admin endpoint and reports on them; each service's `replay` command
 //! runs them from a terminal through `service_kit::replay_cli`, which draws the progress the
 //! library reports through a callback.
+//! [`rebuild_if_missing`] builds, at a service's start, a read model whose tables are empty
+//! while its events are not (a database restored from its events alone).
 //! [`Target`] (in `target`) names what is rebuilt and from which [`Source`]; `sources` builds
 //! and swaps for each source; `shadow` manages the shadow schema.
 
+mod missing;
 mod registry;
 mod shadow;
 mod sources;
@@ -42,6 +45,7 @@ use crate::locks;
 use crate::retry::Backoff;
 use crate::EventStore;
 
+pub use missing::rebuild_if_missing;
 pub use registry::{ProjectionStatus, RebuildState, RebuildStatus, Rebuilds};
 pub use target::{readers, Source, Target};
 
