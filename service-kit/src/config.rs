@@ -116,8 +116,8 @@ pub struct Common {
     #[arg(long, env = "READY_MAX_LAG_SECONDS", global = true, default_value_t = DEFAULT_READY_MAX_LAG_SECONDS)]
     pub ready_max_lag_seconds: u64,
     /// How long the response to a request with an `Idempotency-Key` is kept and replayed:
-    /// seconds (`86400`) or a number with a unit `s`, `m`, `h` or `d` (`24h`). After it the
-    /// key is new again.
+    /// seconds (`86400`) or a number with a unit `ms`, `s`, `m`, `h` or `d` (`24h`). After it
+    /// the key is new again.
     #[arg(
         long,
         env = "IDEMPOTENCY_RETENTION",
@@ -162,7 +162,8 @@ impl Common {
     }
 }
 
-/// A retention period: whole seconds, or a number with a unit `s`, `m`, `h` or `d`.
+/// A retention period or delay: whole seconds, or a number with a unit `ms`, `s`, `m`, `h` or
+/// `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention(pub Duration);
 
@@ -173,21 +174,22 @@ impl std::str::FromStr for Retention {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration such as 86400, 90s, 15m, 24h or 7d"))?;
-        let unit = match unit.trim() {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 60 * 60,
-            "d" => 24 * 60 * 60,
-            other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+        let number: u64 = number.parse().map_err(|_| {
+            format!("{s:?} is not a duration such as 86400, 500ms, 90s, 15m, 24h or 7d")
+        })?;
+        let millis_per_unit = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60 * 1000,
+            "h" => 60 * 60 * 1000,
+            "d" => 24 * 60 * 60 * 1000,
+            other => return Err(format!("unknown unit {other:?}: use ms, s, m, h or d")),
         };
-        let seconds = number
-            .checked_mul(unit)
-            .filter(|s| *s > 0)
+        let millis = number
+            .checked_mul(millis_per_unit)
+            .filter(|ms| *ms > 0)
             .ok_or_else(|| format!("{s:?} must be positive and not absurdly long"))?;
-        Ok(Retention(Duration::from_secs(seconds)))
+        Ok(Retention(Duration::from_millis(millis)))
     }
 }
 
@@ -358,7 +360,9 @@ mod tests {
         assert_eq!(parse("15m"), Ok(900));
         assert_eq!(parse("24h"), Ok(86400));
         assert_eq!(parse("7d"), Ok(604800));
-        for bad in ["", "0", "h", "1w", "-5", "1.5h"] {
+        let millis = "200ms".parse::<Retention>().map(|r| r.0);
+        assert_eq!(millis, Ok(Duration::from_millis(200)));
+        for bad in ["", "0", "0ms", "h", "1w", "-5", "1.5h", "5mss"] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -144,12 +144,25 @@ impl TestApp {
             .await
     }
 
-    /// Publishes an event as product-service's relay would.
+    /// Publishes an event as product-service's relay would, at schema version 1.
     pub async fn publish_product_event(
         &self,
         stream_id: &str,
         version: i64,
         event_type: &str,
+        payload: Value,
+    ) -> Uuid {
+        self.publish_product_event_at(stream_id, version, event_type, 1, payload)
+            .await
+    }
+
+    /// Publishes an event as product-service's relay would, written at `schema_version`.
+    pub async fn publish_product_event_at(
+        &self,
+        stream_id: &str,
+        version: i64,
+        event_type: &str,
+        schema_version: i32,
         payload: Value,
     ) -> Uuid {
         let event_id = Uuid::now_v7();
@@ -164,7 +177,7 @@ impl TestApp {
         h.insert(headers::STREAM_ID, stream_id);
         h.insert(headers::STREAM_VERSION, version.to_string().as_str());
         h.insert(headers::POSITION, position.to_string().as_str());
-        h.insert(headers::SCHEMA_VERSION, "1");
+        h.insert(headers::SCHEMA_VERSION, schema_version.to_string().as_str());
         h.insert(
             headers::METADATA,
             json!({ "correlation_id": correlation })

@@ -16,3 +16,4 @@ mod observability;
 mod orders;
 mod replay;
 mod saga;
+mod versions;

@@ -9,3 +9,4 @@ mod replay;
 mod saga;
 mod snapshots;
 mod support;
+mod versions;

@@ -171,12 +171,46 @@ impl TestApp {
         ack.await.expect("JetStream stored the event");
     }
 
+    /// Publishes an order-service event by hand written at `schema_version`.
+    pub async fn publish_order_event_at(
+        &self,
+        order_id: Uuid,
+        stream_version: i64,
+        event_type: &str,
+        schema_version: i32,
+        payload: &Value,
+    ) {
+        let ack = self
+            .send_order_event_at(
+                order_id,
+                stream_version,
+                event_type,
+                schema_version,
+                payload,
+            )
+            .await;
+        ack.await.expect("JetStream stored the event");
+    }
+
     /// Sends without waiting for the ack, so many events can be in flight at once.
     pub async fn send_order_event(
         &self,
         order_id: Uuid,
         stream_version: i64,
         event_type: &str,
+        payload: &Value,
+    ) -> jetstream::context::PublishAckFuture {
+        self.send_order_event_at(order_id, stream_version, event_type, 1, payload)
+            .await
+    }
+
+    /// [`TestApp::send_order_event`] of an event written at `schema_version`.
+    pub async fn send_order_event_at(
+        &self,
+        order_id: Uuid,
+        stream_version: i64,
+        event_type: &str,
+        schema_version: i32,
         payload: &Value,
     ) -> jetstream::context::PublishAckFuture {
         let stream = format!("{}_order_events", self.namespace);
@@ -195,7 +229,7 @@ impl TestApp {
             headers::POSITION,
             chrono::Utc::now().timestamp_micros().to_string(),
         );
-        h.insert(headers::SCHEMA_VERSION, "1");
+        h.insert(headers::SCHEMA_VERSION, schema_version.to_string());
         h.insert(
             headers::METADATA,
             // As order-service writes it for a request with an `Idempotency-Key`.
