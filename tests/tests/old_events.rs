@@ -1,7 +1,8 @@
 //! A database holding only version-1 events, written by hand-written fixture scripts and not by
-//! today's code (`tests/fixtures/history/`): both services start on it, serve the history's
-//! reads once their projections are rebuilt, take new commands on its old streams, and rebuild
-//! every projection to the same rows as a database holding the same history in today's shapes.
+//! today's code (`tests/fixtures/history/`): both services start on it, build its missing read
+//! models before serving, serve the history's reads, take new commands on its old streams, and
+//! rebuild every projection to the same rows as a database holding the same history in
+//! today's shapes.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -385,9 +386,9 @@ async fn a_version_1_database_serves_takes_commands_and_replays_as_a_current_one
     let current = Pair::load("current").await;
     check_fixtures(&v1, &current).await;
 
-    // Both services start on the version-1 databases. The fixtures hold events only, so the
-    // read models are rebuilt with the `replay` command, as are those of the same history
-    // in today's shapes (without it the services answer 404, and 500 to a cancellation).
+    // Both services start on the version-1 databases. The fixtures hold events only: each
+    // service builds its missing read models before it serves, so the history's reads are
+    // right at once, without the `replay` command.
     let system = TestSystem::start_on_databases(
         v1.products,
         v1.orders,
@@ -396,10 +397,13 @@ async fn a_version_1_database_serves_takes_commands_and_replays_as_a_current_one
         Vec::new(),
     )
     .await;
+    check_reads(&system).await;
+    let built_at_start = all_projection_rows(&system.products_db, &system.orders_db).await;
+
+    // Every projection rebuilt by the `replay` command gives the rows the same history in
+    // today's shapes gives, and the rows built at start.
     replay_pair(&system.products_db, &system.orders_db).await;
     replay_pair(&current.products, &current.orders).await;
-
-    // Every projection row is the one the history in today's shapes gives.
     let from_v1 = all_projection_rows(&system.products_db, &system.orders_db).await;
     for tables in &from_v1 {
         assert!(
@@ -413,8 +417,12 @@ async fn a_version_1_database_serves_takes_commands_and_replays_as_a_current_one
         &from_v1,
         &from_current,
     );
+    assert_same_rows(
+        "built at start (left), rebuilt by replay (right)",
+        &built_at_start,
+        &from_v1,
+    );
 
-    check_reads(&system).await;
     take_new_commands(&system).await;
 
     // What live processing kept over both versions is what a rebuild gives.
