@@ -163,3 +163,50 @@ async fn a_read_that_cannot_reach_min_version_answers_stale() {
     assert_eq!(response.headers()["x-stale"], "true");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_order_takes_its_products_currency_and_mixing_currencies_is_refused() {
+    let app = TestApp::spawn().await;
+    let dollars = app.create_product("Widget", 250, 10).await;
+    let (euros, more_euros) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, cents) in [(euros, 900), (more_euros, 100)] {
+        let price = json!({ "amount_minor": cents, "currency": "EUR" });
+        let created = json!({ "product_id": id, "name": "Moka pot", "price": price,
+                              "initial_stock": 5 });
+        app.publish_product_event_at(&format!("product-{id}"), 1, "ProductCreated", 2, created)
+            .await;
+        app.catalogue_entry(id, 1).await;
+    }
+
+    let lines = json!([{ "product_id": euros, "quantity": 2 },
+                       { "product_id": more_euros, "quantity": 1 }]);
+    let response = app
+        .post(
+            "/orders",
+            &json!({ "customer_id": "alice", "lines": lines }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(
+        (&order["total_cents"], &order["currency"]),
+        (&json!(1900), &json!("EUR"))
+    );
+
+    let lines = json!([{ "product_id": euros, "quantity": 1 },
+                       { "product_id": dollars, "quantity": 1 }]);
+    let response = app
+        .post(
+            "/orders",
+            &json!({ "customer_id": "alice", "lines": lines }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "validation_failed");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("USD") && message.contains("EUR"),
+        "{message}"
+    );
+}
