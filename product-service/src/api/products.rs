@@ -56,7 +56,7 @@ pub struct CreateProduct {
 
 /// The currency of a product created without one: the only one before events carried it.
 fn default_currency() -> String {
-    crate::domain::events::upcast::V1_CURRENCY.to_owned()
+    crate::domain::upcast::V1_CURRENCY.to_owned()
 }
 
 /// A product, with the stream version it reflects.

@@ -1,6 +1,6 @@
 //! The events product-service writes. Field names are part of the wire contract with
 //! order-service: adding a field is free; renaming, removing or reshaping one is a new schema
-//! version of its type, with an upcast step from the old one here and in every consumer's
+//! version of its type, with an upcast step from the old one in [`super::upcast`] and in every consumer's
 //! view (docs/adr/0007-evolving-events.md), and a golden fixture of every version in
 //! `tests/fixtures/events/`.
 
@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use event_store::wire::DecodeError;
 use event_store::wire_events;
+
+use super::upcast;
 
 wire_events! {
     /// Events of one product stream, `product-<id>`.
@@ -101,40 +103,6 @@ pub struct PriceChanged {
     pub product_id: Uuid,
     pub old_price: Money,
     pub price: Money,
-}
-
-/// The upcast steps of the versions this service once wrote: pure functions on the payload.
-pub mod upcast {
-    use serde_json::{json, Value};
-
-    /// Every price before version 2 was in the one currency the service then had.
-    pub const V1_CURRENCY: &str = "USD";
-
-    /// `ProductCreated` v1 to v2: `price_cents` becomes `price` in [`V1_CURRENCY`].
-    pub fn product_created_v1(payload: Value) -> Result<Value, String> {
-        cents_to_money(payload, "price_cents", "price")
-    }
-
-    /// `PriceChanged` v1 to v2: `old_price_cents` and `price_cents` become `old_price` and
-    /// `price` in [`V1_CURRENCY`].
-    pub fn price_changed_v1(payload: Value) -> Result<Value, String> {
-        let payload = cents_to_money(payload, "old_price_cents", "old_price")?;
-        cents_to_money(payload, "price_cents", "price")
-    }
-
-    /// Replaces the integer field `cents` with the money field `money` in [`V1_CURRENCY`].
-    fn cents_to_money(mut payload: Value, cents: &str, money: &str) -> Result<Value, String> {
-        let object = event_store::wire::object(&mut payload)?;
-        let amount = object
-            .remove(cents)
-            .filter(Value::is_i64)
-            .ok_or_else(|| format!("missing integer field `{cents}`"))?;
-        object.insert(
-            money.to_owned(),
-            json!({ "amount_minor": amount, "currency": V1_CURRENCY }),
-        );
-        Ok(payload)
-    }
 }
 
 /// Stock was added to a product.

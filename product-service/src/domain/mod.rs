@@ -5,6 +5,7 @@
 //!   saga decisions that reserve or release stock across several products at once.
 //! - [`events`]: the events this service writes and their stable wire names.
 //! - [`order_events`]: the tolerant view of order-service's events it reacts to.
+//! - [`upcast`]: the steps from every old event version this service reads to today's.
 
 pub mod commands;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod events;
 pub mod order_events;
 pub mod product;
 pub mod reservation;
+pub mod upcast;
 
 #[cfg(test)]
 mod tests;
