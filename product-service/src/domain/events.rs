@@ -1,8 +1,8 @@
 //! The events product-service writes. Field names are part of the wire contract with
 //! order-service: adding a field is free; renaming, removing or reshaping one is a new schema
-//! version of its type, with an upcast step from the old one in [`super::upcast`] and in every consumer's
-//! view (docs/adr/0007-evolving-events.md), and a golden fixture of every version in
-//! `tests/fixtures/events/`.
+//! version of its type, with an upcast step from the old one in [`super::upcast`] and in every
+//! consumer's view (docs/adr/0007-evolving-events.md), and a golden fixture of every version
+//! in `tests/fixtures/events/`.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
