@@ -29,7 +29,7 @@ pub fn order_placed_v1(mut payload: Value) -> Result<Value, String> {
     let lines = object
         .get_mut("lines")
         .and_then(Value::as_array_mut)
-        .ok_or("missing array field `lines`")?;
+        .ok_or("missing field `lines`, or not an array")?;
     for line in lines {
         cents_to_money(line, "unit_price_cents", "unit_price")?;
     }
@@ -44,7 +44,7 @@ fn cents_to_money(value: &mut Value, cents: &str, money: &str) -> Result<(), Str
     let amount = object
         .remove(cents)
         .filter(Value::is_i64)
-        .ok_or_else(|| format!("missing integer field `{cents}`"))?;
+        .ok_or_else(|| format!("missing field `{cents}`, or not an integer"))?;
     let price = json!({ "amount_minor": amount, "currency": V1_CURRENCY });
     object.insert(money.to_owned(), price);
     Ok(())
