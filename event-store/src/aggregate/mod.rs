@@ -100,6 +100,11 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// Retrying cannot help, so consumers treat it as poison.
     #[error("stored events cannot be read: {0:#}")]
     Corrupt(anyhow::Error),
+    /// A stored event was written at a schema version newer than this code reads (a newer
+    /// replica of this service, during a rolling upgrade): the command can succeed once this
+    /// replica is upgraded, so it is a 503, not a 500.
+    #[error("stored events are newer than this code reads: {0:#}")]
+    NewerSchema(anyhow::Error),
 }
 
 impl<E: std::error::Error + 'static> From<StoreError> for CommandError<E> {
@@ -126,6 +131,7 @@ impl<E: std::error::Error + 'static> From<LoadError> for CommandError<E> {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::Database(e) => CommandError::Store(e.into()),
+            LoadError::Corrupt(e) if too_new(&e) => CommandError::NewerSchema(e),
             LoadError::Corrupt(e) => CommandError::Corrupt(e),
         }
     }

@@ -133,6 +133,10 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(e) => e.into(),
             CommandError::Conflict(e) | CommandError::Store(e) => e.into(),
             CommandError::Corrupt(e) => ApiError::Internal(e),
+            CommandError::NewerSchema(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "an order written by a newer release");
+                ApiError::Unavailable("an order written by a newer release of this service")
+            }
         }
     }
 }

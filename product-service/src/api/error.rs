@@ -59,7 +59,9 @@ impl ResponseError for ApiError {
         let message = match self {
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %format!("{cause:#}"), "dependency unavailable");
-                "the service cannot reach its database; try again shortly".to_owned()
+                "the service cannot serve this right now (its database is unreachable, or the \
+                 product was written by a newer release of the service); try again shortly"
+                    .to_owned()
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "internal error");
@@ -114,6 +116,7 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(e) => e.into(),
             CommandError::Conflict(e) | CommandError::Store(e) => e.into(),
             CommandError::Corrupt(e) => ApiError::Internal(e),
+            CommandError::NewerSchema(e) => ApiError::Unavailable(e),
         }
     }
 }

@@ -180,3 +180,41 @@ async fn orders_placed_at_versions_1_and_2_interleaved_reserve_stock_in_the_orde
         ]
     );
 }
+
+/// A newer replica of this service wrote an event this one cannot read (a rolling upgrade of
+/// product-service itself): a command on that product is a 503 to retry, not a 500, and
+/// changes nothing.
+#[tokio::test]
+async fn a_command_on_a_stream_holding_a_newer_version_it_cannot_read_is_503() {
+    use event_store::{EventStore, ExpectedVersion, NewEvent};
+
+    let app = TestApp::spawn().await;
+    let created = app.create_product("Kettle", 5000, 3).await;
+    // Written beside the service, as the newer replica would, without this code's read model.
+    let newer = NewEvent::new(
+        "PriceChanged",
+        json!({ "product_id": created.id, "price": { "minor": 4500, "unit": "EUR" } }),
+    )
+    .with_schema_version(3);
+    EventStore::new(app.db.pool.clone())
+        .append(
+            &format!("product-{}", created.id),
+            ExpectedVersion::Exact(1),
+            &[newer],
+        )
+        .await
+        .expect("appended");
+
+    let path = format!("/products/{}/restock", created.id);
+    let response = app.post_json(&path, &json!({ "quantity": 1 })).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("a JSON error");
+    assert_eq!(body["error"], "unavailable");
+    let history: Vec<Value> = app
+        .get(&format!("/products/{}/events", created.id))
+        .await
+        .json()
+        .await
+        .expect("a list");
+    assert_eq!(history.len(), 2, "nothing was appended: {history:?}");
+}
