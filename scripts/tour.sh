@@ -34,14 +34,14 @@ step() {
 }
 
 step "Create a product in product-service" \
-  '.name == "Teapot" and .price_cents == 2500 and .stock_available == 10 and .version == 1' \
+  '.name == "Teapot" and .price_cents == 2500 and .currency == "USD" and .stock_available == 10 and .version == 1' \
   -X POST "$P_URL/products" -H 'content-type: application/json' \
   -d '{"name":"Teapot","price_cents":2500,"stock":10}'
 P=$(jq -r .id <<<"$answer")
 export P
 
 step "order-service's catalogue learns of it over NATS (waiting up to 5 s for version 1)" \
-  '.id == $ENV.P and .price_cents == 2500 and .stock_available == 10 and .available and .version == 1' \
+  '.id == $ENV.P and .price_cents == 2500 and .currency == "USD" and .stock_available == 10 and .available and .version == 1' \
   "$O_URL/catalog/products/$P?min_version=1"
 
 step "Place an order: priced from the catalogue, pending at once" \
@@ -51,7 +51,7 @@ step "Place an order: priced from the catalogue, pending at once" \
 O=$(jq -r .id <<<"$answer")
 
 step "product-service reserves the stock; the order confirms (version 2)" \
-  '.status == "confirmed" and .customer_id == "alice" and .total_cents == 7500 and .version == 2' \
+  '.status == "confirmed" and .customer_id == "alice" and .total_cents == 7500 and .currency == "USD" and .version == 2' \
   "$O_URL/orders/$O?min_version=2"
 
 step "The stock is reserved" \
