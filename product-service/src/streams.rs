@@ -82,7 +82,7 @@ pub async fn load_for_saga(
     let mut take = |stream: &str| found.remove(stream).unwrap_or_default();
     let mut reservations = HashMap::with_capacity(order_ids.len());
     for (id, stream) in order_ids.iter().zip(&reservation_streams) {
-        let folded = fold_reservation(&take(stream).events).map_err(LoadError::Corrupt)?;
+        let folded = fold_reservation(&take(stream).events).map_err(LoadError::unreadable)?;
         reservations.insert(*id, folded);
     }
     let mut products = HashMap::with_capacity(product_ids.len());

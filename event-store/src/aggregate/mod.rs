@@ -125,14 +125,33 @@ pub enum LoadError {
     /// A stored event does not decode: a bug or a bad migration, never the client's fault.
     #[error("stored events cannot be read: {0:#}")]
     Corrupt(anyhow::Error),
+    /// A stored event is at a schema version newer than this code reads: written by a newer
+    /// replica of this service during its rolling upgrade, readable once this one is upgraded.
+    #[error("stored events are newer than this code reads: {0:#}")]
+    NewerSchema(anyhow::Error),
+}
+
+impl LoadError {
+    /// A fold that failed on a stored event ([`fold`]'s error), classified once: newer than
+    /// this code reads, or never readable.
+    pub fn unreadable(error: anyhow::Error) -> LoadError {
+        let too_new = error
+            .downcast_ref::<DecodeError>()
+            .is_some_and(DecodeError::is_too_new);
+        if too_new {
+            LoadError::NewerSchema(error)
+        } else {
+            LoadError::Corrupt(error)
+        }
+    }
 }
 
 impl<E: std::error::Error + 'static> From<LoadError> for CommandError<E> {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::Database(e) => CommandError::Store(e.into()),
-            LoadError::Corrupt(e) if too_new(&e) => CommandError::NewerSchema(e),
             LoadError::Corrupt(e) => CommandError::Corrupt(e),
+            LoadError::NewerSchema(e) => CommandError::NewerSchema(e),
         }
     }
 }
@@ -143,18 +162,10 @@ impl From<LoadError> for HandleError {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::Database(e) => HandleError::database(e, "loading aggregates"),
-            // Written by a newer replica of this service during its rolling upgrade.
-            LoadError::Corrupt(e) if too_new(&e) => HandleError::NewerSchema(format!("{e:#}")),
             LoadError::Corrupt(e) => HandleError::Poison(format!("{e:#}")),
+            LoadError::NewerSchema(e) => HandleError::NewerSchema(format!("{e:#}")),
         }
     }
-}
-
-/// Whether a load failed on an event newer than this code reads.
-fn too_new(error: &anyhow::Error) -> bool {
-    error
-        .downcast_ref::<DecodeError>()
-        .is_some_and(DecodeError::is_too_new)
 }
 
 /// Folds stored events onto `start`. Types the aggregate does not know are skipped (they
@@ -224,7 +235,7 @@ pub fn fold_snapshot<A: Fold>(
     });
     Ok(LoadedWith {
         folded: found.events.len(),
-        loaded: fold::<A>(start, &found.events).map_err(LoadError::Corrupt)?,
+        loaded: fold::<A>(start, &found.events).map_err(LoadError::unreadable)?,
     })
 }
 
