@@ -3,6 +3,11 @@
 //! `Nats-Msg-Id` is the event id (JetStream drops a re-published duplicate inside its window).
 //! [`encode`] is what the relay sends, [`decode`] what a consumer accepts; a message that does
 //! not decode is poison.
+//!
+//! An event sent again to repair a broker that lost it ([`crate::repair`]) carries the same
+//! event id in `Es-Event-Id` but a `Nats-Msg-Id` of its own ([`republished_msg_id`]): JetStream
+//! remembers message ids it has since lost (a deleted or purged message), and would drop the
+//! repair as a duplicate. The consumers' inboxes recognise the event id forever.
 
 use async_nats::HeaderMap;
 use uuid::Uuid;
@@ -11,6 +16,11 @@ use crate::{validate, Metadata, RecordedEvent};
 
 /// Headers every published event carries besides `Nats-Msg-Id`.
 pub mod headers {
+    /// The event id. `Nats-Msg-Id` is the same for a first publication; a repair's differs.
+    pub const EVENT_ID: &str = "Es-Event-Id";
+    /// Set on an event sent again to repair the broker, saying why (`tail`, `stream`, `range`,
+    /// `operator`).
+    pub const REPUBLISHED: &str = "Es-Republished";
     pub const EVENT_TYPE: &str = "Es-Event-Type";
     pub const STREAM_ID: &str = "Es-Stream-Id";
     pub const STREAM_VERSION: &str = "Es-Stream-Version";
@@ -40,6 +50,7 @@ pub struct ForeignEvent {
 /// The headers carried by an event's message, so consumers need not parse the payload to route.
 pub fn event_headers(event: &RecordedEvent) -> anyhow::Result<HeaderMap> {
     let mut h = HeaderMap::new();
+    h.insert(headers::EVENT_ID, event.event_id.to_string());
     h.insert(headers::EVENT_TYPE, event.event_type.as_str());
     h.insert(headers::STREAM_ID, event.stream_id.as_str());
     h.insert(headers::STREAM_VERSION, event.stream_version.to_string());
@@ -67,6 +78,12 @@ pub fn encode(event: &RecordedEvent) -> anyhow::Result<(HeaderMap, bytes::Bytes)
     ))
 }
 
+/// The `Nats-Msg-Id` of `event` sent again in repair `generation` (a number unique to the
+/// repair, so JetStream de-duplicates within one repair but not against the lost original).
+pub fn republished_msg_id(event: &RecordedEvent, generation: u64) -> String {
+    format!("{}.r{generation}", event.event_id)
+}
+
 /// Reads a message as published by the other service's relay; any error makes it poison.
 pub fn decode(message: &async_nats::Message) -> Result<ForeignEvent, String> {
     decode_parts(message.headers.as_ref(), &message.payload)
@@ -86,9 +103,15 @@ fn decode_parts(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<ForeignEv
             .parse()
             .map_err(|_| format!("header {name} is not a number: {value:?}"))
     };
-    let id = required(async_nats::header::NATS_MESSAGE_ID.as_ref())?;
-    let event_id =
-        Uuid::parse_str(id).map_err(|e| format!("Nats-Msg-Id {id:?} is not a uuid: {e}"))?;
+    // Publishers before `Es-Event-Id` sent the event id only as `Nats-Msg-Id`.
+    let (name, id) = match required(headers::EVENT_ID) {
+        Ok(id) => (headers::EVENT_ID, id),
+        Err(_) => {
+            let name = async_nats::header::NATS_MESSAGE_ID.as_ref();
+            (name, required(name)?)
+        }
+    };
+    let event_id = Uuid::parse_str(id).map_err(|e| format!("{name} {id:?} is not a uuid: {e}"))?;
     let stream_version = number(headers::STREAM_VERSION)?;
     if stream_version < 1 {
         return Err(format!(
@@ -199,23 +222,23 @@ mod tests {
     #[test]
     fn a_message_missing_what_a_consumer_needs_is_refused_naming_it() {
         let event = recorded();
-        let cases: [(&str, &str); 5] = [
-            ("Nats-Msg-Id", "Nats-Msg-Id"),
-            (headers::STREAM_ID, headers::STREAM_ID),
-            (headers::EVENT_TYPE, headers::EVENT_TYPE),
-            (headers::STREAM_VERSION, headers::STREAM_VERSION),
-            (headers::POSITION, headers::POSITION),
+        let cases: [(&[&str], &str); 5] = [
+            (&["Nats-Msg-Id", headers::EVENT_ID], "Nats-Msg-Id"),
+            (&[headers::STREAM_ID], headers::STREAM_ID),
+            (&[headers::EVENT_TYPE], headers::EVENT_TYPE),
+            (&[headers::STREAM_VERSION], headers::STREAM_VERSION),
+            (&[headers::POSITION], headers::POSITION),
         ];
         for (omit, named) in cases {
             let (all, body) = published(&event);
             let mut kept = HeaderMap::new();
             for (name, values) in all.iter() {
-                if name.to_string() != omit {
+                if !omit.contains(&name.to_string().as_str()) {
                     kept.insert(name.clone(), values[0].clone());
                 }
             }
             let error = decode_parts(Some(&kept), &body).unwrap_err();
-            assert!(error.contains(named), "{omit}: {error}");
+            assert!(error.contains(named), "{omit:?}: {error}");
         }
         assert!(decode_parts(None, b"{}")
             .unwrap_err()
@@ -235,7 +258,7 @@ mod tests {
             .unwrap_err()
             .contains("1 or more"));
         let mut bad = headers.clone();
-        bad.insert("Nats-Msg-Id", "not-a-uuid");
+        bad.insert(headers::EVENT_ID, "not-a-uuid");
         assert!(decode_parts(Some(&bad), b"{}")
             .unwrap_err()
             .contains("not a uuid"));
@@ -244,6 +267,30 @@ mod tests {
         assert!(decode_parts(Some(&bad), b"{}")
             .unwrap_err()
             .contains("metadata"));
+    }
+
+    #[test]
+    fn a_repair_carries_the_event_id_apart_from_its_message_id() {
+        let event = recorded();
+        let (mut republished, body) = published(&event);
+        republished.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            republished_msg_id(&event, 7).as_str(),
+        );
+        let decoded = decode_parts(Some(&republished), &body).unwrap();
+        assert_eq!(decoded.event_id, event.event_id);
+        // An older publisher's message: the event id only as `Nats-Msg-Id`.
+        let (all, body) = published(&event);
+        let mut older = HeaderMap::new();
+        for (name, values) in all.iter() {
+            if name.to_string() != headers::EVENT_ID {
+                older.insert(name.clone(), values[0].clone());
+            }
+        }
+        assert_eq!(
+            decode_parts(Some(&older), &body).unwrap().event_id,
+            event.event_id
+        );
     }
 
     #[test]

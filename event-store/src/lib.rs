@@ -16,6 +16,8 @@
 //!   apply an event and advance in one transaction.
 //! - [`pool`]: the connection pool settings the position scheme relies on.
 //! - [`relay`]: the outbox relay from the store to NATS JetStream ([`nats`]).
+//! - [`repair`]: what the broker lost, found and sent again from the store: the relay's
+//!   tail check, watermarks, consumers' requests for holes and the producer's answers.
 //! - [`leader`]: which replica runs the relay and each projector (a session advisory lock),
 //!   and the one loop both lead with.
 //! - [`locks`]: every advisory lock's key (leadership, rebuilds, the inbox), and who holds one.
@@ -55,6 +57,7 @@ pub mod pool;
 pub mod projection;
 pub mod read_model;
 pub mod relay;
+pub mod repair;
 pub mod replay;
 pub mod retry;
 pub mod snapshot;

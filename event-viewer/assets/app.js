@@ -59,7 +59,7 @@ function row(e, fresh) {
   const tr = el("tr", (fresh ? "fresh " : "") + (e.malformed ? "malformed" : ""));
   tr.dataset.eventId = e.event_id;
   tr.append(
-    el("td", "type", e.event_type),
+    el("td", "type", e.event_type + (e.republished ? " (repaired: " + e.republished + ")" : "")),
     el("td", "mono", e.stream_id + " v" + e.stream_version),
     el("td", "mono", e.correlation_id || "–"),
     el("td", "mono", time(e.time_ms)),

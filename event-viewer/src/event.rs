@@ -11,6 +11,8 @@ use serde_json::Value;
 /// the store, it reads the wire like any other subscriber).
 pub mod headers {
     pub const MESSAGE_ID: &str = "Nats-Msg-Id";
+    pub const EVENT_ID: &str = "Es-Event-Id";
+    pub const REPUBLISHED: &str = "Es-Republished";
     pub const EVENT_TYPE: &str = "Es-Event-Type";
     pub const STREAM_ID: &str = "Es-Stream-Id";
     pub const STREAM_VERSION: &str = "Es-Stream-Version";
@@ -24,8 +26,11 @@ pub struct ViewedEvent {
     pub service: &'static str,
     /// The JetStream stream sequence of the message.
     pub seq: u64,
-    /// The event id (`Nats-Msg-Id`), or `<service>-seq-<seq>` when the message has none.
+    /// The event id (`Es-Event-Id`, else `Nats-Msg-Id`), or `<service>-seq-<seq>` when the
+    /// message has none.
     pub event_id: String,
+    /// Why the event was sent again, when it is a repair of a broker that lost it.
+    pub republished: Option<String>,
     pub event_type: String,
     pub stream_id: String,
     /// 0 when the message does not say.
@@ -79,8 +84,9 @@ pub fn decode(raw: &RawMessage<'_>) -> ViewedEvent {
     };
     let event_type = required(headers::EVENT_TYPE, subject_type);
     let stream_id = required(headers::STREAM_ID, subject_stream);
-    let event_id =
-        header(headers::MESSAGE_ID).unwrap_or_else(|| format!("{}-seq-{}", raw.service, raw.seq));
+    let event_id = header(headers::EVENT_ID)
+        .or_else(|| header(headers::MESSAGE_ID))
+        .unwrap_or_else(|| format!("{}-seq-{}", raw.service, raw.seq));
     let mut number = |name: &str| match header(name).map(|v| v.parse::<i64>()) {
         Some(Ok(n)) => n,
         Some(Err(_)) => {
@@ -109,6 +115,7 @@ pub fn decode(raw: &RawMessage<'_>) -> ViewedEvent {
         service: raw.service,
         seq: raw.seq,
         event_id,
+        republished: header(headers::REPUBLISHED),
         event_type,
         stream_id,
         stream_version,

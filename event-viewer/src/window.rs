@@ -104,6 +104,7 @@ pub(crate) mod tests {
             service,
             seq: time_ms as u64,
             event_id: id.to_owned(),
+            republished: None,
             event_type: "OrderPlaced".to_owned(),
             stream_id: format!("order-{id}"),
             stream_version: 1,

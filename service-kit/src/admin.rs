@@ -16,12 +16,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{resource, EdgeError, ErrorBody};
+use crate::republish::Republisher;
 
 /// What the admin routes reach: the token check and the service's rebuilds.
 #[derive(Clone)]
 pub struct AdminState {
     is_token: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     rebuilds: Rebuilds,
+    republisher: Option<Republisher>,
 }
 
 impl AdminState {
@@ -34,7 +36,14 @@ impl AdminState {
         AdminState {
             is_token: Arc::new(is_token),
             rebuilds,
+            republisher: None,
         }
+    }
+
+    /// Serves `POST /admin/republish` with `republisher`.
+    pub fn with_republisher(mut self, republisher: Republisher) -> Self {
+        self.republisher = Some(republisher);
+        self
     }
 }
 
@@ -44,7 +53,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: AdminState) {
         .service(resource("/admin/projections").route(web::get().to(list_projections)))
         .service(
             resource("/admin/projections/{name}/rebuild").route(web::post().to(rebuild_projection)),
-        );
+        )
+        .service(resource("/admin/republish").route(web::post().to(republish)));
 }
 
 /// Proof that a request carries the admin token.
@@ -220,5 +230,61 @@ pub async fn rebuild_projection(
             Err(e) => Err(EdgeError::Internal(e)),
         },
         Err(e) => Err(EdgeError::Internal(e.into())),
+    }
+}
+
+/// Where `POST /admin/republish` starts.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct RepublishRequest {
+    /// Send the events after this store position (0, the default: all of them).
+    #[serde(default)]
+    pub from_position: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RepublishReport {
+    pub from_position: i64,
+    /// Events sent again.
+    pub republished: usize,
+}
+
+/// Sends this service's events after `from_position` to NATS again, for a broker replaced from
+/// scratch. Consumers take each event once however often it is sent. Answers when done.
+#[utoipa::path(
+    post,
+    path = "/admin/republish",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = RepublishRequest, description = "Optional; an empty body sends every event"),
+    responses(
+        (status = 200, body = RepublishReport),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No ADMIN_TOKEN is configured", body = ErrorBody),
+        (status = 422, description = "A negative position", body = ErrorBody),
+        (status = 503, description = "Database or NATS unavailable", body = ErrorBody),
+    )
+)]
+pub async fn republish(
+    _admin: Admin,
+    state: web::Data<AdminState>,
+    body: Option<web::Json<RepublishRequest>>,
+) -> Result<HttpResponse, EdgeError> {
+    let from_position = body.map(|b| b.from_position).unwrap_or_default();
+    if from_position < 0 {
+        return Err(EdgeError::Validation(
+            "from_position must be 0 or more".to_owned(),
+        ));
+    }
+    let Some(republisher) = &state.republisher else {
+        return Err(EdgeError::NotFound(
+            "republishing is not set up here".to_owned(),
+        ));
+    };
+    match republisher.run(from_position).await {
+        Ok(republished) => Ok(HttpResponse::Ok().json(RepublishReport {
+            from_position,
+            republished,
+        })),
+        Err(e) => Err(EdgeError::Unavailable(e)),
     }
 }

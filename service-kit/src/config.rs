@@ -77,6 +77,9 @@ pub enum Command {
     /// the store, the other service's from the inbox), while the service may keep running.
     /// Needs only DATABASE_URL.
     Replay(ReplayArgs),
+    /// Send this service's events to NATS again (a broker replaced from scratch). Consumers
+    /// take each event once however often it is sent. Needs DATABASE_URL and NATS_URL.
+    Republish(RepublishArgs),
 }
 
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -308,6 +311,14 @@ impl std::fmt::Debug for NatsLoginArgs {
             .field("password", &self.password.as_ref().map(|_| "hidden"))
             .finish()
     }
+}
+
+/// Arguments of `<service> republish`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RepublishArgs {
+    /// Send the events after this store position (0: all of them).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub from_position: i64,
 }
 
 /// Arguments of `<service> replay`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use async_nats::connection::State;
 use event_store::metrics::Reader;
+use event_store::repair::Gaps;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -29,7 +30,12 @@ pub struct Health {
     pub ready_max_lag: Option<Duration>,
     /// Background tasks that stopped with a panic.
     pub failures: Failures,
+    /// Gaps in the other service's events the consumer noticed and has asked for.
+    pub gaps: Gaps,
 }
+
+/// A gap open for longer than this is named by readiness.
+pub const UNREPAIRED_AFTER: Duration = Duration::from_secs(30);
 
 pub fn routes(cfg: &mut web::ServiceConfig, health: Health) {
     cfg.app_data(web::Data::new(health))
@@ -66,6 +72,11 @@ pub struct Ready {
     /// event ids. They need a person; the service stays ready, since it still serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_conflicts: Option<VersionConflicts>,
+    /// Gaps in the other service's events (lost by the broker) noticed more than 30 s ago and
+    /// still not repaired: the producer is asked again and again (is it running?). The service
+    /// stays ready; its copies of the other's data are behind until they are repaired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrepaired: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +130,9 @@ pub async fn ready(health: web::Data<Health>) -> HttpResponse {
         behind,
         failed_tasks: health.failures.names(),
         version_conflicts,
+        unrepaired: health
+            .gaps
+            .older_than(UNREPAIRED_AFTER, std::time::Instant::now()),
         error: None,
         message: None,
     };

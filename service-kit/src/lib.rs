@@ -23,6 +23,8 @@
 //! - [`fresh`]: `?min_version=`, read-your-writes against a read model.
 //! - [`replay_cli`]: the `replay` command's terminal side: the list of projections, a progress
 //!   bar on a terminal (plain lines elsewhere) and a summary per projection.
+//! - [`republish`]: sending the store's events to the broker again (`republish` command and
+//!   `POST /admin/republish`), for a broker replaced from scratch.
 //! - [`admin`]: `/admin/projections`, projection status and online rebuilds behind the admin
 //!   token, with its own state (the service's `event_store::replay::Rebuilds`).
 //!
@@ -40,6 +42,7 @@ pub mod idempotency;
 pub mod logging;
 pub mod prometheus;
 pub mod replay_cli;
+pub mod republish;
 pub mod request;
 pub mod service;
 pub mod tasks;

@@ -40,6 +40,7 @@ pub fn install(service: &str) -> PrometheusHandle {
                 }
             };
             event_store::metrics::describe_counters();
+            event_store::repair::metrics::describe();
             metrics::describe_histogram!(
                 HTTP_DURATION,
                 metrics::Unit::Seconds,
@@ -74,6 +75,12 @@ fn builder(service: &str) -> PrometheusBuilder {
             b.set_buckets_for_metric(
                 Matcher::Full(names::CONSUMER_BATCH_SECONDS.to_owned()),
                 event_store::metrics::BATCH_SECONDS_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(event_store::repair::metrics::SECONDS.to_owned()),
+                event_store::repair::metrics::SECONDS_BUCKETS,
             )
         })
         .expect("the bucket lists are not empty")

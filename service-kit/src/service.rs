@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use event_store::consumer::{Consumer, ConsumerConfig, Reaction};
 use event_store::projection::Projection;
+use event_store::repair::Gaps;
 use event_store::replay::{rebuild_if_missing, Rebuilds, Target};
 use event_store::retry::Backoff;
 use event_store::{nats, EventStore, Relay, RelayConfig};
@@ -35,8 +36,9 @@ use crate::error::{self, EdgeError};
 use crate::health::{self, Health};
 use crate::idempotency::{self, Idempotency};
 use crate::prometheus::{self, Scrape};
+use crate::republish::Republisher;
 use crate::tasks::{Tasks, DRAIN};
-use crate::{database, logging, replay_cli, request};
+use crate::{database, logging, replay_cli, republish, request};
 
 /// JetStream redeliveries of one message before it is dead-lettered.
 const MAX_DELIVER: i64 = 10;
@@ -68,6 +70,8 @@ pub struct Service {
     http_addr: SocketAddr,
     common: Common,
     tasks: Tasks,
+    /// Gaps the consumer noticed and has not repaired, which readiness names.
+    gaps: Gaps,
 }
 
 impl Service {
@@ -98,6 +102,7 @@ impl Service {
             http_addr: start.config.http_addr,
             common: common.clone(),
             tasks,
+            gaps: Gaps::default(),
         })
     }
 
@@ -113,6 +118,7 @@ impl Service {
     /// events with `reactions` (called in this order for every batch).
     pub fn run_messaging(&self, reactions: Vec<Arc<dyn Reaction>>) {
         let (store, names, tasks) = (self.store.clone(), self.names.clone(), self.tasks.clone());
+        let gaps = self.gaps.clone();
         let newer_schema_retry = self.common.newer_schema_retry.0;
         let js = jetstream::new(self.nats.clone());
         self.tasks.spawn("messaging", async move {
@@ -142,7 +148,8 @@ impl Service {
                     newer_schema_delay: newer_schema_retry,
                 },
                 reactions,
-            );
+            )
+            .with_gaps(gaps);
             tasks.spawn("consumer", consumer.run(tasks.shutdown().clone()));
         });
     }
@@ -169,8 +176,17 @@ impl Service {
             }
         }
         let rebuilds = Rebuilds::new(self.store.clone(), targets, self.tasks.shutdown().clone());
+        let republisher = Republisher::new(
+            self.store.clone(),
+            jetstream::new(self.nats.clone()),
+            RelayConfig::new(
+                self.names.own_stream.clone(),
+                self.names.own_subjects.clone(),
+            ),
+        );
         let admin = self.common.admin_token().map(|token| {
             AdminState::new(rebuilds.clone(), move |candidate| token.matches(candidate))
+                .with_republisher(republisher)
         });
         let readers = event_store::replay::readers(RELAY_CHECKPOINT, rebuilds.targets());
         let scrape = Scrape::new(self.name, self.pool.clone(), readers.clone());
@@ -180,6 +196,7 @@ impl Service {
             readers,
             ready_max_lag: self.common.ready_max_lag(),
             failures: self.tasks.failures().clone(),
+            gaps: self.gaps.clone(),
         };
         let http_addr = self.http_addr;
         let keys = web::Data::new(Idempotency {
@@ -380,5 +397,6 @@ where
             let database_url = &cli.config.database_url;
             replay_cli::command(database_url, migrations(), &targets(), &args).await
         }
+        Command::Republish(args) => republish::command(&cli.config, &args).await,
     }
 }

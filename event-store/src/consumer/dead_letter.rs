@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{settle, ConsumerConfig};
 use crate::retry::Backoff;
-use crate::{metrics, validate, EventStore};
+use crate::{envelope, metrics, validate, EventStore};
 
 /// Error texts in dead-letter headers are cut to this many characters.
 const MAX_ERROR_HEADER: usize = 1000;
@@ -70,12 +70,18 @@ pub(crate) async fn dead_letter(
         .and_then(|i| i64::try_from(i.stream_sequence).ok());
     tracing::error!(subject = %msg.subject, sequence, kind = kind.as_str(), error, "dead-lettering a message");
     let original = msg.headers.clone().unwrap_or_default();
+    // The event it held, if it decodes: the watermark check counts it as accounted for, and
+    // the same event sent again by a repair is not dead-lettered a second time.
+    let event = envelope::decode(msg).ok();
     let mut backoff = Backoff::default();
     loop {
         let inserted = sqlx::query(
             "INSERT INTO dead_letters \
-                 (consumer, subject, stream_sequence, headers, payload, error, kind) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 (consumer, subject, stream_sequence, headers, payload, error, kind, \
+                  event_id, source_position) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE $8::uuid IS NULL OR NOT EXISTS ( \
+                 SELECT 1 FROM dead_letters WHERE event_id = $8 AND kind = $7)",
         )
         .bind(&config.durable)
         .bind(msg.subject.as_str())
@@ -84,9 +90,17 @@ pub(crate) async fn dead_letter(
         .bind(msg.payload.as_ref())
         .bind(validate::replace_nul(error))
         .bind(kind.as_str())
+        .bind(event.as_ref().map(|e| e.event_id))
+        .bind(event.as_ref().map(|e| e.source_position))
         .execute(store.pool())
         .await;
         match inserted {
+            Ok(done) if done.rows_affected() == 0 => {
+                tracing::info!("this event was dead-lettered before (sent again by a repair)");
+                metrics::consumed(&config.durable, "duplicate");
+                settle::ack(message).await;
+                return;
+            }
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot record a dead letter; retrying");

@@ -17,7 +17,8 @@
 //! - [`settle`]: ack, nak, keep-alive, and what becomes of each message once its batch
 //!   committed or failed; [`dead_letter`]: poison and conflicting events;
 //! - [`retry`]: the batch's transaction retried in place (unreachable database, a race);
-//! - [`reaction`]: what a service plugs in ([`Reaction`], [`HandleError`]).
+//! - [`reaction`]: what a service plugs in ([`Reaction`], [`HandleError`]);
+//! - [`repair`]: holes and watermarks noticed, and the producer asked to send events again.
 //!
 //! A handler that fails inside a batch must not cost the others: the batch is rolled back
 //! and run again one message at a time, so only the bad message is dead-lettered or
@@ -29,6 +30,7 @@ mod batch;
 mod dead_letter;
 mod parking;
 mod reaction;
+mod repair;
 mod retry;
 mod settle;
 
@@ -44,11 +46,14 @@ use tracing::Instrument;
 use self::dead_letter::Kind;
 use self::parking::Parking;
 use self::retry::{describe, Recorded};
+use crate::repair::{watermark_subject, Gaps, Watermark};
 use crate::retry::Backoff;
 use crate::{envelope, metrics, nats, EventStore};
 
 pub use self::dead_letter::{dead_letter_headers, version_conflicts, Kind as DeadLetterKind};
 pub use self::reaction::{consume_span, BatchReaction, HandleError, Reaction};
+#[doc(hidden)]
+pub use self::repair::REQUESTS as REPAIR_REQUESTS;
 pub use crate::envelope::{decode, ForeignEvent};
 
 /// How long a delivered message stays with this consumer before the server redelivers it: after
@@ -62,6 +67,8 @@ pub const PARK_LIMIT: Duration = Duration::from_secs(30);
 /// The default [`ConsumerConfig::newer_schema_delay`]: with 10 deliveries, five minutes for
 /// a rolling upgrade.
 pub const NEWER_SCHEMA_DELAY: Duration = Duration::from_secs(30);
+/// How often open gaps are looked at for requests due.
+const GAP_TICK: Duration = Duration::from_millis(250);
 /// Most messages parked at once; beyond it, early messages are nak'd as a fallback.
 const MAX_PARKED: usize = 1000;
 /// How often parked messages are retried (a replica may have recorded their predecessor) and
@@ -108,6 +115,10 @@ pub struct Consumer {
     js: async_nats::jetstream::Context,
     config: ConsumerConfig,
     handlers: Vec<Arc<dyn Reaction>>,
+    /// Gaps noticed and not yet repaired (shared with readiness).
+    gaps: Gaps,
+    /// The producer's watermark position up to which everything is accounted for.
+    verified: std::sync::Mutex<i64>,
 }
 
 /// A decoded message on its way through the consumer.
@@ -142,7 +153,15 @@ impl Consumer {
             js,
             config,
             handlers,
+            gaps: Gaps::default(),
+            verified: std::sync::Mutex::new(0),
         }
+    }
+
+    /// Records gaps in `gaps`, a book the service's readiness reads too.
+    pub fn with_gaps(mut self, gaps: Gaps) -> Self {
+        self.gaps = gaps;
+        self
     }
 
     /// Runs until `shutdown`, finishing the batch in hand first.
@@ -187,6 +206,16 @@ impl Consumer {
                 }
             };
             tracing::info!("consumer started");
+            let watermark_subject = watermark_subject(&self.config.subject_prefix);
+            let mut watermarks = match self.js.client().subscribe(watermark_subject).await {
+                Ok(subscription) => Some(subscription),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow the producer's watermark");
+                    None
+                }
+            };
+            let mut asks = tokio::time::interval(GAP_TICK);
+            asks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut errors = 0;
             let mut retry = tokio::time::interval(PARK_RETRY);
             retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -205,6 +234,17 @@ impl Consumer {
                         && last_retry.elapsed() >= PARK_RETRY_ON_WAKEUP => {
                         self.retry_parked(&mut parking, &shutdown).await;
                         last_retry = Instant::now();
+                        continue;
+                    }
+                    _ = asks.tick(), if !self.gaps.is_empty() => {
+                        self.ask_for_gaps().await;
+                        continue;
+                    }
+                    Some(message) = next_watermark(&mut watermarks) => {
+                        match serde_json::from_slice::<Watermark>(&message.payload) {
+                            Ok(watermark) => self.check_watermark(watermark, &consumer).await,
+                            Err(e) => tracing::debug!(error = %e, "not a watermark"),
+                        }
                         continue;
                     }
                     next = messages.next() => next,
@@ -309,6 +349,7 @@ impl Consumer {
         while !pending.is_empty() {
             let (started, messages) = (Instant::now(), pending.len());
             let advanced = self.record_and_settle(pending, parking, shutdown).await;
+            self.recorded(&advanced);
             metrics::batch_recorded(
                 &self.config.durable,
                 messages,
@@ -381,5 +422,15 @@ impl Consumer {
                 advanced
             }
         }
+    }
+}
+
+/// The next watermark announced, or never when the subscription could not be made.
+async fn next_watermark(
+    watermarks: &mut Option<async_nats::Subscriber>,
+) -> Option<async_nats::Message> {
+    match watermarks {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
     }
 }

@@ -76,9 +76,18 @@ impl Consumer {
                         .copied()
                         .flatten()
                         .map_or_else(|| "another event".to_owned(), |id| format!("event {id}"));
+                    let recorded = conflicts.get(&i).copied().flatten();
+                    let verdict = self
+                        .which(
+                            &event.stream_id,
+                            event.stream_version,
+                            recorded,
+                            event.event_id,
+                        )
+                        .await;
                     let error = format!(
                         "version {} of {} is already recorded as {holder}; this message carries \
-                         event {}",
+                         event {}; {verdict}",
                         event.stream_version, event.stream_id, event.event_id
                     );
                     self.dead_letter(&delivery.message, Kind::VersionConflict, &error, shutdown)
@@ -103,6 +112,7 @@ impl Consumer {
         shutdown: &CancellationToken,
     ) {
         let durable = &self.config.durable;
+        self.hole(&delivery.event.stream_id, recorded + 1);
         if delivery.may_park && parking.has_room() {
             tracing::debug!(recorded, "predecessor not recorded yet; parked");
             metrics::consumed(durable, "parked");
@@ -120,6 +130,7 @@ impl Consumer {
             );
             self.dead_letter(&delivery.message, Kind::OutOfOrder, &error, shutdown)
                 .await;
+            self.hole_abandoned(&delivery.event.stream_id);
         } else {
             tracing::debug!(recorded, "predecessor not recorded yet; redelivering later");
             metrics::consumed(durable, "retried");

@@ -29,6 +29,7 @@ use service_kit::health;
         health::ready,
         admin::list_projections,
         admin::rebuild_projection,
+        admin::republish,
         document,
         service_kit::prometheus::metrics,
     ),
@@ -44,6 +45,8 @@ use service_kit::health;
         admin::ProjectionList,
         admin::ProjectionView,
         admin::RebuildView,
+        admin::RepublishRequest,
+        admin::RepublishReport,
     )),
     tags(
         (name = "products", description = "Catalogue and stock"),
