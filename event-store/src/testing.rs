@@ -227,6 +227,22 @@ impl NatsServer {
         }
     }
 
+    /// Kills the server and starts it again with its store emptied: every stream, message
+    /// and consumer is gone, as after a lost volume or a broker rebuilt from scratch.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        for entry in std::fs::read_dir(self.dir.path()).expect("the store directory") {
+            let path = entry.expect("a store entry").path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.expect("emptying the store directory");
+        }
+        self.restart();
+    }
+
     /// Starts the server again on the same port and store, waiting until it accepts connections.
     pub fn restart(&mut self) {
         self.stop();

@@ -309,3 +309,174 @@ async fn of_two_relays_one_leads_and_the_other_takes_over_when_it_dies() {
         ids.iter().collect::<HashSet<_>>()
     );
 }
+
+/// The event ids the stream holds (`Es-Event-Id`), each as often as it is there.
+async fn held_event_ids(js: &jetstream::Context, stream: &str) -> Vec<Uuid> {
+    let Ok(stream) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let state = stream.get_info().await.unwrap().state;
+    let mut ids = Vec::new();
+    if state.messages == 0 {
+        return ids;
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            let id = message.headers.get("Es-Event-Id").unwrap().as_str();
+            ids.push(id.parse().unwrap());
+        }
+    }
+    ids
+}
+
+/// Waits until the stream holds every one of `ids` (a liveness bound: the relay's tail check
+/// runs every `repair::TICK`).
+async fn wait_until_held(js: &jetstream::Context, stream: &str, ids: &[Uuid]) -> Duration {
+    let started = Instant::now();
+    let wanted: HashSet<&Uuid> = ids.iter().collect();
+    loop {
+        let held = held_event_ids(js, stream).await;
+        let held: HashSet<&Uuid> = held.iter().collect();
+        let missing = wanted.difference(&held).count();
+        if missing == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "stream {stream} still lacks {missing} of {} events",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broker_that_lost_its_storage_is_filled_again_from_the_store_by_an_idle_relay() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let mut server = NatsServer::start();
+    let client = event_store::nats::connect(&server.url(), None)
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let config = unique_config();
+    let relay = RunningRelay::start(&store, &js, &config);
+    let ids = append_events(&store, 3, 20).await;
+    wait_for_messages(&js, &config.stream, 60).await;
+    wait_for_checkpoint(&store, &config).await;
+
+    // Acknowledged, then lost: the broker comes back with nothing. No new event arrives, so
+    // only the relay's own check can notice.
+    server.restart_empty();
+    let took = wait_until_held(&js, &config.stream, &ids).await;
+    eprintln!(
+        "REPAIR relay_tail_after_lost_storage_ms={}",
+        took.as_millis()
+    );
+
+    // Sent again under repair message ids, each once; what follows goes out as usual.
+    let later = append_events(&store, 1, 5).await;
+    wait_until_held(&js, &config.stream, &later).await;
+    relay.stop().await;
+    let held = held_event_ids(&js, &config.stream).await;
+    assert_eq!(held.len(), ids.len() + later.len(), "each event once");
+}
+
+#[tokio::test]
+async fn a_stream_deleted_or_purged_behind_the_relay_is_filled_again_from_the_store() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let js = jetstream::new(testing::connect_nats().await);
+    let config = unique_config();
+    let relay = RunningRelay::start(&store, &js, &config);
+    let mut ids = append_events(&store, 2, 20).await;
+    wait_for_messages(&js, &config.stream, 40).await;
+
+    // Deleted, and an event appended meanwhile: the publish fails and the relay checks.
+    js.delete_stream(&config.stream).await.unwrap();
+    ids.extend(append_events(&store, 1, 3).await);
+    wait_until_held(&js, &config.stream, &ids).await;
+
+    // Purged while idle: the periodic check notices.
+    js.get_stream(&config.stream)
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    wait_until_held(&js, &config.stream, &ids).await;
+    relay.stop().await;
+    js.delete_stream(&config.stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_repair_request_is_answered_from_the_store_under_new_message_ids() {
+    use event_store::repair::{Reply, Request};
+    let db = TestDb::new().await;
+    let store = db.store();
+    let client = testing::connect_nats().await;
+    let js = jetstream::new(client.clone());
+    let config = unique_config();
+    let relay = RunningRelay::start(&store, &js, &config);
+    let ids = append_events(&store, 2, 3).await;
+    wait_for_messages(&js, &config.stream, 6).await;
+    let stream_id = store.read_all(0, 1).await.unwrap().remove(0).stream_id;
+
+    let ask = |request: Request| {
+        let (client, subject) = (client.clone(), config.repair_subject());
+        async move {
+            let body = serde_json::to_vec(&request).unwrap();
+            let reply = client.request(subject, body.into()).await.unwrap();
+            serde_json::from_slice::<Reply>(&reply.payload).unwrap()
+        }
+    };
+    let from_version = 2;
+    assert_eq!(
+        ask(Request::Stream {
+            stream_id: stream_id.clone(),
+            from_version
+        })
+        .await,
+        Reply::Republished { events: 2 }
+    );
+    assert_eq!(
+        ask(Request::Range {
+            after: 0,
+            through: i64::MAX
+        })
+        .await,
+        Reply::Republished { events: 6 }
+    );
+    assert_eq!(
+        ask(Request::Which {
+            stream_id: stream_id.clone(),
+            version: 1
+        })
+        .await,
+        Reply::Holds {
+            event_id: Some(ids[0])
+        }
+    );
+    assert_eq!(
+        ask(Request::Which {
+            stream_id,
+            version: 9
+        })
+        .await,
+        Reply::Holds { event_id: None }
+    );
+    // Not dropped by JetStream's de-duplication of the originals' ids.
+    wait_for_messages(&js, &config.stream, 6 + 2 + 6).await;
+    let stream = js.get_stream(&config.stream).await.unwrap();
+    let repaired = stream.get_raw_message(7).await.unwrap();
+    assert_eq!(
+        repaired.headers.get("Es-Republished").unwrap().as_str(),
+        "stream"
+    );
+    assert_ne!(
+        repaired.headers.get("Nats-Msg-Id").unwrap().as_str(),
+        repaired.headers.get("Es-Event-Id").unwrap().as_str()
+    );
+    relay.stop().await;
+    js.delete_stream(&config.stream).await.unwrap();
+}

@@ -52,8 +52,6 @@ use crate::{envelope, metrics, nats, EventStore};
 
 pub use self::dead_letter::{dead_letter_headers, version_conflicts, Kind as DeadLetterKind};
 pub use self::reaction::{consume_span, BatchReaction, HandleError, Reaction};
-#[doc(hidden)]
-pub use self::repair::REQUESTS as REPAIR_REQUESTS;
 pub use crate::envelope::{decode, ForeignEvent};
 
 /// How long a delivered message stays with this consumer before the server redelivers it: after

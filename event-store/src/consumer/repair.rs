@@ -16,10 +16,6 @@ use crate::repair::{self, Reply, Request, Watermark};
 /// it: long enough for ordinary reordering (a redelivery, a replica's batch) to resolve itself.
 const HOLE_GRACE: Duration = Duration::from_secs(1);
 
-/// Switched off only by mutation checks (the tests that show re-requests are needed).
-#[doc(hidden)]
-pub static REQUESTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
 impl Consumer {
     /// `stream` has an event waiting whose predecessor, `missing_from`, is not recorded.
     pub(super) fn hole(&self, stream: &str, missing_from: i64) {
@@ -55,9 +51,6 @@ impl Consumer {
     /// Sends the requests for gaps due now. Fire and forget: the answer is the events
     /// arriving, and a gap still open is asked for again later.
     pub(super) async fn ask_for_gaps(&self) {
-        if !REQUESTS.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
         let subject = repair::repair_subject(&self.config.subject_prefix);
         for request in self.gaps.due(Instant::now()) {
             let kind = match &request {
