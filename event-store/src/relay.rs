@@ -92,6 +92,8 @@ impl Relay {
             count: 0,
             at_checkpoint: None,
             again: None,
+            sequence: 0,
+            reset_after: None,
             unsaved_since: None,
             next_tick: Instant::now(),
         };
@@ -105,8 +107,8 @@ impl Relay {
 
     /// Whether the stream still holds `event` (the last one published): the last message on
     /// its subject carries it or a later event. When it does not, the position to publish
-    /// from again: that of the last message of the stream sent in order, or 0 when the
-    /// stream holds none.
+    /// from again: that of the last message sent in order before it, or 0 when none is found
+    /// near the stream's end.
     async fn check_tail(&self, event: &RecordedEvent) -> anyhow::Result<Option<i64>> {
         let stream =
             nats::ensure_stream(&self.js, &self.config.stream, &self.config.subject_prefix).await?;
@@ -141,10 +143,11 @@ impl Relay {
                         .get(envelope::headers::REPUBLISHED)
                         .is_none() =>
                 {
-                    if let Some(position) = position_of(&message.headers) {
-                        // Later than the event asked about: only that one is missing (a
-                        // loss in the middle, which consumers repair).
-                        return Ok((position < event.position).then_some(position));
+                    // Messages after the event asked about were published to the stream as it
+                    // is now (after a reset, say); the question is what it holds before.
+                    match position_of(&message.headers) {
+                        Some(position) if position < event.position => return Ok(Some(position)),
+                        _ => {}
                     }
                 }
                 Ok(_) => {}
@@ -189,7 +192,7 @@ pub(crate) async fn publish(
     config: &RelayConfig,
     batch: &[RecordedEvent],
     sending: Sending,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<jetstream::publish::PublishAck>> {
     let mut acks = Vec::with_capacity(batch.len());
     for event in batch {
         let (mut headers, payload) = envelope::encode(event)?;
@@ -212,16 +215,20 @@ pub(crate) async fn publish(
             }
         }
     }
+    let mut acked = Vec::with_capacity(acks.len());
     for ack in acks {
-        if let Err(e) = ack.await {
-            recreate_stream_if_missing(js, config, &e).await;
-            return Err(e.into());
+        match ack.await {
+            Ok(ack) => acked.push(ack),
+            Err(e) => {
+                recreate_stream_if_missing(js, config, &e).await;
+                return Err(e.into());
+            }
         }
     }
     if let Sending::Again { reason, .. } = sending {
         repair::metrics::republished(reason, batch.len());
     }
-    Ok(())
+    Ok(acked)
 }
 
 async fn recreate_stream_if_missing(
@@ -255,6 +262,11 @@ struct Publishing<'r> {
     at_checkpoint: Option<RecordedEvent>,
     /// After a rewind: events up to this position go out again, as a repair.
     again: Option<(i64, Sending)>,
+    /// The highest stream sequence JetStream acknowledged to this leader: an ack below it
+    /// means the stream was reset (recreated empty) meanwhile.
+    sequence: u64,
+    /// The last event published before a reset was noticed, for the tail check to ask about.
+    reset_after: Option<i64>,
     /// Published beyond the saved checkpoint since this moment.
     unsaved_since: Option<Instant>,
     /// When to check the tail and announce the watermark next.
@@ -306,10 +318,12 @@ impl Work for Publishing<'_> {
             .context("loading the relay's checkpoint")?;
         // The checkpoint may be ahead of `published` (saved by an earlier leader), never
         // behind it unless a rewind is under way.
-        let from = match &self.again {
-            Some(_) => self.published.min(saved),
-            None => saved,
+        let from = match (&self.again, self.reset_after.take()) {
+            (_, Some(before_reset)) => before_reset.min(saved),
+            (Some(_), None) => self.published.min(saved),
+            (None, None) => saved,
         };
+        self.sequence = 0;
         self.at_checkpoint = sqlx::query_as(&format!(
             "SELECT {} FROM events WHERE position = $1",
             crate::store::EVENT_COLUMNS
@@ -365,9 +379,24 @@ impl Work for Publishing<'_> {
                 Some((until, sending)) if batch[0].position <= until => sending,
                 _ => Sending::First,
             };
-            publish(&self.relay.js, &self.relay.config, batch, sending)
+            let acks = publish(&self.relay.js, &self.relay.config, batch, sending)
                 .await
                 .context("publishing")?;
+            let first = acks
+                .iter()
+                .filter(|a| !a.duplicate)
+                .map(|a| a.sequence)
+                .min();
+            if first.is_some_and(|first| first <= self.sequence) {
+                self.reset_after = Some(self.published);
+                anyhow::bail!(
+                    "JetStream acknowledged sequence {first:?} after {}: the stream was reset",
+                    self.sequence
+                );
+            }
+            self.sequence = self
+                .sequence
+                .max(acks.iter().map(|a| a.sequence).max().unwrap_or(0));
             if self.again.is_some_and(|(until, _)| last.position >= until) {
                 self.again = None;
             }

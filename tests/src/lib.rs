@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use event_store::testing::{self, TestDb};
 use serde_json::Value;
+pub mod broker;
 pub mod faults;
 pub mod loadgen;
 

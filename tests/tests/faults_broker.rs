@@ -1,0 +1,204 @@
+//! The broker loses what it acknowledged; the stores remember. Each test breaks JetStream in
+//! one of the ways Jepsen's 2025 analysis found (storage lost, a stream recreated or purged,
+//! messages missing from the middle) and checks that the system repairs itself from Postgres:
+//! everything reaches the other service once, every order settles, stock adds up.
+//! (docs/adr/0008-repair-from-the-store.md)
+
+use std::time::{Duration, Instant};
+
+use event_store::testing::{unique, NatsServer};
+use serde_json::json;
+use tests::broker::{catalogue_agrees, dead_letters, Broker};
+use tests::faults::{check_consistent, create_products, Fault, Load};
+use tests::TestSystem;
+
+/// Prints the repair line beside the FAULT-SUMMARY (the time the repair took).
+fn repair_line(fault: &str, gaps: usize, repair: Duration) {
+    eprintln!(
+        "REPAIR fault={fault} lost_messages={gaps} repair_ms={}",
+        repair.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn after_the_broker_restarts_empty_every_product_and_price_reaches_the_catalogue() {
+    let mut nats = NatsServer::start();
+    let mut system = TestSystem::start_with_nats(nats.url()).await;
+    let broker = Broker::connect(&nats.url(), &system.namespace).await;
+    let known = create_products(&system, 2).await;
+
+    // order-service away; product-service writes, the relay publishes, JetStream acknowledges.
+    system.orders.kill();
+    let mut written = Vec::new();
+    for i in 0..5 {
+        written.push(
+            system
+                .create_product(&format!("Meanwhile {i}"), 700 + i, 20)
+                .await,
+        );
+    }
+    let (status, _) = system
+        .post(
+            format!("{}/products/{}/price", system.products.base_url, known[0]),
+            json!({ "price_cents": 4_321 }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    broker.wait_for_sequence(&broker.products(), 8).await;
+
+    // The broker's storage is lost; it comes back empty; order-service starts again.
+    nats.restart_empty();
+    let ended = Instant::now();
+    system.orders.restart();
+    system.orders.wait_ready().await;
+    written.push(system.create_product("After", 999, 20).await);
+    written.extend(known.iter().cloned());
+
+    let repair = catalogue_agrees(&system, &written).await;
+    repair_line("broker_storage_lost", 8, ended.elapsed());
+    // The saga runs on a product the catalogue learnt of only through the repair.
+    let (status, order) = system
+        .post(
+            format!("{}/orders", system.orders.base_url),
+            json!({ "customer_id": unique("c"), "lines": [{ "product_id": written[0], "quantity": 2 }] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let settled = system
+        .settled_order(order["id"].as_str().unwrap_or_default())
+        .await;
+    assert_eq!(settled["status"], "confirmed", "{settled}");
+    assert!(dead_letters(&system.orders_db.pool).await.is_empty());
+    assert!(dead_letters(&system.products_db.pool).await.is_empty());
+    assert!(repair < tests::broker::REPAIR_BOUND);
+}
+
+/// Which service is away while the broker breaks, so that what the fault removes has not been
+/// consumed yet: with product-service away, orders pile up in order-service's stream; with
+/// order-service away, price changes in product-service's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Away {
+    Neither,
+    ProductService,
+    OrderService,
+}
+
+/// Runs the shared load, breaks the broker with `fault` after a second of it, and checks that
+/// everything converged: every acknowledged order once and settled, stock adding up, the
+/// catalogue agreeing with product-service, no dead letters.
+async fn under_load<F, Fut>(name: &'static str, away: Away, fault: F)
+where
+    F: FnOnce(Broker, Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let mut system = TestSystem::start().await;
+    let broker = Broker::connect(&event_store::testing::nats_url(), &system.namespace).await;
+    let products = create_products(&system, 3).await;
+    let customer = unique(name);
+    let load = Load::start(&system, &products, &customer);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let service = match away {
+        Away::Neither => None,
+        Away::ProductService => Some(&mut system.products),
+        Away::OrderService => Some(&mut system.orders),
+    };
+    if let Some(service) = service {
+        service.kill();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+    }
+    let lost = fault(broker, products.clone()).await;
+    let service = match away {
+        Away::Neither => None,
+        Away::ProductService => Some(&mut system.products),
+        Away::OrderService => Some(&mut system.orders),
+    };
+    if let Some(service) = service {
+        service.restart();
+        service.wait_ready().await;
+    }
+    let ended = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let acknowledged = load.finish().await.acknowledged();
+    assert!(
+        acknowledged.len() >= 10,
+        "too little load got through: {}",
+        acknowledged.len()
+    );
+
+    catalogue_agrees(&system, &products).await;
+    let mut verdict = check_consistent(&system, &products, &customer, &acknowledged).await;
+    for (service, pool) in [
+        ("order-service", &system.orders_db.pool),
+        ("product-service", &system.products_db.pool),
+    ] {
+        let letters = dead_letters(pool).await;
+        if !letters.is_empty() {
+            verdict
+                .problems
+                .push(format!("{service} dead-lettered {letters:?}"));
+        }
+    }
+    verdict.report(&Fault {
+        name,
+        injected: lost.max(1),
+        ended,
+    });
+}
+
+#[tokio::test]
+async fn streams_deleted_and_recreated_under_load_converge() {
+    under_load("stream_recreated", Away::Neither, |broker, _| async move {
+        broker.delete(&broker.products()).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (held, _, _) = broker.state(&broker.orders()).await;
+        broker.delete(&broker.orders()).await;
+        held as usize
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_purged_under_load_converges() {
+    under_load(
+        "stream_purged",
+        Away::ProductService,
+        |broker, _| async move { broker.purge(&broker.orders()).await as usize },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn order_messages_deleted_from_the_middle_of_the_stream_under_load_are_sent_again() {
+    under_load(
+        "order_messages_deleted",
+        Away::ProductService,
+        |broker, _| async move {
+            // Every third message of the order stream, not yet consumed: orders whose only event
+            // is gone, which nothing later in their stream reveals (the watermark does).
+            let (_, first, last) = broker.state(&broker.orders()).await;
+            let from = first.max(last.saturating_sub(30));
+            broker
+                .delete_messages(&broker.orders(), (from..=last).step_by(3))
+                .await
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn price_changes_deleted_from_the_middle_of_the_stream_under_load_are_sent_again() {
+    under_load(
+        "price_changes_deleted",
+        Away::OrderService,
+        |broker, _| async move {
+            // Price changes not yet consumed, each followed by later changes of its product
+            // (holes), and the last ones of their products (found by the watermark).
+            let (_, first, last) = broker.state(&broker.products()).await;
+            let from = first.max(last.saturating_sub(20));
+            broker
+                .delete_messages(&broker.products(), (from..=last).step_by(3))
+                .await
+        },
+    )
+    .await;
+}
