@@ -5,10 +5,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use event_store::testing::TestDb;
-use event_store::{ExpectedVersion, NewEvent, Tail};
+use event_store::checkpoint;
+use event_store::testing::{PgServer, TestDb};
+use event_store::{EventStore, ExpectedVersion, NewEvent, Tail};
 use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 const WRITERS: usize = 8;
 const EVENTS_PER_WRITER: usize = 2_000;
@@ -16,15 +19,98 @@ const EVENTS_PER_WRITER: usize = 2_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tailer_sees_every_event_of_eight_concurrent_writers_exactly_once_in_position_order() {
     let db = TestDb::new().await;
-    let store = db.store();
-    let total = WRITERS * EVENTS_PER_WRITER;
+    concurrent_writers_and_tailer(&db.store(), 0, "writer", EVENTS_PER_WRITER).await;
+}
+
+/// A database moved to another cluster (pg_dump, pg_restore into a fresh initdb), whose
+/// transaction ids start far below the ones its events were written with: migrated as a
+/// service migrates it at start (by several replicas at once), new events from concurrent
+/// writers all land above every stored one, and a tailer from the restored relay-like
+/// checkpoint sees each of them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tailer_from_the_restored_checkpoint_sees_every_event_written_after_a_move() {
+    const MOVED_EVENTS_PER_WRITER: usize = 200;
+    // The source: a server whose transaction ids are those of a long-lived cluster.
+    let source = tokio::task::block_in_place(|| PgServer::start_with_xid_epoch(1));
+    let db = TestDb::empty_on(&source.url()).await;
+    db.store().migrate().await.unwrap();
+    // Some history, its relay checkpoint at the head.
+    concurrent_writers_and_tailer(&db.store(), 0, "before", 20).await;
+    let head = db.store().head_position().await.unwrap();
+    checkpoint::save(&db.pool, "relay", head).await.unwrap();
+    db.pool.close().await;
+
+    let target = tokio::task::block_in_place(PgServer::start);
+    let url = tokio::task::block_in_place(|| target.restore_from(&source.url(), &db.name));
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&url)
+        .await
+        .unwrap();
+    // The premise: without raising the offset, the new cluster's transactions would draw
+    // positions below the stored ones (and below the checkpoint).
+    let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        xid < head >> 20,
+        "the fresh cluster's transaction id {xid} must be below the stored ones ({})",
+        head >> 20
+    );
+
+    // Replicas starting at once each migrate: the offset is raised once and then stays.
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let store = EventStore::new(pool.clone());
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let store = EventStore::new(pool.clone());
+    let offset: i64 = sqlx::query_scalar("SELECT xid_offset FROM position_epoch")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(offset > 0, "the offset was not raised");
+    assert_eq!(
+        store.continue_positions().await.unwrap(),
+        None,
+        "a further start must change nothing"
+    );
+
+    let from = checkpoint::load(&pool, "relay").await.unwrap();
+    assert_eq!(from, head);
+    let seen = concurrent_writers_and_tailer(&store, from, "after", MOVED_EVENTS_PER_WRITER).await;
+    assert!(seen.iter().all(|(position, _)| *position > head));
+    let offset_after: i64 = sqlx::query_scalar("SELECT xid_offset FROM position_epoch")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(offset_after, offset, "appends never move the offset");
+    pool.close().await;
+}
+
+/// [`WRITERS`] writers each append `per_writer` events to a stream of their own
+/// (`<prefix>-<n>`, from version 0) while a tailer follows from `from`. Asserts that every
+/// appended position is above `from`, and that the tailer sees every event exactly once, in
+/// strictly increasing position; returns what it saw, as (position, event id).
+async fn concurrent_writers_and_tailer(
+    store: &EventStore,
+    from: i64,
+    prefix: &str,
+    per_writer: usize,
+) -> Vec<(i64, Uuid)> {
+    let total = WRITERS * per_writer;
 
     let shutdown = CancellationToken::new();
     let tailer = {
         let store = store.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut tail = Tail::new(store, 0, 1_000);
+            let mut tail = Tail::new(store, from, 1_000);
             let mut seen = Vec::with_capacity(total);
             while seen.len() < total {
                 match tail.next_batch(&shutdown).await.unwrap() {
@@ -39,27 +125,31 @@ async fn a_tailer_sees_every_event_of_eight_concurrent_writers_exactly_once_in_p
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let store = store.clone();
+            let stream = format!("{prefix}-{w}");
             tokio::spawn(async move {
-                let mut written = Vec::with_capacity(EVENTS_PER_WRITER);
+                let mut written = Vec::with_capacity(per_writer);
                 let mut i = 0;
-                while i < EVENTS_PER_WRITER {
+                while i < per_writer {
                     // Mostly single events, now and then a small batch, to vary transaction sizes.
                     let n = if i % 97 == 0 {
-                        3.min(EVENTS_PER_WRITER - i)
+                        3.min(per_writer - i)
                     } else {
                         1
                     };
                     let events: Vec<NewEvent> = (0..n)
                         .map(|k| NewEvent::new("Written", json!({ "writer": w, "i": i + k })))
                         .collect();
-                    store
-                        .append(
-                            &format!("writer-{w}"),
-                            ExpectedVersion::Exact(i as i64),
-                            &events,
-                        )
+                    let result = store
+                        .append(&stream, ExpectedVersion::Exact(i as i64), &events)
                         .await
                         .unwrap();
+                    // Fails at once, not by the tailer's timeout, when a position lands below
+                    // the tailer's start (and so would never be handed out).
+                    assert!(
+                        result.first_position > from,
+                        "position {} is not above {from}",
+                        result.first_position
+                    );
                     written.extend(events.iter().map(|e| e.event_id));
                     i += n;
                 }
@@ -87,6 +177,7 @@ async fn a_tailer_sees_every_event_of_eight_concurrent_writers_exactly_once_in_p
     let seen_ids: HashSet<_> = seen.iter().map(|(_, id)| *id).collect();
     assert_eq!(seen_ids.len(), total, "an event was handed out twice");
     assert_eq!(seen_ids, appended, "the tailer missed events");
+    seen
 }
 
 #[tokio::test]

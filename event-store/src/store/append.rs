@@ -12,8 +12,24 @@ use uuid::Uuid;
 use crate::metrics;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
+/// The first position of the current transaction: `(xid + xid_offset) << 20`, its events at
+/// `+ 1, + 2, ...`. The offset is 0 until the database is moved to another cluster, whose
+/// transaction ids start lower; [`crate::EventStore::continue_positions`] then raises it so
+/// that positions continue above every stored one. Reading it costs one tuple of a one-row
+/// table, in the append's own statement.
+macro_rules! position_base {
+    () => {
+        "((pg_current_xact_id()::text::bigint + (SELECT xid_offset FROM position_epoch)) << 20)"
+    };
+}
+
+/// [`position_base!`] as a constant: what anything that writes `events` by hand (a benchmark's
+/// baseline) draws its positions with.
+pub const POSITION_BASE: &str = position_base!();
+
 /// Appends to one or more streams in one statement, drawing positions from the writing
-/// transaction's id (see the migration). The version checks and the insert are one statement:
+/// transaction's id plus the database's position offset (see the migrations and
+/// [`POSITION_BASE`]). The version checks and the insert are one statement:
 /// unless every stream is at its expected version the statement inserts nothing, and a
 /// concurrent append to the same stream loses on the unique (stream_id, stream_version)
 /// constraint.
@@ -29,7 +45,8 @@ use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, 
 ///
 /// Each stream's current version is read with one backward probe of the unique index, so an
 /// append costs the same whatever the length of the stream's history.
-pub(super) const APPEND_SQL: &str = r#"
+pub(super) const APPEND_SQL: &str = concat!(
+    r#"
 WITH streams AS (
     SELECT s.stream_id, s.expected, s.idx,
            coalesce(l.stream_version, 0) AS version, coalesce(l.position, 0) AS position
@@ -39,7 +56,9 @@ WITH streams AS (
         ORDER BY e.stream_version DESC LIMIT 1
     ) AS l ON true
 ), base AS (
-    SELECT pg_current_xact_id()::text::bigint << 20 AS position
+    SELECT "#,
+    position_base!(),
+    r#" AS position
 ), last_used AS (
     -- Earlier appends in the same transaction already used some ordinals.
     SELECT coalesce(max(e.position), b.position) AS position
@@ -63,21 +82,25 @@ FROM input i JOIN streams s ON s.idx = i.idx, last_used, checked
 WHERE checked.ok
 ORDER BY i.ord
 RETURNING position, stream_version, event_id, recorded_at
-"#;
+"#
+);
 
 /// [`APPEND_SQL`] for the common case: one stream, as its transaction's first write (an
 /// `append` on its own), so no earlier ordinal of the transaction can be in use and the
 /// statement needs neither the per-stream join nor the look for earlier ordinals. Same
 /// checks: the expected version, and the stream's last event below this transaction's
 /// positions.
-pub(super) const APPEND_ONE_SQL: &str = r#"
+pub(super) const APPEND_ONE_SQL: &str = concat!(
+    r#"
 WITH last AS (
     SELECT stream_version, position FROM events WHERE stream_id = $1
     ORDER BY stream_version DESC LIMIT 1
 ), current AS (
     SELECT coalesce((SELECT stream_version FROM last), 0) AS version,
            coalesce((SELECT position FROM last), 0) AS position,
-           pg_current_xact_id()::text::bigint << 20 AS base
+           "#,
+    position_base!(),
+    r#" AS base
 )
 INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
 SELECT current.base + t.ord, $1, current.version + t.ord,
@@ -87,7 +110,8 @@ FROM current,
          WITH ORDINALITY AS t(event_id, event_type, schema_version, payload, metadata, ord)
 WHERE ($2::bigint IS NULL OR current.version = $2) AND current.position < current.base
 RETURNING position, stream_version, event_id, recorded_at
-"#;
+"#
+);
 
 /// Tries before an `Any` append that keeps losing races gives up.
 pub(super) const ANY_RETRIES: usize = 32;

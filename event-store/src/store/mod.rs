@@ -1,6 +1,7 @@
 //! Appends with optimistic concurrency and idempotent retry; reads by stream and in global order.
 //!
-//! `append` holds the append statements and their helpers, `read` every read.
+//! `append` holds the append statements and their helpers, `read` every read, `epoch` what keeps
+//! positions growing when the database moves to another cluster.
 
 use std::sync::Arc;
 
@@ -14,12 +15,15 @@ use crate::wakeup::Wakeup;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
 mod append;
+mod epoch;
 mod read;
 
+pub use append::POSITION_BASE;
 use append::{
     attempt, conflict, count_appended, parts, retry_any, retry_pause, summarise, Attempt, Part,
     ANY_RETRIES,
 };
+pub use epoch::PositionsContinued;
 pub(crate) use read::{read_committed_on, EVENT_COLUMNS};
 pub use read::{read_stream_on, read_streams_on};
 
@@ -64,12 +68,16 @@ impl EventStore {
         &self.pool
     }
 
-    /// Applies the store's migrations. Services with migrations of their own run both
+    /// Applies the store's migrations, then makes sure positions continue above the stored
+    /// ones should the database have been moved to another cluster
+    /// ([`EventStore::continue_positions`]). Services with migrations of their own run both
     /// migrators on one database, so each ignores the other's entries.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations");
         migrator.set_ignore_missing(true);
-        migrator.run(&self.pool).await
+        migrator.run(&self.pool).await?;
+        self.continue_positions().await?;
+        Ok(())
     }
 
     /// Appends `events` to `stream_id` if its version matches `expected`.

@@ -10,7 +10,8 @@ use crate::{RecordedEvent, StoreError};
 
 /// The lowest transaction id that may still commit events into this database's `events`, given
 /// snapshot `s`: its `xmax`, or the oldest transaction in progress at the snapshot that is not
-/// known to belong to another database, whichever is lower. Rows below `xid << 20` are final.
+/// known to belong to another database, whichever is lower. Rows below
+/// `(xid + xid_offset) << 20` are final (the offset of `position_epoch`, see the migration).
 ///
 /// The server's own horizon (`pg_snapshot_xmin`) counts every database's transactions, so a
 /// busy neighbour (the other service's consumer, another application on the same server)
@@ -74,19 +75,24 @@ impl EventStore {
     }
 
     pub(crate) async fn read_page(&self, after: i64, limit: i64) -> Result<Page, StoreError> {
-        // The page and the horizon in one statement, so both see the same snapshot. Asking
-        // `pg_stat_activity` costs a scan of every backend, so it is asked only when the
-        // server's own horizon would hold back part of the page.
+        // The page and the horizon in one statement, so both see the same snapshot. The
+        // horizon is a transaction id; positions are drawn from ids plus the database's
+        // offset (`position_epoch`, raised only after a move to another cluster), so the
+        // offset is added before comparing. Asking `pg_stat_activity` costs a scan of every
+        // backend, so it is asked only when the server's own horizon would hold back part of
+        // the page.
         let sql = format!(
-            "WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s), \
+            "WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s, \
+                                        (SELECT xid_offset FROM position_epoch) AS o), \
                   page AS MATERIALIZED (SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 \
                                         ORDER BY position LIMIT $2), \
                   horizon AS MATERIALIZED ( \
                       SELECT CASE WHEN NOT EXISTS ( \
                                       SELECT 1 FROM page \
-                                      WHERE position >= pg_snapshot_xmin(s)::text::bigint << 20) \
+                                      WHERE position >= \
+                                            (pg_snapshot_xmin(s)::text::bigint + o) << 20) \
                                   THEN pg_snapshot_xmin(s)::text::bigint \
-                                  ELSE {HORIZON_SQL} END AS xid \
+                                  ELSE {HORIZON_SQL} END + o AS xid \
                       FROM snap) \
              SELECT page.*, position < (horizon.xid << 20) AS safe \
              FROM page, horizon ORDER BY position"

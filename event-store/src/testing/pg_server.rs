@@ -32,6 +32,14 @@ pub struct PgServer {
 impl PgServer {
     /// Creates a cluster with `initdb` and starts it, waiting until it accepts connections.
     pub fn start() -> PgServer {
+        PgServer::start_with_xid_epoch(0)
+    }
+
+    /// [`PgServer::start`], with the cluster's transaction ids raised to `epoch << 32` and up
+    /// (`pg_resetwal -e` before the first start): the 64-bit ids (`pg_current_xact_id()`) of a
+    /// server that has been busy for a long time. Tests of moving a database take it as the
+    /// source, so its ids are provably above a fresh cluster's.
+    pub fn start_with_xid_epoch(epoch: u32) -> PgServer {
         let bin_dir = bin_dir();
         let dir = tempfile::tempdir().expect("a directory for the private Postgres cluster");
         let owner = std::fs::metadata(dir.path())
@@ -53,8 +61,54 @@ impl PgServer {
             run_as,
         };
         server.initdb();
+        if epoch > 0 {
+            server.run("pg_resetwal", &["-e", &epoch.to_string()]);
+        }
         server.restart();
         server
+    }
+
+    /// Copies database `database` of the server at `source_url` into this server, as
+    /// moving it would: `pg_dump` (custom format), then `pg_restore` into a new database of
+    /// the same name here. Returns the copy's URL.
+    pub fn restore_from(&self, source_url: &str, database: &str) -> String {
+        let dump = self.dir.path().join(format!("{database}.dump"));
+        let source = super::with_database(source_url, database);
+        let tool = |program: &str, args: &[&std::ffi::OsStr]| {
+            // Client tools connect over TCP, so they need not run as the cluster's owner.
+            let output = Command::new(self.bin(program))
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {INSTALL_HINT}"));
+            assert!(
+                output.status.success(),
+                "{program} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        tool(
+            "pg_dump",
+            &[
+                "-Fc".as_ref(),
+                "-d".as_ref(),
+                source.as_ref(),
+                "-f".as_ref(),
+                dump.as_os_str(),
+            ],
+        );
+        tool(
+            "pg_restore",
+            &[
+                "--create".as_ref(),
+                "--exit-on-error".as_ref(),
+                "-d".as_ref(),
+                self.url().as_ref(),
+                dump.as_os_str(),
+            ],
+        );
+        super::with_database(&self.url(), database)
     }
 
     /// The `postgres` database of this server, as superuser `postgres`, no password.
@@ -128,6 +182,29 @@ impl PgServer {
         assert!(
             output.status.success(),
             "initdb failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Runs a server tool on the stopped cluster's data directory, as its owner.
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): {INSTALL_HINT}",
+                    self.bin(program).display()
+                )
+            });
+        assert!(
+            output.status.success(),
+            "{program} failed: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
