@@ -1,19 +1,28 @@
 //! End-to-end test support: both services started as processes (the binaries cargo built),
 //! each on a fresh database of its own, sharing a NATS namespace no other test uses.
 //! [`faults`] holds what the fault tests share: their load, invariants and summary line;
-//! [`loadgen`] is the load generator (BENCHMARKS.md).
+//! [`history`] checks each producer's events against the other service's inbox (every fault
+//! test ends with it); [`loadgen`] is the load generator (BENCHMARKS.md).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use event_store::testing::{self, TestDb};
 use serde_json::Value;
+use uuid::Uuid;
+
+use crate::history::History;
+
 pub mod faults;
+pub mod history;
 pub mod loadgen;
 
 /// How long eventual consistency may take before a test calls it a failure (a liveness bound).
 pub const SETTLE: Duration = Duration::from_secs(20);
+/// How long [`TestSystem::settled_history`] waits for both histories to come clean.
+pub const HISTORY_SETTLE: Duration = Duration::from_secs(60);
 
 /// A service binary built by cargo next to this test executable.
 pub fn service_binary(name: &str) -> PathBuf {
@@ -307,5 +316,33 @@ impl TestSystem {
             b["status"] != "pending"
         })
         .await
+    }
+
+    /// Both histories as they stand: product-service's events against order-service's inbox
+    /// (`product->order`), and order-service's against product-service's (`order->product`).
+    /// `forged` names inbox rows a test published itself.
+    pub async fn check_history(&self, forged: &HashSet<Uuid>) -> sqlx::Result<(History, History)> {
+        let (products, orders) = (&self.products_db.pool, &self.orders_db.pool);
+        let mut product_to_order = history::check(products, orders, forged).await?;
+        product_to_order.direction = "product->order".to_owned();
+        let mut order_to_product = history::check(orders, products, forged).await?;
+        order_to_product.direction = "order->product".to_owned();
+        Ok((product_to_order, order_to_product))
+    }
+
+    /// [`TestSystem::check_history`] again until both are clean or [`HISTORY_SETTLE`] has
+    /// passed (delivery is eventual); the last histories either way.
+    pub async fn settled_history(&self, forged: &HashSet<Uuid>) -> (History, History) {
+        let deadline = Instant::now() + HISTORY_SETTLE;
+        loop {
+            let checked = self.check_history(forged).await;
+            let done = Instant::now() >= deadline;
+            match checked {
+                Ok(both) if both.0.is_clean() && both.1.is_clean() => return both,
+                Ok(both) if done => return both,
+                Err(e) if done => panic!("reading the histories: {e}"),
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 }
