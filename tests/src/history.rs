@@ -129,8 +129,9 @@ pub fn compare(events: &[StoredEvent], inbox: &[InboxRow], forged: &HashSet<Uuid
         ..History::default()
     };
     let stored: HashMap<Uuid, &StoredEvent> = events.iter().map(|e| (e.event_id, e)).collect();
-    let (inbox, forged_rows): (Vec<&InboxRow>, Vec<&InboxRow>) =
-        inbox.iter().partition(|row| !forged.contains(&row.event_id));
+    let (inbox, forged_rows): (Vec<&InboxRow>, Vec<&InboxRow>) = inbox
+        .iter()
+        .partition(|row| !forged.contains(&row.event_id));
     history.forged = forged_rows.len();
 
     let mut by_id: HashMap<Uuid, usize> = HashMap::new();
@@ -354,7 +355,8 @@ mod tests {
     #[test]
     fn content_differing_from_the_store_is_unexpected() {
         let events = history();
-        let cases: [(&str, fn(&mut InboxRow)); 4] = [
+        type Change = fn(&mut InboxRow);
+        let cases: [(&str, Change); 4] = [
             ("stream", |r| r.stream_id = "c".to_owned()),
             ("version", |r| r.stream_version = 7),
             ("type", |r| r.event_type = "ProductRestocked".to_owned()),

@@ -227,6 +227,12 @@ impl TestSystem {
             .collect::<Vec<_>>()
         };
         let products = ServiceProcess::start("product-service", env(&products_db, &products_extra));
+        // Where the audit finds product-service; a test's own setting comes later and wins.
+        let product_service_url = [("PRODUCT_SERVICE_URL".to_owned(), products.base_url.clone())];
+        let orders_extra: Vec<_> = product_service_url
+            .into_iter()
+            .chain(orders_extra)
+            .collect();
         let orders = ServiceProcess::start("order-service", env(&orders_db, &orders_extra));
         products.wait_ready().await;
         orders.wait_ready().await;
@@ -345,4 +351,49 @@ impl TestSystem {
             }
         }
     }
+
+    /// Runs `order-service audit` against this system's catalogue and product-service: its
+    /// exit code (None when killed by a signal) and what it printed.
+    pub async fn run_audit(&self) -> (Option<i32>, String) {
+        let output = tokio::process::Command::new(service_binary("order-service"))
+            .arg("audit")
+            .env("DATABASE_URL", &self.orders_db.url)
+            .env("PRODUCT_SERVICE_URL", &self.products.base_url)
+            .output()
+            .await
+            .expect("running order-service audit");
+        let mut printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        printed.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), printed)
+    }
+
+    /// C, the share of order-service's catalogue agreeing with product-service
+    /// (`order-service audit`), once it reaches 1 or [`SETTLE`] has passed (the catalogue
+    /// follows product-service eventually); the audit's output is printed if it stays below.
+    pub async fn audit(&self) -> f64 {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let (code, printed) = self.run_audit().await;
+            let consistency = audit_consistency(&printed)
+                .unwrap_or_else(|| panic!("the audit printed no C ({code:?}): {printed}"));
+            if consistency == 1.0 || Instant::now() >= deadline {
+                if consistency < 1.0 {
+                    eprintln!("{printed}");
+                }
+                return consistency;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// C from the audit's headline `AUDIT products=N agree=N C=0.950`.
+pub fn audit_consistency(printed: &str) -> Option<f64> {
+    printed
+        .lines()
+        .find(|line| line.starts_with("AUDIT "))?
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("C="))?
+        .parse()
+        .ok()
 }

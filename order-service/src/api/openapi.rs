@@ -25,6 +25,7 @@ use super::resource;
         service_kit::health::ready,
         service_kit::admin::list_projections,
         service_kit::admin::rebuild_projection,
+        super::audit::run_audit,
         openapi_json,
         service_kit::prometheus::metrics,
     ),
@@ -41,6 +42,9 @@ use super::resource;
         service_kit::admin::ProjectionList,
         service_kit::admin::ProjectionView,
         service_kit::admin::RebuildView,
+        crate::audit::Audit,
+        crate::audit::Disagreement,
+        crate::audit::Reason,
         crate::projections::orders::PricedLine,
         crate::domain::order::OrderStatus,
     )),
@@ -48,7 +52,8 @@ use super::resource;
         (name = "orders", description = "Place, read and cancel orders"),
         (name = "catalog", description = "The local catalogue built from product-service's events"),
         (name = "health", description = "Liveness and readiness"),
-        (name = "admin", description = "Projection status and online rebuilds; needs \
+        (name = "admin", description = "Projection status, online rebuilds and the consistency \
+            audit; needs \
             `Authorization: Bearer <ADMIN_TOKEN>`, and exists only when ADMIN_TOKEN is set"),
         (name = "meta", description = "This document"),
     ),
