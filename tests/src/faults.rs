@@ -5,12 +5,15 @@
 //! ```text
 //! FAULT-SUMMARY fault=<name> injected=<n> acknowledged=<n> lost=<n> duplicates=<n> recovery_ms=<n>
 //!   history_lost=<n> history_duplicated=<n> history_unexpected=<n> history_out_of_order=<n>
+//!   audit_c=<C>
 //! ```
 //!
 //! (one line). `lost` (acknowledged orders missing) and `duplicates` (an order listed twice, a
 //! reservation applied twice, a poison message dead-lettered twice) are counted from the data;
-//! the `history_*` counts are the [`crate::history`] checker's, summed over both directions.
-//! All are printed, and only then asserted to be 0, so the line appears for a failing run too.
+//! the `history_*` counts are the [`crate::history`] checker's, summed over both directions;
+//! `audit_c` is C of `order-service audit` (the catalogue against product-service).
+//! All are printed, and only then asserted (0, and C = 1), so the line appears for a failing
+//! run too.
 //! `recovery_ms` runs from the end of the fault (the last restart) until everything has
 //! settled, before the history check.
 
@@ -243,6 +246,8 @@ pub struct Verdict {
     pub problems: Vec<String>,
     /// Both directions' histories, once checked.
     pub history: Vec<History>,
+    /// C of the catalogue audit, once run.
+    pub audit: Option<f64>,
 }
 
 impl Verdict {
@@ -254,7 +259,7 @@ impl Verdict {
         eprintln!(
             "FAULT-SUMMARY fault={} injected={} acknowledged={} lost={} duplicates={} \
              recovery_ms={recovery_ms} history_lost={} history_duplicated={} \
-             history_unexpected={} history_out_of_order={}",
+             history_unexpected={} history_out_of_order={} audit_c={}",
             fault.name,
             fault.injected,
             self.acknowledged,
@@ -264,6 +269,8 @@ impl Verdict {
             total(|h| h.duplicated.count),
             total(|h| h.unexpected.count),
             total(|h| h.out_of_order.count),
+            self.audit
+                .map_or_else(|| "none".to_owned(), |c| format!("{c:.3}")),
         );
         assert_eq!(self.lost, 0, "acknowledged orders were lost: {self:?}");
         assert_eq!(self.duplicates, 0, "something was applied twice: {self:?}");
@@ -272,13 +279,20 @@ impl Verdict {
         for history in &self.history {
             history.assert_clean();
         }
+        assert_eq!(
+            self.audit,
+            Some(1.0),
+            "the catalogue disagrees with product-service"
+        );
     }
 
-    /// Waits (bounded) for both histories to come clean and keeps them for the report;
-    /// `forged` names inbox rows the test itself published.
-    pub async fn check_history(&mut self, system: &TestSystem, forged: &HashSet<Uuid>) {
+    /// The checks that close every fault test, kept for the report: both histories (waiting,
+    /// bounded, for them to come clean; `forged` names inbox rows the test itself published),
+    /// then the catalogue audit (waiting, bounded, for C = 1).
+    pub async fn check_history_and_audit(&mut self, system: &TestSystem, forged: &HashSet<Uuid>) {
         let (product_to_order, order_to_product) = system.settled_history(forged).await;
         self.history = vec![product_to_order, order_to_product];
+        self.audit = Some(system.audit().await);
     }
 }
 
@@ -286,7 +300,8 @@ impl Verdict {
 /// summary line and asserts: every acknowledged order present exactly once, every order
 /// settled, each product's reserved stock equal to its confirmed orders' quantities and
 /// adding up with the available stock to [`INITIAL_STOCK`], order-service's catalogue agreeing,
-/// no reservation applied twice, and both histories clean ([`Verdict::check_history`]).
+/// no reservation applied twice, both histories clean and the audit at C = 1
+/// ([`Verdict::check_history_and_audit`]).
 pub async fn assert_consistent(
     system: &TestSystem,
     products: &[String],
@@ -295,12 +310,15 @@ pub async fn assert_consistent(
     fault: &Fault,
 ) {
     let mut verdict = check_consistent(system, products, customer, acknowledged).await;
-    verdict.check_history(system, &HashSet::new()).await;
+    verdict
+        .check_history_and_audit(system, &HashSet::new())
+        .await;
     verdict.report(fault);
 }
 
 /// The counting behind [`assert_consistent`], for tests that add checks of their own before
-/// reporting; they end with [`Verdict::check_history`], which [`Verdict::report`] insists on.
+/// reporting; they end with [`Verdict::check_history_and_audit`], which [`Verdict::report`]
+/// insists on.
 pub async fn check_consistent(
     system: &TestSystem,
     products: &[String],

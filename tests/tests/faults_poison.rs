@@ -222,7 +222,7 @@ async fn poison_messages_are_dead_lettered_once_and_the_events_behind_them_still
         .iter()
         .filter_map(|(_, poison)| message_id(poison))
         .collect();
-    verdict.check_history(&system, &forged).await;
+    verdict.check_history_and_audit(&system, &forged).await;
     for history in &verdict.history {
         let consumer = match history.direction.as_str() {
             "product->order" => "order-service",

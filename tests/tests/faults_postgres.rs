@@ -89,7 +89,9 @@ async fn with_postgres_restarted_under_load_services_answer_503_and_recover_by_t
     );
 
     let mut verdict = check_consistent(&system, &products, &customer, &acknowledged).await;
-    verdict.check_history(&system, &HashSet::new()).await;
+    verdict
+        .check_history_and_audit(&system, &HashSet::new())
+        .await;
     eprintln!(
         "postgres outage: readiness probes {:?} ms; {} requests, {} answered 503, ready {} ms \
          after the restart",

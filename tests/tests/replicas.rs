@@ -113,6 +113,8 @@ async fn killing_the_leading_replica_hands_over_within_seconds_and_loses_nothing
         "HANDOVER-SUMMARY max_ms={}",
         handovers.iter().max().unwrap().as_millis()
     );
-    verdict.check_history(&system, &HashSet::new()).await;
+    verdict
+        .check_history_and_audit(&system, &HashSet::new())
+        .await;
     verdict.report(&fault);
 }
