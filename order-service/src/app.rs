@@ -4,7 +4,7 @@
 //! - the consumer of product-service's events: the saga's reaction (a reservation's outcome
 //!   confirms or rejects the order) and the `catalog` projection;
 //! - replay: `orders` from the store, `catalog` from the inbox (`crate::replay`);
-//! - the HTTP routes of `crate::api`.
+//! - the HTTP routes of `crate::api`, with the audit's client of product-service.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use event_store::consumer::Reaction;
 use service_kit::service::{Service, Start};
 
 use crate::api::{self, AppState};
+use crate::audit::ProductService;
 use crate::config::Config;
 use crate::projections::catalog::CatalogProjection;
 use crate::projections::orders::OrdersProjection;
@@ -55,6 +56,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let state = web::Data::new(AppState {
         pool: service.pool().clone(),
         commands: Commands::new(store),
+        product_service: ProductService::new(&config.settings.product_service_url)?,
     });
     service
         .serve(replay::targets(), move |cfg| {

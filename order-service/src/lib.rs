@@ -8,6 +8,8 @@
 //! - [`reactions`]: the saga: a reservation's outcome confirms or rejects the order.
 //! - [`replay`]: rebuilds the projections from the store and the inbox, online (the `replay`
 //!   command and `/admin/projections`).
+//! - [`audit`]: the catalogue against product-service's own records: C, the share that
+//!   agrees, and why the rest do not (the `audit` command and `/admin/audit`).
 //! - [`app`], [`config`]: wiring (on `service_kit::service`), configuration,
 //!   logging.
 //!
@@ -20,6 +22,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod projections;

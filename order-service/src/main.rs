@@ -1,17 +1,21 @@
-//! The `order-service` binary: `order-service [serve]` or `order-service replay`, configured
-//! from flags and the environment.
+//! The `order-service` binary: `order-service [serve]`, `order-service replay` or
+//! `order-service audit`, configured from flags and the environment.
+
+use std::process::ExitCode;
 
 use clap::Parser;
-use order_service::config::Cli;
-use order_service::{app, replay};
+use order_service::config::{Cli, OrderCommand};
+use order_service::{app, audit, replay};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    service_kit::service::main(
-        Cli::parse(),
-        order_service::build,
-        replay::targets,
-        app::migrations,
-    )
-    .await
+async fn main() -> anyhow::Result<ExitCode> {
+    let Cli { command, config } = Cli::parse();
+    let command = match command {
+        Some(OrderCommand::Audit) => return Ok(audit::command(&config).await),
+        Some(OrderCommand::Shared(command)) => Some(command),
+        None => None,
+    };
+    let cli = service_kit::config::Cli { command, config };
+    service_kit::service::main(cli, order_service::build, replay::targets, app::migrations).await?;
+    Ok(ExitCode::SUCCESS)
 }

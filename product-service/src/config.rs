@@ -22,6 +22,7 @@ impl Service for ProductService {
     const OTHER_EVENTS: &'static str = "order";
     const DEFAULT_DATABASE_URL: &'static str = DEFAULT_DATABASE_URL;
     const DEFAULT_HTTP_ADDR: &'static str = DEFAULT_HTTP_ADDR;
+    type Settings = service_kit::config::NoSettings;
 }
 
 /// The command line: `product-service [serve]` or `product-service replay`.

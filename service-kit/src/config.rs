@@ -15,7 +15,13 @@ pub trait Service: Clone + std::fmt::Debug + Send + Sync + 'static {
     const OTHER_EVENTS: &'static str;
     const DEFAULT_DATABASE_URL: &'static str;
     const DEFAULT_HTTP_ADDR: &'static str;
+    /// Settings only this service has, flattened into its [`Config`] ([`NoSettings`] for none).
+    type Settings: clap::Args + Clone + std::fmt::Debug + Default + Send + Sync + 'static;
 }
+
+/// The [`Service::Settings`] of a service that has none of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct NoSettings {}
 
 /// The command line of a service: `<service> [serve]` or `<service> replay`, with flags
 /// before or after the subcommand.
@@ -40,6 +46,8 @@ pub struct Config<S: Service> {
     pub http_addr: std::net::SocketAddr,
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub settings: S::Settings,
     #[arg(skip)]
     pub service: std::marker::PhantomData<S>,
 }
@@ -53,6 +61,7 @@ impl<S: Service> Config<S> {
                 .parse()
                 .expect("a service's default address parses"),
             common: Common::default(),
+            settings: S::Settings::default(),
             service: std::marker::PhantomData,
         }
     }

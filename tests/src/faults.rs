@@ -4,20 +4,28 @@
 //!
 //! ```text
 //! FAULT-SUMMARY fault=<name> injected=<n> acknowledged=<n> lost=<n> duplicates=<n> recovery_ms=<n>
+//!   history_lost=<n> history_duplicated=<n> history_unexpected=<n> history_out_of_order=<n>
+//!   audit_c=<C>
 //! ```
 //!
-//! `lost` (acknowledged orders missing) and `duplicates` (an order listed twice, a reservation
-//! applied twice, a poison message dead-lettered twice) are counted from the data, printed, and
-//! only then asserted to be 0, so the line appears for a failing run too. `recovery_ms` runs
-//! from the end of the fault (the last restart) until everything has settled.
+//! (one line). `lost` (acknowledged orders missing) and `duplicates` (an order listed twice, a
+//! reservation applied twice, a poison message dead-lettered twice) are counted from the data;
+//! the `history_*` counts are the [`crate::history`] checker's, summed over both directions;
+//! `audit_c` is C of `order-service audit` (the catalogue against product-service).
+//! All are printed, and only then asserted (0, and C = 1), so the line appears for a failing
+//! run too.
+//! `recovery_ms` runs from the end of the fault (the last restart) until everything has
+//! settled, before the history check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use uuid::Uuid;
 
+use crate::history::History;
 use crate::{ServiceProcess, TestSystem, SETTLE};
 
 /// Stock every product starts with.
@@ -236,24 +244,55 @@ pub struct Verdict {
     pub duplicates: usize,
     /// Any other broken invariant, in words.
     pub problems: Vec<String>,
+    /// Both directions' histories, once checked.
+    pub history: Vec<History>,
+    /// C of the catalogue audit, once run.
+    pub audit: Option<f64>,
 }
 
 impl Verdict {
-    /// Prints the FAULT-SUMMARY line, then asserts nothing was lost, doubled or broken.
+    /// Prints the FAULT-SUMMARY line, then asserts nothing was lost, doubled or broken, and
+    /// that the histories were checked and are clean.
     pub fn report(&self, fault: &Fault) {
+        let recovery_ms = fault.ended.elapsed().as_millis();
+        let total = |count: fn(&History) -> usize| self.history.iter().map(count).sum::<usize>();
         eprintln!(
             "FAULT-SUMMARY fault={} injected={} acknowledged={} lost={} duplicates={} \
-             recovery_ms={}",
+             recovery_ms={recovery_ms} history_lost={} history_duplicated={} \
+             history_unexpected={} history_out_of_order={} audit_c={}",
             fault.name,
             fault.injected,
             self.acknowledged,
             self.lost,
             self.duplicates,
-            fault.ended.elapsed().as_millis()
+            total(|h| h.lost.count),
+            total(|h| h.duplicated.count),
+            total(|h| h.unexpected.count),
+            total(|h| h.out_of_order.count),
+            self.audit
+                .map_or_else(|| "none".to_owned(), |c| format!("{c:.3}")),
         );
         assert_eq!(self.lost, 0, "acknowledged orders were lost: {self:?}");
         assert_eq!(self.duplicates, 0, "something was applied twice: {self:?}");
         assert!(self.problems.is_empty(), "invariants broken: {self:?}");
+        assert_eq!(self.history.len(), 2, "the histories were not checked");
+        for history in &self.history {
+            history.assert_clean();
+        }
+        assert_eq!(
+            self.audit,
+            Some(1.0),
+            "the catalogue disagrees with product-service"
+        );
+    }
+
+    /// The checks that close every fault test, kept for the report: both histories (waiting,
+    /// bounded, for them to come clean; `forged` names inbox rows the test itself published),
+    /// then the catalogue audit (waiting, bounded, for C = 1).
+    pub async fn check_history_and_audit(&mut self, system: &TestSystem, forged: &HashSet<Uuid>) {
+        let (product_to_order, order_to_product) = system.settled_history(forged).await;
+        self.history = vec![product_to_order, order_to_product];
+        self.audit = Some(system.audit().await);
     }
 }
 
@@ -261,7 +300,8 @@ impl Verdict {
 /// summary line and asserts: every acknowledged order present exactly once, every order
 /// settled, each product's reserved stock equal to its confirmed orders' quantities and
 /// adding up with the available stock to [`INITIAL_STOCK`], order-service's catalogue agreeing,
-/// and no reservation applied twice.
+/// no reservation applied twice, both histories clean and the audit at C = 1
+/// ([`Verdict::check_history_and_audit`]).
 pub async fn assert_consistent(
     system: &TestSystem,
     products: &[String],
@@ -269,13 +309,16 @@ pub async fn assert_consistent(
     acknowledged: &[String],
     fault: &Fault,
 ) {
-    check_consistent(system, products, customer, acknowledged)
-        .await
-        .report(fault);
+    let mut verdict = check_consistent(system, products, customer, acknowledged).await;
+    verdict
+        .check_history_and_audit(system, &HashSet::new())
+        .await;
+    verdict.report(fault);
 }
 
 /// The counting behind [`assert_consistent`], for tests that add checks of their own before
-/// reporting.
+/// reporting; they end with [`Verdict::check_history_and_audit`], which [`Verdict::report`]
+/// insists on.
 pub async fn check_consistent(
     system: &TestSystem,
     products: &[String],

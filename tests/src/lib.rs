@@ -1,20 +1,29 @@
 //! End-to-end test support: both services started as processes (the binaries cargo built),
 //! each on a fresh database of its own, sharing a NATS namespace no other test uses.
 //! [`faults`] holds what the fault tests share: their load, invariants and summary line;
-//! [`loadgen`] is the load generator (BENCHMARKS.md).
+//! [`history`] checks each producer's events against the other service's inbox (every fault
+//! test ends with it); [`loadgen`] is the load generator (BENCHMARKS.md).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use event_store::testing::{self, TestDb};
 use serde_json::Value;
+use uuid::Uuid;
+
+use crate::history::History;
+
 pub mod broker;
 pub mod faults;
+pub mod history;
 pub mod loadgen;
 
 /// How long eventual consistency may take before a test calls it a failure (a liveness bound).
 pub const SETTLE: Duration = Duration::from_secs(20);
+/// How long [`TestSystem::settled_history`] waits for both histories to come clean.
+pub const HISTORY_SETTLE: Duration = Duration::from_secs(60);
 
 /// A service binary built by cargo next to this test executable.
 pub fn service_binary(name: &str) -> PathBuf {
@@ -219,6 +228,12 @@ impl TestSystem {
             .collect::<Vec<_>>()
         };
         let products = ServiceProcess::start("product-service", env(&products_db, &products_extra));
+        // Where the audit finds product-service; a test's own setting comes later and wins.
+        let product_service_url = [("PRODUCT_SERVICE_URL".to_owned(), products.base_url.clone())];
+        let orders_extra: Vec<_> = product_service_url
+            .into_iter()
+            .chain(orders_extra)
+            .collect();
         let orders = ServiceProcess::start("order-service", env(&orders_db, &orders_extra));
         products.wait_ready().await;
         orders.wait_ready().await;
@@ -309,4 +324,77 @@ impl TestSystem {
         })
         .await
     }
+
+    /// Both histories as they stand: product-service's events against order-service's inbox
+    /// (`product->order`), and order-service's against product-service's (`order->product`).
+    /// `forged` names inbox rows a test published itself.
+    pub async fn check_history(&self, forged: &HashSet<Uuid>) -> sqlx::Result<(History, History)> {
+        let (products, orders) = (&self.products_db.pool, &self.orders_db.pool);
+        let mut product_to_order = history::check(products, orders, forged).await?;
+        product_to_order.direction = "product->order".to_owned();
+        let mut order_to_product = history::check(orders, products, forged).await?;
+        order_to_product.direction = "order->product".to_owned();
+        Ok((product_to_order, order_to_product))
+    }
+
+    /// [`TestSystem::check_history`] again until both are clean or [`HISTORY_SETTLE`] has
+    /// passed (delivery is eventual); the last histories either way.
+    pub async fn settled_history(&self, forged: &HashSet<Uuid>) -> (History, History) {
+        let deadline = Instant::now() + HISTORY_SETTLE;
+        loop {
+            let checked = self.check_history(forged).await;
+            let done = Instant::now() >= deadline;
+            match checked {
+                Ok(both) if both.0.is_clean() && both.1.is_clean() => return both,
+                Ok(both) if done => return both,
+                Err(e) if done => panic!("reading the histories: {e}"),
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// Runs `order-service audit` against this system's catalogue and product-service: its
+    /// exit code (None when killed by a signal) and what it printed.
+    pub async fn run_audit(&self) -> (Option<i32>, String) {
+        let output = tokio::process::Command::new(service_binary("order-service"))
+            .arg("audit")
+            .env("DATABASE_URL", &self.orders_db.url)
+            .env("PRODUCT_SERVICE_URL", &self.products.base_url)
+            .output()
+            .await
+            .expect("running order-service audit");
+        let mut printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        printed.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), printed)
+    }
+
+    /// C, the share of order-service's catalogue agreeing with product-service
+    /// (`order-service audit`), once it reaches 1 or [`SETTLE`] has passed (the catalogue
+    /// follows product-service eventually); the audit's output is printed if it stays below.
+    pub async fn audit(&self) -> f64 {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let (code, printed) = self.run_audit().await;
+            let consistency = audit_consistency(&printed)
+                .unwrap_or_else(|| panic!("the audit printed no C ({code:?}): {printed}"));
+            if consistency == 1.0 || Instant::now() >= deadline {
+                if consistency < 1.0 {
+                    eprintln!("{printed}");
+                }
+                return consistency;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// C from the audit's headline `AUDIT products=N agree=N C=0.950`.
+pub fn audit_consistency(printed: &str) -> Option<f64> {
+    printed
+        .lines()
+        .find(|line| line.starts_with("AUDIT "))?
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("C="))?
+        .parse()
+        .ok()
 }

@@ -15,7 +15,7 @@
 //!   that fail to decode, or that a handler refuses, leave a real stream untouched (they are
 //!   never recorded). Who may publish on these subjects is therefore NATS's permissions' job.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -215,6 +215,31 @@ async fn poison_messages_are_dead_lettered_once_and_the_events_behind_them_still
             ));
         }
     }
+    // The histories: every real event recorded once and in order. The poison was published by
+    // this test, not by a producer's relay: the ids it carried are named as forged, and exactly
+    // the tolerated ones (recorded, without effect) must be in each inbox.
+    let forged: HashSet<Uuid> = published
+        .iter()
+        .filter_map(|(_, poison)| message_id(poison))
+        .collect();
+    verdict.check_history_and_audit(&system, &forged).await;
+    for history in &verdict.history {
+        let consumer = match history.direction.as_str() {
+            "product->order" => "order-service",
+            _ => "product-service",
+        };
+        let tolerated = published
+            .iter()
+            .filter(|(s, p)| *s == consumer && p.error.is_none())
+            .count();
+        if history.forged != tolerated {
+            verdict.problems.push(format!(
+                "{consumer}'s inbox holds {} of the test's forged events, expected the {tolerated} \
+                 tolerated ones",
+                history.forged
+            ));
+        }
+    }
     verdict.report(&Fault {
         name: "poison_messages",
         injected: published.len(),
@@ -289,11 +314,7 @@ async fn check_recorded(service: &str, poison: &Poison, db: &PgPool, verdict: &m
             }
         }
         None => {
-            let id = poison
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .and_then(|v| Uuid::parse_str(v.as_str()).ok());
+            let id = message_id(poison);
             let in_inbox: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = $1")
                     .bind(id)
@@ -308,6 +329,15 @@ async fn check_recorded(service: &str, poison: &Poison, db: &PgPool, verdict: &m
             }
         }
     }
+}
+
+/// The event id a poison message claims, if it carries one.
+fn message_id(poison: &Poison) -> Option<Uuid> {
+    poison
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .and_then(|v| Uuid::parse_str(v.as_str()).ok())
 }
 
 /// `es_dead_letters_total{consumer="<consumer>"}` at `<base_url>/metrics`, summed over kinds.

@@ -3,6 +3,7 @@
 //! a 500, never a hang); once it is back they become ready by themselves, without a restart,
 //! and nothing acknowledged is lost or doubled.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,7 +88,10 @@ async fn with_postgres_restarted_under_load_services_answer_503_and_recover_by_t
         "no order was taken after Postgres returned: {after:?}"
     );
 
-    let verdict = check_consistent(&system, &products, &customer, &acknowledged).await;
+    let mut verdict = check_consistent(&system, &products, &customer, &acknowledged).await;
+    verdict
+        .check_history_and_audit(&system, &HashSet::new())
+        .await;
     eprintln!(
         "postgres outage: readiness probes {:?} ms; {} requests, {} answered 503, ready {} ms \
          after the restart",

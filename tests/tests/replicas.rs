@@ -4,6 +4,7 @@
 //! the survivor within seconds with nothing lost or doubled.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use event_store::leader;
@@ -94,7 +95,7 @@ async fn killing_the_leading_replica_hands_over_within_seconds_and_loses_nothing
         assert!(taken > 0, "{} acknowledged no order", replica.base_url);
     }
 
-    let verdict = faults::check_consistent(&system, &products, &customer, &acknowledged).await;
+    let mut verdict = faults::check_consistent(&system, &products, &customer, &acknowledged).await;
     // Both replicas serve the same orders: each reads what the other took.
     for id in &acknowledged {
         for replica in [&system.orders, &second] {
@@ -112,5 +113,8 @@ async fn killing_the_leading_replica_hands_over_within_seconds_and_loses_nothing
         "HANDOVER-SUMMARY max_ms={}",
         handovers.iter().max().unwrap().as_millis()
     );
+    verdict
+        .check_history_and_audit(&system, &HashSet::new())
+        .await;
     verdict.report(&fault);
 }

@@ -3,11 +3,14 @@
 //! - [`orders`]: place, read, list and cancel orders. Writes go through `commands`; reads come
 //!   from the `orders` read model.
 //! - [`catalog`]: the local catalogue of products.
+//! - [`audit`]: `GET /admin/audit`, the catalogue against product-service (`crate::audit`),
+//!   behind the admin token like the shared admin routes.
 //! - [`openapi`]: the document at `/openapi.json`, which also describes the admin routes
 //!   (`service_kit::admin`, behind `ADMIN_TOKEN`).
 //! - [`request_id`]: `X-Request-Id` and `traceparent` in, correlation id and trace context of
 //!   the events, echoed out; also times each request (`/metrics`, from `service-kit`).
 
+pub mod audit;
 pub mod catalog;
 pub mod error;
 pub mod openapi;
@@ -19,6 +22,7 @@ use event_store::aggregate::Commands;
 use service_kit::error::resource;
 use sqlx::PgPool;
 
+use crate::audit::ProductService;
 use crate::domain::order::Order;
 
 /// What every handler can reach.
@@ -28,6 +32,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Writes run a command on an order.
     pub commands: Commands<Order>,
+    /// The audit's source of truth.
+    pub product_service: ProductService,
 }
 
 /// Registers every route. Extractor errors, health, metrics, admin and unrouted paths are
@@ -35,5 +41,6 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(orders::routes)
         .configure(catalog::routes)
+        .configure(audit::routes)
         .configure(openapi::routes);
 }

@@ -26,6 +26,7 @@ use super::resource;
         service_kit::admin::list_projections,
         service_kit::admin::rebuild_projection,
         service_kit::admin::republish,
+        super::audit::run_audit,
         openapi_json,
         service_kit::prometheus::metrics,
     ),
@@ -44,6 +45,9 @@ use super::resource;
         service_kit::admin::RebuildView,
         service_kit::admin::RepublishRequest,
         service_kit::admin::RepublishReport,
+        crate::audit::Audit,
+        crate::audit::Disagreement,
+        crate::audit::Reason,
         crate::projections::orders::PricedLine,
         crate::domain::order::OrderStatus,
     )),
@@ -51,7 +55,8 @@ use super::resource;
         (name = "orders", description = "Place, read and cancel orders"),
         (name = "catalog", description = "The local catalogue built from product-service's events"),
         (name = "health", description = "Liveness and readiness"),
-        (name = "admin", description = "Projection status and online rebuilds; needs \
+        (name = "admin", description = "Projection status, online rebuilds and the consistency \
+            audit; needs \
             `Authorization: Bearer <ADMIN_TOKEN>`, and exists only when ADMIN_TOKEN is set"),
         (name = "meta", description = "This document"),
     ),

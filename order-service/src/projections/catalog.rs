@@ -171,6 +171,15 @@ pub async fn list<'e>(db: impl PgExecutor<'e>, limit: i64) -> Result<Vec<Catalog
     .await
 }
 
+/// Every product of the catalogue (what the audit compares).
+pub async fn all<'e>(db: impl PgExecutor<'e>) -> Result<Vec<CatalogRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM catalog_products ORDER BY product_id"
+    ))
+    .fetch_all(db)
+    .await
+}
+
 /// The catalogue rows of these products, by id; unknown ids are simply absent.
 pub async fn find_many<'e>(
     db: impl PgExecutor<'e>,
