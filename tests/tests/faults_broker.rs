@@ -4,6 +4,7 @@
 //! everything reaches the other service once, every order settles, stock adds up.
 //! (docs/adr/0008-repair-from-the-store.md)
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use event_store::testing::{unique, NatsServer};
@@ -71,6 +72,15 @@ async fn after_the_broker_restarts_empty_every_product_and_price_reaches_the_cat
     assert!(dead_letters(&system.orders_db.pool).await.is_empty());
     assert!(dead_letters(&system.products_db.pool).await.is_empty());
     assert!(repair < tests::broker::REPAIR_BOUND);
+    let (product_to_order, order_to_product) = system.settled_history(&HashSet::new()).await;
+    eprintln!(
+        "FAULT-SUMMARY fault=broker_storage_lost injected=8 history {} | {} audit_c={:.3}",
+        product_to_order.summary(),
+        order_to_product.summary(),
+        system.audit().await
+    );
+    product_to_order.assert_clean();
+    order_to_product.assert_clean();
 }
 
 /// Which service is away while the broker breaks, so that what the fault removes has not been
@@ -138,6 +148,9 @@ where
                 .push(format!("{service} dead-lettered {letters:?}"));
         }
     }
+    verdict
+        .check_history_and_audit(&system, &HashSet::new())
+        .await;
     verdict.report(&Fault {
         name,
         injected: lost.max(1),
