@@ -95,7 +95,21 @@ async fn after_product_service_database_moves_to_a_fresh_cluster_new_commands_re
         .await
         .unwrap();
     let _ = conn.close().await;
-    let verdict = check_consistent(&system, &products, &customer, &acknowledged).await;
+    let mut verdict = check_consistent(&system, &products, &customer, &acknowledged).await;
+    // The history against the moved database, where product-service's events now are.
+    let moved_pool = sqlx::PgPool::connect(&moved_url).await.unwrap();
+    let none = std::collections::HashSet::new();
+    let orders_pool = &system.orders_db.pool;
+    verdict.history = vec![
+        tests::history::check(&moved_pool, orders_pool, &none)
+            .await
+            .unwrap(),
+        tests::history::check(orders_pool, &moved_pool, &none)
+            .await
+            .unwrap(),
+    ];
+    moved_pool.close().await;
+    verdict.audit = Some(system.audit().await);
     eprintln!(
         "database moved: stored positions up to transaction {}, the fresh cluster at {fresh_xid}, \
          offset {offset}; every command after the move settled in {} ms (bound {} ms)",
