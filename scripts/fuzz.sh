@@ -74,7 +74,7 @@ start() {
   printf -v "$3" 'http://127.0.0.1:%s' "$port"
   DATABASE_URL="${DATABASE_URL%/*}/$database" HTTP_ADDR="127.0.0.1:$port" \
     EVENTS_NAMESPACE="$run_id" ADMIN_TOKEN="$admin_token" RUST_LOG="${RUST_LOG:-info}" \
-    LOG_FORMAT=json "$bin_dir/$name" serve >"$run_dir/$name.log" 2>&1 &
+    PRODUCT_SERVICE_URL="${products_url:-}" LOG_FORMAT=json "$bin_dir/$name" serve >"$run_dir/$name.log" 2>&1 &
   pids+=($!)
 }
 

@@ -255,9 +255,10 @@ pub struct RepublishReport {
     path = "/admin/republish",
     tag = "admin",
     security(("admin_token" = [])),
-    request_body(content = RepublishRequest, description = "Optional; an empty body sends every event"),
+    request_body(content = RepublishRequest, description = "`{}` sends every event"),
     responses(
         (status = 200, body = RepublishReport),
+        (status = 400, description = "No JSON body", body = ErrorBody),
         (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
         (status = 404, description = "No ADMIN_TOKEN is configured", body = ErrorBody),
         (status = 422, description = "A negative position", body = ErrorBody),
@@ -267,9 +268,9 @@ pub struct RepublishReport {
 pub async fn republish(
     _admin: Admin,
     state: web::Data<AdminState>,
-    body: Option<web::Json<RepublishRequest>>,
+    body: web::Json<RepublishRequest>,
 ) -> Result<HttpResponse, EdgeError> {
-    let from_position = body.map(|b| b.from_position).unwrap_or_default();
+    let from_position = body.from_position;
     if from_position < 0 {
         return Err(EdgeError::Validation(
             "from_position must be 0 or more".to_owned(),
