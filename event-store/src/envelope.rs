@@ -17,7 +17,7 @@
 //! remembers message ids it has since lost (a deleted or purged message), and would drop the
 //! repair as a duplicate. The consumers' inboxes recognise the event id forever.
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use chrono::SecondsFormat;
 use uuid::Uuid;
 
@@ -87,31 +87,41 @@ pub fn event_headers(
     event: &RecordedEvent,
     republished: Option<&str>,
 ) -> anyhow::Result<HeaderMap> {
+    // Names as static `HeaderName`s (no allocation each) and owned values moved in.
+    fn put(h: &mut HeaderMap, name: &'static str, value: impl Into<String>) {
+        h.insert(HeaderName::from_static(name), value.into());
+    }
     let mut h = HeaderMap::new();
     let service = producer.service.as_str();
     let id = event.event_id.to_string();
-    h.insert(ce::SPECVERSION, cloudevents::SPEC_VERSION);
-    h.insert(ce::ID, id.as_str());
-    h.insert(ce::SOURCE, cloudevents::source(service));
-    h.insert(
+    put(&mut h, ce::SPECVERSION, cloudevents::SPEC_VERSION);
+    put(&mut h, ce::ID, id.as_str());
+    put(&mut h, ce::SOURCE, cloudevents::source(service));
+    put(
+        &mut h,
         ce::TYPE,
         cloudevents::event_type(service, &event.event_type),
     );
-    h.insert(ce::SUBJECT, encode_value(&event.stream_id).as_ref());
-    h.insert(
+    put(&mut h, ce::SUBJECT, encode_value(&event.stream_id));
+    put(
+        &mut h,
         ce::TIME,
         event
             .recorded_at
             .to_rfc3339_opts(SecondsFormat::Micros, true),
     );
-    h.insert(ce::DATACONTENTTYPE, cloudevents::DATA_CONTENT_TYPE);
-    h.insert(
+    put(&mut h, ce::DATACONTENTTYPE, cloudevents::DATA_CONTENT_TYPE);
+    put(
+        &mut h,
         ce::DATASCHEMA,
         cloudevents::dataschema(service, &event.event_type, event.schema_version),
     );
-    h.insert(ce::STREAM_VERSION, event.stream_version.to_string());
-    h.insert(ce::POSITION, event.position.to_string());
-    h.insert(ce::SCHEMA_VERSION, event.schema_version.to_string());
+    let stream_version = event.stream_version.to_string();
+    let position = event.position.to_string();
+    let schema_version = event.schema_version.to_string();
+    put(&mut h, ce::STREAM_VERSION, stream_version.as_str());
+    put(&mut h, ce::POSITION, position.as_str());
+    put(&mut h, ce::SCHEMA_VERSION, schema_version.as_str());
     let m = &event.metadata;
     let optional = [
         (ce::CORRELATION_ID, &m.correlation_id),
@@ -121,31 +131,31 @@ pub fn event_headers(
     ];
     for (name, value) in optional {
         if let Some(value) = value {
-            h.insert(name, encode_value(value).as_ref());
+            put(&mut h, name, encode_value(value));
         }
     }
     if let Some(tp) = &m.traceparent {
-        h.insert(headers::TRACEPARENT, tp.as_str());
+        put(&mut h, headers::TRACEPARENT, tp.as_str());
     }
     if let Some(reason) = republished {
-        h.insert(ce::REPUBLISHED, reason);
+        put(&mut h, ce::REPUBLISHED, reason);
     }
     if producer.legacy_headers {
-        h.insert(headers::EVENT_ID, id.as_str());
-        h.insert(headers::EVENT_TYPE, event.event_type.as_str());
-        h.insert(headers::STREAM_ID, event.stream_id.as_str());
-        h.insert(headers::STREAM_VERSION, event.stream_version.to_string());
-        h.insert(headers::POSITION, event.position.to_string());
-        h.insert(headers::SCHEMA_VERSION, event.schema_version.to_string());
-        h.insert(headers::METADATA, serde_json::to_string(m)?);
+        put(&mut h, headers::EVENT_ID, id);
+        put(&mut h, headers::EVENT_TYPE, event.event_type.as_str());
+        put(&mut h, headers::STREAM_ID, event.stream_id.as_str());
+        put(&mut h, headers::STREAM_VERSION, stream_version);
+        put(&mut h, headers::POSITION, position);
+        put(&mut h, headers::SCHEMA_VERSION, schema_version);
+        put(&mut h, headers::METADATA, serde_json::to_string(m)?);
         if let Some(id) = &m.correlation_id {
-            h.insert(headers::CORRELATION_ID, id.as_str());
+            put(&mut h, headers::CORRELATION_ID, id.as_str());
         }
         if let Some(id) = &m.causation_id {
-            h.insert(headers::CAUSATION_ID, id.as_str());
+            put(&mut h, headers::CAUSATION_ID, id.as_str());
         }
         if let Some(reason) = republished {
-            h.insert(headers::REPUBLISHED, reason);
+            put(&mut h, headers::REPUBLISHED, reason);
         }
     }
     Ok(h)
