@@ -37,6 +37,8 @@ pub struct RelayConfig {
     /// Subjects are `<subject_prefix>.<stream id>.<event type>`.
     pub subject_prefix: String,
     pub batch_size: i64,
+    /// Who the events' envelope names as their producer, and which headers it writes.
+    pub producer: envelope::Producer,
 }
 
 impl RelayConfig {
@@ -46,6 +48,7 @@ impl RelayConfig {
             stream: stream.into(),
             subject_prefix: subject_prefix.into(),
             batch_size: 500,
+            producer: envelope::Producer::new("event-store"),
         }
     }
 
@@ -116,7 +119,9 @@ impl Relay {
             .get_last_raw_message_by_subject(&self.config.subject(event))
             .await
         {
-            Ok(message) => position_of(&message.headers).is_some_and(|p| p >= event.position),
+            Ok(message) => {
+                envelope::position_of(&message.headers).is_some_and(|p| p >= event.position)
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -137,15 +142,10 @@ impl Relay {
         while info.state.messages > 0 && sequence >= first.max(1) && looked < TAIL_LOOK_BACK {
             looked += 1;
             match stream.get_raw_message(sequence).await {
-                Ok(message)
-                    if message
-                        .headers
-                        .get(envelope::headers::REPUBLISHED)
-                        .is_none() =>
-                {
+                Ok(message) if !envelope::is_republished(&message.headers) => {
                     // Messages after the event asked about were published to the stream as it
                     // is now (after a reset, say); the question is what it holds before.
-                    match position_of(&message.headers) {
+                    match envelope::position_of(&message.headers) {
                         Some(position) if position < event.position => return Ok(Some(position)),
                         _ => {}
                     }
@@ -168,12 +168,6 @@ impl Relay {
 /// gives up and publishes everything again.
 const TAIL_LOOK_BACK: usize = 64;
 
-fn position_of(headers: &async_nats::HeaderMap) -> Option<i64> {
-    headers
-        .get(envelope::headers::POSITION)
-        .and_then(|v| v.as_str().parse().ok())
-}
-
 /// How a batch goes out: for the first time, or again to repair the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sending {
@@ -195,14 +189,14 @@ pub(crate) async fn publish(
 ) -> anyhow::Result<Vec<jetstream::publish::PublishAck>> {
     let mut acks = Vec::with_capacity(batch.len());
     for event in batch {
-        let (mut headers, payload) = envelope::encode(event)?;
-        let id = match sending {
-            Sending::First => event.event_id.to_string(),
-            Sending::Again { generation, reason } => {
-                headers.insert(envelope::headers::REPUBLISHED, reason.as_str());
-                envelope::republished_msg_id(event, generation)
-            }
+        let (id, republished) = match sending {
+            Sending::First => (event.event_id.to_string(), None),
+            Sending::Again { generation, reason } => (
+                envelope::republished_msg_id(event, generation),
+                Some(reason.as_str()),
+            ),
         };
+        let (headers, payload) = envelope::encode(&config.producer, event, republished)?;
         let message = PublishMessage::build()
             .payload(payload)
             .headers(headers)

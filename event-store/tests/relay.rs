@@ -129,6 +129,18 @@ async fn every_appended_event_is_published_once_with_its_headers() {
         format!("{}.{}.ItemCounted", config.subject_prefix, first.stream_id)
     );
     let header = |name: &str| message.headers.get(name).unwrap().as_str().to_owned();
+    // A CloudEvent (binary mode), and, for one release, the old headers too.
+    assert_eq!(header("ce-specversion"), "1.0");
+    assert_eq!(header("ce-id"), first.event_id.to_string());
+    assert_eq!(header("ce-source"), "/event-store");
+    assert_eq!(header("ce-type"), "eventsourced.event-store.ItemCounted");
+    assert_eq!(header("ce-subject"), first.stream_id);
+    assert_eq!(header("ce-streamversion"), "1");
+    assert_eq!(header("ce-position"), first.position.to_string());
+    assert_eq!(
+        header("ce-dataschema"),
+        "urn:eventsourced:event-store:ItemCounted:1"
+    );
     assert_eq!(header("Es-Event-Type"), "ItemCounted");
     assert_eq!(header("Es-Stream-Id"), first.stream_id);
     assert_eq!(header("Es-Stream-Version"), "1");
@@ -310,7 +322,7 @@ async fn of_two_relays_one_leads_and_the_other_takes_over_when_it_dies() {
     );
 }
 
-/// The event ids the stream holds (`Es-Event-Id`), each as often as it is there.
+/// The event ids the stream holds (`ce-id`), each as often as it is there.
 async fn held_event_ids(js: &jetstream::Context, stream: &str) -> Vec<Uuid> {
     let Ok(stream) = js.get_stream(stream).await else {
         return Vec::new();
@@ -322,7 +334,7 @@ async fn held_event_ids(js: &jetstream::Context, stream: &str) -> Vec<Uuid> {
     }
     for seq in state.first_sequence..=state.last_sequence {
         if let Ok(message) = stream.get_raw_message(seq).await {
-            let id = message.headers.get("Es-Event-Id").unwrap().as_str();
+            let id = message.headers.get("ce-id").unwrap().as_str();
             ids.push(id.parse().unwrap());
         }
     }
@@ -470,12 +482,12 @@ async fn a_repair_request_is_answered_from_the_store_under_new_message_ids() {
     let stream = js.get_stream(&config.stream).await.unwrap();
     let repaired = stream.get_raw_message(7).await.unwrap();
     assert_eq!(
-        repaired.headers.get("Es-Republished").unwrap().as_str(),
+        repaired.headers.get("ce-republished").unwrap().as_str(),
         "stream"
     );
     assert_ne!(
         repaired.headers.get("Nats-Msg-Id").unwrap().as_str(),
-        repaired.headers.get("Es-Event-Id").unwrap().as_str()
+        repaired.headers.get("ce-id").unwrap().as_str()
     );
     relay.stop().await;
     js.delete_stream(&config.stream).await.unwrap();

@@ -7,17 +7,20 @@ use async_nats::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Header names the relay sets (event-store's `envelope::headers`; the viewer does not link
-/// the store, it reads the wire like any other subscriber).
+/// Header names the relay sets (event-store's `cloudevents::headers`, and the release before
+/// CloudEvents' `envelope::headers`; the viewer does not link the store, it reads the wire like
+/// any other subscriber). Each field is `[CloudEvents header, old header]`: the first present
+/// is read.
 pub mod headers {
     pub const MESSAGE_ID: &str = "Nats-Msg-Id";
-    pub const EVENT_ID: &str = "Es-Event-Id";
-    pub const REPUBLISHED: &str = "Es-Republished";
-    pub const EVENT_TYPE: &str = "Es-Event-Type";
-    pub const STREAM_ID: &str = "Es-Stream-Id";
-    pub const STREAM_VERSION: &str = "Es-Stream-Version";
-    pub const POSITION: &str = "Es-Position";
-    pub const CORRELATION_ID: &str = "Es-Correlation-Id";
+    pub const EVENT_ID: [&str; 2] = ["ce-id", "Es-Event-Id"];
+    pub const REPUBLISHED: [&str; 2] = ["ce-republished", "Es-Republished"];
+    /// The CloudEvents `type` is `eventsourced.<service>.<EventType>`: its last part is shown.
+    pub const EVENT_TYPE: [&str; 2] = ["ce-type", "Es-Event-Type"];
+    pub const STREAM_ID: [&str; 2] = ["ce-subject", "Es-Stream-Id"];
+    pub const STREAM_VERSION: [&str; 2] = ["ce-streamversion", "Es-Stream-Version"];
+    pub const POSITION: [&str; 2] = ["ce-position", "Es-Position"];
+    pub const CORRELATION_ID: [&str; 2] = ["ce-correlationid", "Es-Correlation-Id"];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,7 +29,7 @@ pub struct ViewedEvent {
     pub service: &'static str,
     /// The JetStream stream sequence of the message.
     pub seq: u64,
-    /// The event id (`Es-Event-Id`, else `Nats-Msg-Id`), or `<service>-seq-<seq>` when the
+    /// The event id (`ce-id`, else `Es-Event-Id`, else `Nats-Msg-Id`), or `<service>-seq-<seq>` when the
     /// message has none.
     pub event_id: String,
     /// Why the event was sent again, when it is a repair of a broker that lost it.
@@ -60,11 +63,20 @@ pub struct RawMessage<'a> {
 }
 
 pub fn decode(raw: &RawMessage<'_>) -> ViewedEvent {
-    let header = |name: &str| {
+    let get = |name: &str| {
         raw.headers
             .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
+            .map(|v| v.as_str())
             .filter(|v| !v.is_empty())
+    };
+    // CloudEvents values are percent-encoded (the NATS binding); shown decoded where they can be.
+    let header = |[cloud, old]: [&str; 2]| match get(cloud) {
+        Some(v) => Some(
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .map_or_else(|_| v.to_owned(), |d| d.into_owned()),
+        ),
+        None => get(old).map(str::to_owned),
     };
     let mut problems = Vec::new();
     // Subjects are `<prefix>.<stream id>.<event type>`: the fallback when headers are missing.
@@ -76,25 +88,28 @@ pub fn decode(raw: &RawMessage<'_>) -> ViewedEvent {
         .map_or((None, None), |(s, t)| {
             (Some(s.to_owned()), Some(t.to_owned()))
         });
-    let mut required = |name: &str, fallback: Option<String>| {
-        header(name).or(fallback).unwrap_or_else(|| {
-            problems.push(format!("no {name}"));
+    let mut required = |names: [&str; 2], fallback: Option<String>| {
+        header(names).or(fallback).unwrap_or_else(|| {
+            problems.push(format!("no {}", names[0]));
             "?".to_owned()
         })
     };
-    let event_type = required(headers::EVENT_TYPE, subject_type);
+    let event_type = match get(headers::EVENT_TYPE[0]) {
+        Some(ce_type) => ce_type.rsplit('.').next().unwrap_or(ce_type).to_owned(),
+        None => required(headers::EVENT_TYPE, subject_type),
+    };
     let stream_id = required(headers::STREAM_ID, subject_stream);
     let event_id = header(headers::EVENT_ID)
-        .or_else(|| header(headers::MESSAGE_ID))
+        .or_else(|| get(headers::MESSAGE_ID).map(str::to_owned))
         .unwrap_or_else(|| format!("{}-seq-{}", raw.service, raw.seq));
-    let mut number = |name: &str| match header(name).map(|v| v.parse::<i64>()) {
+    let mut number = |names: [&str; 2]| match header(names).map(|v| v.parse::<i64>()) {
         Some(Ok(n)) => n,
         Some(Err(_)) => {
-            problems.push(format!("{name} is not a number"));
+            problems.push(format!("{} is not a number", names[0]));
             0
         }
         None => {
-            problems.push(format!("no {name}"));
+            problems.push(format!("no {}", names[0]));
             0
         }
     };
@@ -150,25 +165,36 @@ mod tests {
 
     #[test]
     fn a_relayed_event_is_read_from_its_headers_and_payload() {
-        let mut h = HeaderMap::new();
-        h.insert(headers::MESSAGE_ID, "e-1");
-        h.insert(headers::EVENT_TYPE, "OrderPlaced");
-        h.insert(headers::STREAM_ID, "order-1");
-        h.insert(headers::STREAM_VERSION, "1");
-        h.insert(headers::POSITION, "42");
-        h.insert(headers::CORRELATION_ID, "req-9");
-        let event = decode(&raw(
-            Some(&h),
-            "shop.order.events.order-1.OrderPlaced",
-            br#"{"order_id":"1","total_cents":5}"#,
-        ));
-        assert_eq!(event.event_id, "e-1");
-        assert_eq!(event.event_type, "OrderPlaced");
-        assert_eq!(event.stream_id, "order-1");
-        assert_eq!((event.stream_version, event.position), (1, 42));
-        assert_eq!(event.correlation_id.as_deref(), Some("req-9"));
-        assert_eq!(event.order_id.as_deref(), Some("1"));
-        assert_eq!(event.malformed, None);
+        // A CloudEvent, and a message of the release before CloudEvents.
+        let mut cloud = HeaderMap::new();
+        cloud.insert(headers::MESSAGE_ID, "e-1");
+        cloud.insert("ce-id", "e-1");
+        cloud.insert("ce-type", "eventsourced.order-service.OrderPlaced");
+        cloud.insert("ce-subject", "order-1");
+        cloud.insert("ce-streamversion", "1");
+        cloud.insert("ce-position", "42");
+        cloud.insert("ce-correlationid", "req%209");
+        let mut old = HeaderMap::new();
+        old.insert(headers::MESSAGE_ID, "e-1");
+        old.insert("Es-Event-Type", "OrderPlaced");
+        old.insert("Es-Stream-Id", "order-1");
+        old.insert("Es-Stream-Version", "1");
+        old.insert("Es-Position", "42");
+        old.insert("Es-Correlation-Id", "req 9");
+        for h in [cloud, old] {
+            let event = decode(&raw(
+                Some(&h),
+                "shop.order.events.order-1.OrderPlaced",
+                br#"{"order_id":"1","total_cents":5}"#,
+            ));
+            assert_eq!(event.event_id, "e-1");
+            assert_eq!(event.event_type, "OrderPlaced");
+            assert_eq!(event.stream_id, "order-1");
+            assert_eq!((event.stream_version, event.position), (1, 42));
+            assert_eq!(event.correlation_id.as_deref(), Some("req 9"));
+            assert_eq!(event.order_id.as_deref(), Some("1"));
+            assert_eq!(event.malformed, None);
+        }
     }
 
     #[test]
@@ -185,7 +211,7 @@ mod tests {
         assert_eq!(event.payload, Value::Null);
         let why = event.malformed.expect("malformed");
         assert!(why.contains("not JSON"), "{why}");
-        assert!(why.contains("no Es-Stream-Version"), "{why}");
+        assert!(why.contains("no ce-streamversion"), "{why}");
     }
 
     #[test]

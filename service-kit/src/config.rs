@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use event_store::envelope::Producer;
+
 /// What tells the two services apart in their configuration: names and defaults.
 pub trait Service: Clone + std::fmt::Debug + Send + Sync + 'static {
     /// The binary's name: its durable consumer, dead-letter subject and metrics label.
@@ -64,6 +66,11 @@ impl<S: Service> Config<S> {
             settings: S::Settings::default(),
             service: std::marker::PhantomData,
         }
+    }
+
+    /// How this service's events name their producer on the wire.
+    pub fn producer(&self) -> Producer {
+        self.common.producer(S::NAME)
     }
 
     /// The JetStream names derived from the namespace.
@@ -142,6 +149,18 @@ pub struct Common {
     /// has before it is dead-lettered). Seconds or a number with a unit, like the retention.
     #[arg(long, env = "NEWER_SCHEMA_RETRY", global = true, default_value = "30s")]
     pub newer_schema_retry: Retention,
+    /// Also send the headers events carried before CloudEvents (`Es-Event-Type`, ...) beside
+    /// the `ce-` ones, so a consumer of the previous release still reads them. Turn it off
+    /// (`false`) once every consumer is upgraded; the next release drops them.
+    #[arg(
+        long,
+        env = "EVENTS_LEGACY_HEADERS",
+        global = true,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub events_legacy_headers: bool,
 }
 
 impl Default for Common {
@@ -158,11 +177,20 @@ impl Default for Common {
             ready_max_lag_seconds: DEFAULT_READY_MAX_LAG_SECONDS,
             idempotency_retention: Retention(DEFAULT_IDEMPOTENCY_RETENTION),
             newer_schema_retry: Retention(event_store::consumer::NEWER_SCHEMA_DELAY),
+            events_legacy_headers: true,
         }
     }
 }
 
 impl Common {
+    /// How `service`'s events name their producer on the wire, and which headers they carry.
+    pub fn producer(&self, service: &str) -> Producer {
+        Producer {
+            service: service.to_owned(),
+            legacy_headers: self.events_legacy_headers,
+        }
+    }
+
     /// The admin token, if one is configured (an empty one counts as none).
     pub fn admin_token(&self) -> Option<AdminToken> {
         AdminToken::configured(self.admin_token.as_ref())

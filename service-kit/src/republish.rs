@@ -52,7 +52,10 @@ pub async fn command<S: config::Service>(
     let republisher = Republisher::new(
         EventStore::new(pool.clone()),
         jetstream::new(client.clone()),
-        RelayConfig::new(names.own_stream, names.own_subjects),
+        RelayConfig {
+            producer: config.producer(),
+            ..RelayConfig::new(names.own_stream, names.own_subjects)
+        },
     );
     let sent = republisher.run(args.from_position).await;
     client.flush().await.ok();

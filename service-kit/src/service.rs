@@ -120,6 +120,7 @@ impl Service {
         let (store, names, tasks) = (self.store.clone(), self.names.clone(), self.tasks.clone());
         let gaps = self.gaps.clone();
         let newer_schema_retry = self.common.newer_schema_retry.0;
+        let producer = self.common.producer(self.name);
         let js = jetstream::new(self.nats.clone());
         self.tasks.spawn("messaging", async move {
             if !declare_streams(&js, &names, tasks.shutdown()).await {
@@ -133,6 +134,7 @@ impl Service {
                     stream: names.own_stream,
                     subject_prefix: names.own_subjects,
                     batch_size: RELAY_BATCH,
+                    producer,
                 },
             );
             tasks.spawn("relay", relay.run(tasks.shutdown().clone()));

@@ -16,7 +16,7 @@
 //! - two different events at one stream version are settled by asking the producer which
 //!   one its store holds ([`Request::Which`]).
 //!
-//! Events sent again keep their event id (`Es-Event-Id`; the inbox takes each once) under a
+//! Events sent again keep their event id (`ce-id`; the inbox takes each once) under a
 //! `Nats-Msg-Id` of their own ([`crate::envelope::republished_msg_id`]).
 
 pub(crate) mod gaps;
@@ -88,7 +88,7 @@ pub enum Reply {
     },
 }
 
-/// Why events were sent again (the `Es-Republished` header and the metric's label).
+/// Why events were sent again (the `ce-republished` header and the metric's label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// The relay found the stream lacking its tail and rewound.

@@ -5,3 +5,4 @@
 mod batches;
 mod fixture;
 mod messages;
+mod upgrade;

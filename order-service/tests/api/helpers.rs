@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::HeaderMap;
-use event_store::envelope::headers;
+use event_store::envelope::{self, Producer};
 use event_store::testing::{self, TestDb};
-use event_store::EventStore;
+use event_store::{EventStore, Metadata, RecordedEvent};
 use order_service::config::{AdminToken, Common, EventNames};
 use order_service::Config;
 use reqwest::{Response, StatusCode};
@@ -168,27 +167,33 @@ impl TestApp {
         let event_id = Uuid::now_v7();
         let correlation = format!("test-{event_id}");
         let position = self.next_position.fetch_add(1 << 20, Ordering::SeqCst);
-        let mut h = HeaderMap::new();
+        let event = RecordedEvent {
+            position,
+            stream_id: stream_id.to_owned(),
+            stream_version: version,
+            event_id,
+            event_type: event_type.to_owned(),
+            schema_version,
+            payload,
+            metadata: Metadata {
+                correlation_id: Some(correlation),
+                ..Metadata::default()
+            },
+            recorded_at: chrono::Utc::now(),
+        };
+        // As product-service's relay encodes it, with the old headers off.
+        let producer = Producer {
+            service: "product-service".to_owned(),
+            legacy_headers: false,
+        };
+        let (mut h, payload) = envelope::encode(&producer, &event, None).expect("encoding");
         h.insert(
             async_nats::header::NATS_MESSAGE_ID,
             event_id.to_string().as_str(),
         );
-        h.insert(headers::EVENT_TYPE, event_type);
-        h.insert(headers::STREAM_ID, stream_id);
-        h.insert(headers::STREAM_VERSION, version.to_string().as_str());
-        h.insert(headers::POSITION, position.to_string().as_str());
-        h.insert(headers::SCHEMA_VERSION, schema_version.to_string().as_str());
-        h.insert(
-            headers::METADATA,
-            json!({ "correlation_id": correlation })
-                .to_string()
-                .as_str(),
-        );
-        h.insert(headers::CORRELATION_ID, correlation.as_str());
         let subject = format!("{}.{stream_id}.{event_type}", self.names.other_subjects);
-        let payload = serde_json::to_vec(&payload).expect("a payload");
         self.js
-            .publish_with_headers(subject, h, payload.into())
+            .publish_with_headers(subject, h, payload)
             .await
             .expect("publishing")
             .await

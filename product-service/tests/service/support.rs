@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use async_nats::HeaderMap;
-use event_store::envelope::headers;
+use event_store::envelope::{self, Producer};
 use event_store::testing::{self, TestDb};
+use event_store::{Metadata, RecordedEvent};
 use product_service::api::products::Product;
 use product_service::config::{AdminToken, Common};
 use product_service::Config;
@@ -221,24 +221,30 @@ impl TestApp {
         let stream_id = format!("order-{order_id}");
         let event_id = Uuid::now_v7();
         let correlation_id = format!("test-{order_id}");
-        let mut h = HeaderMap::new();
-        h.insert(headers::EVENT_TYPE, event_type);
-        h.insert(headers::STREAM_ID, stream_id.as_str());
-        h.insert(headers::STREAM_VERSION, stream_version.to_string());
-        h.insert(
-            headers::POSITION,
-            chrono::Utc::now().timestamp_micros().to_string(),
-        );
-        h.insert(headers::SCHEMA_VERSION, schema_version.to_string());
-        h.insert(
-            headers::METADATA,
+        let event = RecordedEvent {
+            position: chrono::Utc::now().timestamp_micros(),
+            stream_id: stream_id.clone(),
+            stream_version,
+            event_id,
+            event_type: event_type.to_owned(),
+            schema_version,
+            payload: payload.clone(),
             // As order-service writes it for a request with an `Idempotency-Key`.
-            json!({ "correlation_id": correlation_id, "idempotency_key": order_key(order_id) })
-                .to_string(),
-        );
-        h.insert(headers::CORRELATION_ID, correlation_id.as_str());
+            metadata: Metadata {
+                correlation_id: Some(correlation_id),
+                idempotency_key: Some(order_key(order_id)),
+                ..Metadata::default()
+            },
+            recorded_at: chrono::Utc::now(),
+        };
+        // As order-service's relay encodes it, with the old headers off.
+        let producer = Producer {
+            service: "order-service".to_owned(),
+            legacy_headers: false,
+        };
+        let (h, body) = envelope::encode(&producer, &event, None).expect("encoding");
         let message = PublishMessage::build()
-            .payload(payload.to_string().into_bytes().into())
+            .payload(body)
             .headers(h)
             .message_id(event_id.to_string());
         self.js
