@@ -49,6 +49,7 @@ class Stats:
         self.headers_valid = 0
         self.consumer_views_valid = 0
         self.types = set()
+        self.with_legacy = 0
 
 
 def header(headers, name):
@@ -60,6 +61,8 @@ def check(msg, service, docs, legacy, stats):
     """The problems of one message (none: it is the event the documents promise) and the
     event the SDK read from it, if it read one."""
     headers = dict(msg.headers or {})
+    es = sorted(k for k in headers if k.lower().startswith("es-"))
+    stats.with_legacy += bool(es)
     attributes = {k.lower()[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
     if not attributes:
         return ["no ce- headers: not a CloudEvent in binary content mode"], None
@@ -67,7 +70,6 @@ def check(msg, service, docs, legacy, stats):
     if missing:
         return [f"attributes missing: {', '.join(missing)}"], None
     problems = []
-    es = sorted(k for k in headers if k.lower().startswith("es-"))
     if legacy == "absent" and es:
         problems.append(f"legacy headers present though switched off: {', '.join(es)}")
     if legacy == "present" and not es:
@@ -149,7 +151,7 @@ async def read_stream(js, stream, subjects, expected, wait):
             break
         if loop.time() > deadline:
             raise SystemExit(f"contract: {stream} holds {info.state.messages} messages after "
-                             f"{wait} s; the producer's store has {expected} events")
+                             f"{wait} s, expected {max(expected, 1)} (the events in the producer's store)")
         await asyncio.sleep(0.2)
     last = info.state.last_seq
     config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
@@ -221,7 +223,8 @@ async def main():
               f"payloads_valid={stats.payloads_valid} headers_valid={stats.headers_valid} "
               f"consumer_views_valid={stats.consumer_views_valid} "
               f"types={len(stats.types & declared)}/{len(declared)} "
-              f"legacy_headers={legacy.get(label, 'unchecked')}")
+              f"legacy_headers={stats.with_legacy}/{stats.messages} "
+              f"(expected {legacy.get(label, 'unchecked')})")
         totals.messages += stats.messages
         totals.payloads_valid += stats.payloads_valid
         totals.types |= stats.types
@@ -238,7 +241,7 @@ async def main():
         if msg is not None:
             print(f"  subject: {msg.subject} (stream sequence {msg.metadata.sequence.stream})",
                   file=sys.stderr)
-            print(f"  headers: {json.dumps(dict(msg.headers or {}), indent=None)}",
+            print(f"  headers: {json.dumps(dict(msg.headers or {}), sort_keys=True)}",
                   file=sys.stderr)
             print(f"  payload: {msg.data.decode('utf-8', 'replace')}", file=sys.stderr)
         for problem in problems:
