@@ -25,7 +25,7 @@
 //! - [`projection`] and [`consumer`]: read models of own events (a `Projector` per
 //!   projection) and handlers of the other service's events, recorded in batches through the
 //!   inbox ([`inbox`]); [`envelope`] is the message contract between a relay and a consumer,
-  CloudEvents in the NATS binding's binary mode ([`cloudevents`] names its attributes).
+//!   CloudEvents in the NATS binding's binary mode ([`cloudevents`] names its attributes).
 //! - [`read_model`]: read models of one row per aggregate, folded batch by batch (the
 //!   services' inline projections of their own aggregates).
 //! - [`metrics`]: counters of appends and consumed messages, and the relay's and projections'
