@@ -118,10 +118,7 @@ pub fn encode_value(value: &str) -> Cow<'_, str> {
 /// binding versions allowed them), then one round of percent-decoding; bytes that are not
 /// UTF-8 once decoded are refused.
 pub fn decode_value(value: &str) -> Result<Cow<'_, str>, String> {
-    let unquoted: Cow<str> = match value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-    {
+    let unquoted: Cow<str> = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         Some(inner) => {
             let mut out = String::with_capacity(inner.len());
             let mut chars = inner.chars();
@@ -171,8 +168,14 @@ mod tests {
         // The binding's own example.
         let euro = "Euro \u{20AC} \u{1F600}";
         assert_eq!(encode_value(euro), "Euro%20%E2%82%AC%20%F0%9F%98%80");
-        assert_eq!(decode_value("Euro%20%E2%82%AC%20%F0%9F%98%80").unwrap(), euro);
-        for plain in ["req-7", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"] {
+        assert_eq!(
+            decode_value("Euro%20%E2%82%AC%20%F0%9F%98%80").unwrap(),
+            euro
+        );
+        for plain in [
+            "req-7",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
             assert!(matches!(encode_value(plain), Cow::Borrowed(_)));
         }
         assert_eq!(encode_value("a\"b%c\td"), "a%22b%25c%09d");
