@@ -155,6 +155,8 @@ wait_ready "$orders_url"
 # which the subscriber must read back exactly.
 request_id='contract-"50%41"'
 idempotency_key='restock-%41"1"'
+# And a trace context, which travels as ce-traceparent (and plain traceparent).
+traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
 
 log "driving every event type: products created, repriced, restocked; orders confirmed, rejected, cancelled"
 product_ids=()
@@ -175,7 +177,8 @@ for id_version in "$teapot 2" "$cup 2" "$spoon 1"; do
 done
 place() {
   post "$orders_url/orders" \
-    "{\"customer_id\":\"$1\",\"lines\":[{\"product_id\":\"$2\",\"quantity\":$3}]}" | field id
+    "{\"customer_id\":\"$1\",\"lines\":[{\"product_id\":\"$2\",\"quantity\":$3}]}" \
+    -H "traceparent: $traceparent" | field id
 }
 confirmed=$(place alice "$teapot" 2)
 rejected=$(place bob "$spoon" 1) # no stock
@@ -235,7 +238,8 @@ log "foreign subscriber (nats-py, cloudevents, jsonschema) on both streams"
   --expect "product=$product_events" --expect "order=$order_events" \
   --legacy-headers product=absent --legacy-headers order=present \
   --expect-attribute "correlationid=$request_id" \
-  --expect-attribute "idempotencykey=$idempotency_key"
+  --expect-attribute "idempotencykey=$idempotency_key" \
+  --expect-attribute "traceparent=$traceparent"
 
 log "docs/examples/subscriber.py --max $product_events"
 NATS_URL="$NATS_URL" EVENTS_NAMESPACE="$run_id" timeout 30 \
