@@ -27,6 +27,7 @@ cd "$(dirname "$0")/.."
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ beside the scripts in the work tree
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'contract: %s\n' "$*" >&2; exit 1; }
 started=$SECONDS
