@@ -1,7 +1,9 @@
 //! The viewer's HTTP side: the page and its assets (embedded in the binary), a JSON API over
-//! the window, the server-sent-events stream of changes, and the forms' POSTs forwarded to
-//! the services unchanged (same paths and bodies as the services' own API, so the page needs
-//! no CORS).
+//! the window, the server-sent-events stream of changes, the forms' POSTs forwarded to the
+//! services unchanged (same paths and bodies as the services' own API, so the page needs no
+//! CORS), and the services' AsyncAPI and OpenAPI documents, which the page links to through
+//! the viewer (`/services/<orders|products>/<asyncapi|openapi>.json`), since a browser may not
+//! reach the addresses the viewer reaches them at (docker compose's).
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/events", web::get().to(events))
         .route("/api/saga/{key}", web::get().to(saga_of))
         .route("/api/stream", web::get().to(stream))
+        .route("/services/{service}/{document}", web::get().to(document))
         .route("/products", web::post().to(forward))
         .route("/orders", web::post().to(forward))
         .route("/orders/{id}/cancel", web::post().to(forward));
@@ -128,6 +131,27 @@ async fn stream(state: web::Data<State>) -> HttpResponse {
         .streaming(frames)
 }
 
+/// A service's contract: `GET /services/orders/asyncapi.json` answers order-service's
+/// `GET /asyncapi.json`, and so on for `openapi.json` and `products`.
+async fn document(path: web::Path<(String, String)>, state: web::Data<State>) -> HttpResponse {
+    let (service, document) = path.into_inner();
+    let base = match service.as_str() {
+        "orders" => &state.orders_url,
+        "products" => &state.products_url,
+        _ => return not_found(format!("no service {service:?}: orders or products")),
+    };
+    if !matches!(document.as_str(), "asyncapi.json" | "openapi.json") {
+        return not_found(format!(
+            "no document {document:?}: asyncapi.json or openapi.json"
+        ));
+    }
+    answer(state.http.get(format!("{base}/{document}")), base).await
+}
+
+fn not_found(message: String) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({ "error": "not_found", "message": message }))
+}
+
 /// Forwards a POST to the service that owns its path, with its body and the headers that
 /// matter (content type, idempotency key, request id), and answers with the service's answer.
 async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
@@ -143,6 +167,12 @@ async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
             outgoing = outgoing.header(name, value);
         }
     }
+    answer(outgoing, base).await
+}
+
+/// Sends `outgoing` to the service at `base` and answers with its status, body, content type
+/// and request id; 502 when it does not answer.
+async fn answer(outgoing: reqwest::RequestBuilder, base: &str) -> HttpResponse {
     let answer = match outgoing.send().await {
         Ok(answer) => answer,
         Err(e) => {

@@ -188,3 +188,70 @@ async fn relayed_events_make_a_saga_and_the_missing_services_show_as_down() {
         let _ = js.delete_stream(format!("{ns}_{stream}_events")).await;
     }
 }
+
+#[actix_web::test]
+async fn the_page_links_both_services_contracts_and_the_viewer_fetches_them() {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+
+    // One stand-in for both services, answering any GET with its path.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("an address").port();
+    let stand_in = HttpServer::new(|| {
+        App::new().default_service(web::get().to(|req: HttpRequest| async move {
+            HttpResponse::Ok().json(json!({ "path": req.path() }))
+        }))
+    })
+    .listen(listener)
+    .expect("listens")
+    .run();
+    let stand_in = actix_web::rt::spawn(stand_in);
+    let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let (orders, products) = (
+        format!("http://127.0.0.1:{port}/o"),
+        format!("http://127.0.0.1:{port}/p"),
+    );
+    let config = Config::parse_from([
+        "event-viewer",
+        "--nats-url",
+        &nats_url,
+        "--events-namespace",
+        "viewercontracts",
+        "--orders-url",
+        &orders,
+        "--products-url",
+        &products,
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    let app = Application::build(config).await.expect("viewer starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+
+    let page = reqwest::get(format!("{base}/"))
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("the page");
+    for (service, path) in [("orders", "/o"), ("products", "/p")] {
+        for document in ["asyncapi.json", "openapi.json"] {
+            let link = format!("/services/{service}/{document}");
+            assert!(
+                page.contains(&format!("href=\"{link}\"")),
+                "{link} on the page"
+            );
+            let fetched = get(&format!("{base}{link}")).await;
+            assert_eq!(fetched, json!({ "path": format!("{path}/{document}") }));
+        }
+    }
+    for unknown in [
+        "/services/billing/asyncapi.json",
+        "/services/orders/secrets.json",
+    ] {
+        let response = reqwest::get(format!("{base}{unknown}")).await.expect("GET");
+        assert_eq!(response.status(), 404, "{unknown}");
+    }
+
+    server.abort();
+    stand_in.abort();
+}

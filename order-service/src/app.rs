@@ -4,7 +4,8 @@
 //! - the consumer of product-service's events: the saga's reaction (a reservation's outcome
 //!   confirms or rejects the order) and the `catalog` projection;
 //! - replay: `orders` from the store, `catalog` from the inbox (`crate::replay`);
-//! - the HTTP routes of `crate::api`, with the audit's client of product-service.
+//! - the HTTP routes of `crate::api`, with the audit's client of product-service and the
+//!   AsyncAPI document they serve.
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// service starts and takes writes while NATS is down), starts the relay and the consumer,
 /// and binds `config.http_addr` (port 0 picks a free port).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
+    let asyncapi = web::Data::new(api::asyncapi::document(&config)?);
     let service = Service::start(Start {
         config: &config,
         migrations: migrations(),
@@ -60,7 +62,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     });
     service
         .serve(replay::targets(), move |cfg| {
-            cfg.app_data(state.clone());
+            cfg.app_data(state.clone()).app_data(asyncapi.clone());
             api::configure(cfg);
         })
         .await

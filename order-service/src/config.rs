@@ -1,6 +1,6 @@
 //! The one typed configuration, read from flags or the environment: the shape both services
 //! share (`service_kit::config`), with order-service's names and defaults, its own setting
-//! (where product-service is, for the audit) and its own command (`audit`).
+//! (where product-service is, for the audit) and its own commands (`audit`, `asyncapi`).
 
 use service_kit::config::Service;
 pub use service_kit::config::{
@@ -46,8 +46,8 @@ impl Default for Settings {
     }
 }
 
-/// Command line of the `order-service` binary: `order-service [serve]`, `order-service replay`
-/// or `order-service audit`, with flags before or after the subcommand.
+/// Command line of the `order-service` binary: `order-service [serve]`, `replay`,
+/// `republish`, `audit` or `asyncapi`, with flags before or after the subcommand.
 #[derive(Debug, clap::Parser)]
 #[command(name = SERVICE_NAME, about = OrderService::ABOUT, version)]
 pub struct Cli {
@@ -67,6 +67,10 @@ pub enum OrderCommand {
     /// 0 when C = 1, 1 when they disagree, 2 when the audit could not run. Needs
     /// DATABASE_URL and PRODUCT_SERVICE_URL.
     Audit,
+    /// Print the AsyncAPI document of the events this service publishes and consumes (what
+    /// GET /asyncapi.json serves), for EVENTS_NAMESPACE and NATS_URL, and exit. Connects to
+    /// nothing.
+    Asyncapi,
 }
 
 pub type Config = service_kit::config::Config<OrderService>;
@@ -147,6 +151,18 @@ mod tests {
             let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(cli.command, Some(OrderCommand::Audit));
             assert_eq!(cli.config.settings.product_service_url, "http://p:1");
+        }
+    }
+
+    #[test]
+    fn asyncapi_takes_the_namespace_before_or_after_it() {
+        for args in [
+            &["order-service", "asyncapi", "--events-namespace", "t1"][..],
+            &["order-service", "--events-namespace", "t1", "asyncapi"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(cli.command, Some(OrderCommand::Asyncapi));
+            assert_eq!(cli.config.common.events_namespace, "t1");
         }
     }
 

@@ -4,7 +4,7 @@
 //!   product, whether a command or the saga appended;
 //! - the consumer of order-service's events: the stock reservation saga;
 //! - replay: `products` from the store (`crate::replay`);
-//! - the HTTP routes of `crate::api`.
+//! - the HTTP routes of `crate::api`, and the AsyncAPI document they serve.
 
 use std::sync::Arc;
 
@@ -34,6 +34,7 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// while NATS is down), starts the relay, the consumer and the notifier, and binds the HTTP
 /// listener (`port 0` picks a free port).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
+    let asyncapi = web::Data::new(api::asyncapi::document(&config)?);
     let service = Service::start(Start {
         config: &config,
         migrations: migrations(),
@@ -49,7 +50,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     });
     service
         .serve(replay::targets(), move |cfg| {
-            cfg.app_data(state.clone());
+            cfg.app_data(state.clone()).app_data(asyncapi.clone());
             api::configure(cfg);
         })
         .await

@@ -1,5 +1,6 @@
 //! The one typed configuration, read from flags or the environment: the shape both services
-//! share (`service_kit::config`), with product-service's names and defaults.
+//! share (`service_kit::config`), with product-service's names and defaults, and its command
+//! line: the shared commands and `asyncapi`.
 
 use service_kit::config::Service;
 pub use service_kit::config::{
@@ -25,8 +26,28 @@ impl Service for ProductService {
     type Settings = service_kit::config::NoSettings;
 }
 
-/// The command line: `product-service [serve]` or `product-service replay`.
-pub type Cli = service_kit::config::Cli<ProductService>;
+/// Command line of the `product-service` binary: `product-service [serve]`, `replay`,
+/// `republish` or `asyncapi`, with flags before or after the subcommand.
+#[derive(Debug, clap::Parser)]
+#[command(name = SERVICE_NAME, about = ProductService::ABOUT, version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<ProductServiceCommand>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The shared commands, and the one that needs nothing but the binary.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ProductServiceCommand {
+    #[command(flatten)]
+    Shared(Command),
+    /// Print the AsyncAPI document of the events this service publishes and consumes (what
+    /// GET /asyncapi.json serves), for EVENTS_NAMESPACE and NATS_URL, and exit. Connects to
+    /// nothing.
+    Asyncapi,
+}
+
 pub type Config = service_kit::config::Config<ProductService>;
 #[cfg(test)]
 mod tests {
@@ -41,7 +62,10 @@ mod tests {
         assert_eq!(Config::defaults().http_addr.port(), 8082);
         let cli = Cli::try_parse_from(["product-service", "serve", "--events-namespace", "t1"])
             .expect("parses");
-        assert_eq!(cli.command, Some(Command::Serve));
+        assert_eq!(
+            cli.command,
+            Some(ProductServiceCommand::Shared(Command::Serve))
+        );
         assert_eq!(cli.config.nats_names().other_stream, "t1_order_events");
     }
 
@@ -49,13 +73,28 @@ mod tests {
     fn replay_takes_repeated_projections_or_list() {
         let cli = Cli::try_parse_from(["product-service", "replay", "--projection", "products"])
             .expect("parses");
-        let Some(Command::Replay(args)) = cli.command else {
+        let Some(ProductServiceCommand::Shared(Command::Replay(args))) = cli.command else {
             panic!("not replay: {:?}", cli.command)
         };
         assert_eq!(args.projections, ["products"]);
         assert!(!args.list);
         let cli = Cli::try_parse_from(["product-service", "replay", "--list"]).expect("parses");
-        assert!(matches!(cli.command, Some(Command::Replay(args)) if args.list));
+        assert!(matches!(
+            cli.command,
+            Some(ProductServiceCommand::Shared(Command::Replay(args))) if args.list
+        ));
+    }
+
+    #[test]
+    fn asyncapi_takes_the_namespace_before_or_after_it() {
+        for args in [
+            &["product-service", "asyncapi", "--events-namespace", "t1"][..],
+            &["product-service", "--events-namespace", "t1", "asyncapi"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(cli.command, Some(ProductServiceCommand::Asyncapi));
+            assert_eq!(cli.config.common.events_namespace, "t1");
+        }
     }
 
     #[test]

@@ -25,6 +25,9 @@
 //!   bar on a terminal (plain lines elsewhere) and a summary per projection.
 //! - [`republish`]: sending the store's events to the broker again (`republish` command and
 //!   `POST /admin/republish`), for a broker replaced from scratch.
+//! - [`asyncapi`]: the AsyncAPI 3.0 document of a service's events (`GET /asyncapi.json`, the
+//!   `asyncapi` command), built from the utoipa schemas of the types that write and read each
+//!   schema version, with the CloudEvents names of `event_store::cloudevents`.
 //! - [`admin`]: `/admin/projections`, projection status and online rebuilds behind the admin
 //!   token, with its own state (the service's `event_store::replay::Rebuilds`).
 //!
@@ -33,6 +36,7 @@
 //! the saga.
 
 pub mod admin;
+pub mod asyncapi;
 pub mod config;
 pub mod database;
 pub mod error;

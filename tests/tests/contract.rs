@@ -235,3 +235,52 @@ fn consumers_know_the_current_version_of_every_consumed_type_and_share_its_fixtu
         "product-service",
     );
 }
+
+/// Each service's AsyncAPI document names every message it consumes as its producer's
+/// document does: the same channel address and the same `ce-type`, `ce-source`,
+/// `ce-dataschema` and `ce-schemaversion`, so an event maps to one message in both.
+#[test]
+fn each_consumed_message_is_named_as_its_producer_publishes_it() {
+    use serde_json::Value;
+
+    let products = product_service::api::asyncapi::document(&product_service::Config::defaults())
+        .unwrap()
+        .0;
+    let orders = order_service::api::asyncapi::document(&order_service::Config::defaults())
+        .unwrap()
+        .0;
+    let constant = |doc: &Value, key: &str, header: &str| {
+        doc["components"]["messages"][key]["headers"]["properties"][header]["const"].clone()
+    };
+    let mut compared = 0;
+    for (consumer, producer) in [(&products, &orders), (&orders, &products)] {
+        let received = consumer["operations"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|op| op["action"] == "receive");
+        for operation in received {
+            let channel = operation["channel"]["$ref"].as_str().unwrap();
+            let channel = channel.strip_prefix("#/channels/").unwrap();
+            let (mine, theirs) = (
+                &consumer["channels"][channel],
+                &producer["channels"][channel],
+            );
+            assert_eq!(mine["address"], theirs["address"], "{channel}");
+            assert_eq!(
+                producer["operations"][format!("send{channel}")]["action"],
+                "send",
+                "{channel}"
+            );
+            for key in mine["messages"].as_object().unwrap().keys() {
+                for header in ["ce-type", "ce-source", "ce-dataschema", "ce-schemaversion"] {
+                    let expected = constant(producer, key, header);
+                    assert!(expected.is_string(), "{key} {header}");
+                    assert_eq!(constant(consumer, key, header), expected, "{key} {header}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 13);
+}

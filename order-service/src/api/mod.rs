@@ -7,9 +7,11 @@
 //!   behind the admin token like the shared admin routes.
 //! - [`openapi`]: the document at `/openapi.json`, which also describes the admin routes
 //!   (`service_kit::admin`, behind `ADMIN_TOKEN`).
+//! - [`asyncapi`]: the AsyncAPI document of the events at `/asyncapi.json`.
 //! - [`request_id`]: `X-Request-Id` and `traceparent` in, correlation id and trace context of
 //!   the events, echoed out; also times each request (`/metrics`, from `service-kit`).
 
+pub mod asyncapi;
 pub mod audit;
 pub mod catalog;
 pub mod error;
@@ -42,5 +44,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(orders::routes)
         .configure(catalog::routes)
         .configure(audit::routes)
-        .configure(openapi::routes);
+        .configure(openapi::routes)
+        .configure(asyncapi::routes);
 }

@@ -28,6 +28,7 @@ use super::resource;
         service_kit::admin::republish,
         super::audit::run_audit,
         openapi_json,
+        service_kit::asyncapi::asyncapi_json,
         service_kit::prometheus::metrics,
     ),
     components(schemas(
@@ -58,7 +59,8 @@ use super::resource;
         (name = "admin", description = "Projection status, online rebuilds and the consistency \
             audit; needs \
             `Authorization: Bearer <ADMIN_TOKEN>`, and exists only when ADMIN_TOKEN is set"),
-        (name = "meta", description = "This document"),
+        (name = "meta", description = "This document, and the AsyncAPI document of the events \
+            this service publishes and consumes"),
     ),
     modifiers(&AdminSecurity)
 )]

@@ -3,6 +3,7 @@
 //! freely.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use event_store::wire_events;
@@ -42,7 +43,7 @@ impl ProductEvent {
 }
 
 /// A product was added to the catalogue (version 2: the price carries its currency).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct ProductCreated {
     pub product_id: Uuid,
     pub name: String,
@@ -51,41 +52,41 @@ pub struct ProductCreated {
 }
 
 /// A product's price changed (version 2), in the product's currency.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct PriceChanged {
     pub product_id: Uuid,
     pub price: Money,
 }
 
 /// Stock was added to a product.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct ProductRestocked {
     pub product_id: Uuid,
     pub quantity: i64,
 }
 
 /// Stock of a product was taken by an order.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct StockReserved {
     pub product_id: Uuid,
     pub quantity: i64,
 }
 
 /// Stock of a product was given back by a cancelled order.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct StockReleased {
     pub product_id: Uuid,
     pub quantity: i64,
 }
 
 /// Every line of an order was reserved.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct ReservationConfirmed {
     pub order_id: Uuid,
 }
 
 /// Nothing was reserved for an order; `product_id` names the line that failed, if any.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct ReservationRejected {
     pub order_id: Uuid,
     pub reason: String,
@@ -93,7 +94,7 @@ pub struct ReservationRejected {
 }
 
 /// A cancelled order's stock was given back.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct ReservationReleased {
     pub order_id: Uuid,
 }

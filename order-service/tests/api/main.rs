@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod catalog;
+mod contracts;
 mod handlers;
 mod health;
 mod helpers;

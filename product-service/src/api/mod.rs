@@ -3,9 +3,13 @@
 //! The admin routes (projection status and online rebuilds) are `service_kit::admin`; `app`
 //! registers them only when `ADMIN_TOKEN` is set, and [`openapi`] describes them.
 //!
+//! [`openapi`] serves the OpenAPI document of the routes at `/openapi.json`, and [`asyncapi`]
+//! the AsyncAPI document of the events at `/asyncapi.json`.
+//!
 //! Writes run a command (`event_store::aggregate::Commands`) and answer with the state and
 //! stream version they produced; reads come from the `products` read model and carry the version it reflects.
 
+pub mod asyncapi;
 pub mod changes;
 pub mod error;
 pub mod events;
@@ -38,5 +42,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(products::routes)
         .configure(changes::routes)
         .configure(events::routes)
-        .configure(openapi::routes);
+        .configure(openapi::routes)
+        .configure(asyncapi::routes);
 }

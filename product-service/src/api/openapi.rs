@@ -31,6 +31,7 @@ use service_kit::health;
         admin::rebuild_projection,
         admin::republish,
         document,
+        service_kit::asyncapi::asyncapi_json,
         service_kit::prometheus::metrics,
     ),
     components(schemas(
@@ -53,6 +54,8 @@ use service_kit::health;
         (name = "health", description = "Liveness and readiness"),
         (name = "admin", description = "Projection status and online rebuilds; needs \
             `Authorization: Bearer <ADMIN_TOKEN>`, and exists only when ADMIN_TOKEN is set"),
+        (name = "meta", description = "This document, and the AsyncAPI document of the events \
+            this service publishes and consumes"),
     ),
     modifiers(&AdminSecurity)
 )]
@@ -77,7 +80,7 @@ impl Modify for AdminSecurity {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "health",
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())

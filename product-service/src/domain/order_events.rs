@@ -2,6 +2,7 @@
 //! needs; unknown fields and unknown event types are ignored, so order-service can evolve freely.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use event_store::wire_events;
@@ -15,21 +16,21 @@ wire_events! {
 
 /// An order was placed and waits for its stock. Version 2 (prices carry a currency), which
 /// changed no field read here.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
     pub lines: Vec<OrderedLine>,
 }
 
 /// One line of a placed order, as far as stock is concerned.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct OrderedLine {
     pub product_id: Uuid,
     pub quantity: i64,
 }
 
 /// An order was cancelled.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
 pub struct OrderCancelled {
     pub order_id: Uuid,
 }

@@ -1,51 +1,138 @@
 //! The upcast steps of every old event version this service reads: its own `ProductCreated`
-//! and `PriceChanged` v1, and order-service's `OrderPlaced` v1 (the same function order-service
+//! and `PriceChanged` v1, and order-service's `OrderPlaced` v1 (the conversion order-service
 //! has, since a consumer reads every version its producer ever wrote). Pure functions on the
 //! payload (docs/adr/0007-evolving-events.md).
+//!
+//! Each step reads the old payload through a type of that version (`ProductCreatedV1`, ...),
+//! so the AsyncAPI document gives old versions the schema of the type that actually reads
+//! them (`crate::api::asyncapi`), and a step refuses what serde refuses, naming the field.
 
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::events::{Money, PriceChanged, ProductCreated};
 
 /// Every price before version 2 was in the one currency the system then had.
 pub const V1_CURRENCY: &str = "USD";
 
+/// `ProductCreated` as version 1 wrote it: the price in bare cents of `USD`, the one currency
+/// of version 1.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct ProductCreatedV1 {
+    pub product_id: Uuid,
+    pub name: String,
+    pub price_cents: i64,
+    pub initial_stock: i64,
+}
+
+/// `PriceChanged` as version 1 wrote it: both prices in bare cents of `USD`, the one currency
+/// of version 1.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct PriceChangedV1 {
+    pub product_id: Uuid,
+    pub old_price_cents: i64,
+    pub price_cents: i64,
+}
+
+/// order-service's `OrderPlaced` as it wrote it at version 1, as far as this service reads
+/// it: its lines, with their prices in bare cents of `USD`, and `total_cents`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct OrderPlacedV1 {
+    pub order_id: Uuid,
+    pub lines: Vec<OrderedLineV1>,
+    pub total_cents: i64,
+    /// The fields this service does not read (the customer), handed on unchanged, so the step
+    /// gives order-service's version 2 whole.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// One line of a version-1 `OrderPlaced`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, ToSchema)]
+pub struct OrderedLineV1 {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+    /// Fields this service does not read, handed on unchanged.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
 /// `ProductCreated` v1 to v2: `price_cents` becomes `price` in [`V1_CURRENCY`].
-pub fn product_created_v1(mut payload: Value) -> Result<Value, String> {
-    cents_to_money(&mut payload, "price_cents", "price")?;
-    Ok(payload)
+pub fn product_created_v1(payload: Value) -> Result<Value, String> {
+    let v1: ProductCreatedV1 = read(payload)?;
+    write(ProductCreated {
+        product_id: v1.product_id,
+        name: v1.name,
+        price: usd(v1.price_cents),
+        initial_stock: v1.initial_stock,
+    })
 }
 
 /// `PriceChanged` v1 to v2: `old_price_cents` and `price_cents` become `old_price` and
 /// `price` in [`V1_CURRENCY`].
-pub fn price_changed_v1(mut payload: Value) -> Result<Value, String> {
-    cents_to_money(&mut payload, "old_price_cents", "old_price")?;
-    cents_to_money(&mut payload, "price_cents", "price")?;
-    Ok(payload)
+pub fn price_changed_v1(payload: Value) -> Result<Value, String> {
+    let v1: PriceChangedV1 = read(payload)?;
+    write(PriceChanged {
+        product_id: v1.product_id,
+        old_price: usd(v1.old_price_cents),
+        price: usd(v1.price_cents),
+    })
 }
 
 /// order-service's `OrderPlaced` v1 to v2: each line's `unit_price_cents` becomes
 /// `unit_price`, and `total_cents` becomes `total`, in [`V1_CURRENCY`].
-pub fn order_placed_v1(mut payload: Value) -> Result<Value, String> {
-    let object = event_store::wire::object(&mut payload)?;
-    let lines = object
-        .get_mut("lines")
-        .and_then(Value::as_array_mut)
-        .ok_or("missing field `lines`, or not an array")?;
-    for line in lines {
-        cents_to_money(line, "unit_price_cents", "unit_price")?;
-    }
-    cents_to_money(&mut payload, "total_cents", "total")?;
-    Ok(payload)
+pub fn order_placed_v1(payload: Value) -> Result<Value, String> {
+    let v1: OrderPlacedV1 = read(payload)?;
+    let lines: Vec<Value> = v1
+        .lines
+        .into_iter()
+        .map(|line| {
+            with(
+                line.other,
+                [
+                    ("product_id", json!(line.product_id)),
+                    ("quantity", json!(line.quantity)),
+                    ("unit_price", json!(usd(line.unit_price_cents))),
+                ],
+            )
+        })
+        .collect();
+    Ok(with(
+        v1.other,
+        [
+            ("order_id", json!(v1.order_id)),
+            ("lines", Value::Array(lines)),
+            ("total", json!(usd(v1.total_cents))),
+        ],
+    ))
 }
 
-/// Replaces the integer field `cents` of an object with the money field `money` in
-/// [`V1_CURRENCY`].
-fn cents_to_money(value: &mut Value, cents: &str, money: &str) -> Result<(), String> {
-    let object = event_store::wire::object(value)?;
-    let amount = object
-        .remove(cents)
-        .filter(Value::is_i64)
-        .ok_or_else(|| format!("missing field `{cents}`, or not an integer"))?;
-    let price = json!({ "amount_minor": amount, "currency": V1_CURRENCY });
-    object.insert(money.to_owned(), price);
-    Ok(())
+fn usd(amount_minor: i64) -> Money {
+    Money {
+        amount_minor,
+        currency: V1_CURRENCY.to_owned(),
+    }
+}
+
+/// An old payload as its version's type; serde's error (`missing field `price_cents``) when
+/// it does not fit.
+fn read<T: DeserializeOwned>(payload: Value) -> Result<T, String> {
+    serde_json::from_value(payload).map_err(|e| e.to_string())
+}
+
+/// The next version's payload.
+fn write(next: impl Serialize) -> Result<Value, String> {
+    serde_json::to_value(next).map_err(|e| e.to_string())
+}
+
+/// `other` with `fields` set.
+fn with<const N: usize>(mut other: Map<String, Value>, fields: [(&str, Value); N]) -> Value {
+    for (name, value) in fields {
+        other.insert(name.to_owned(), value);
+    }
+    Value::Object(other)
 }

@@ -2,6 +2,7 @@
 //! reservation saga driven by hand-published order events, and replay (rebuilds).
 
 mod bad_input;
+mod contracts;
 mod idempotency;
 mod observability;
 mod products;
