@@ -405,6 +405,7 @@ async fn main() {
         dead_letter_subject: format!("{ns}.deadletter"),
         max_deliver: 10,
         newer_schema_delay: event_store::consumer::NEWER_SCHEMA_DELAY,
+        replicas: 1,
     };
     let (name, prefix) = (&config.stream, &config.subject_prefix);
     let stream = event_store::nats::ensure_stream(&js, name, prefix).await;

@@ -18,6 +18,8 @@ pub mod names {
     pub const EVENTS_APPENDED: &str = "es_events_appended_total";
     pub const MESSAGES_CONSUMED: &str = "es_consumer_messages_total";
     pub const DEAD_LETTERS: &str = "es_dead_letters_total";
+    pub const PUBLISH_RETRIES: &str = "es_relay_publish_retries_total";
+    pub const CONSUMER_REPULLS: &str = "es_consumer_repulls_total";
     pub const CONSUMER_BATCH_MESSAGES: &str = "es_consumer_batch_messages";
     pub const CONSUMER_BATCH_SECONDS: &str = "es_consumer_batch_seconds";
     pub const HEAD_POSITION: &str = "es_head_position";
@@ -43,6 +45,17 @@ pub fn describe_counters() {
         "Messages of the other service handled by a consumer, by outcome: applied, duplicate, \
          retried (nak'd for redelivery), newer_schema (held: written at a schema version \
          this service does not read yet) or dead_lettered"
+    );
+    metrics::describe_counter!(
+        names::PUBLISH_RETRIES,
+        "Messages the relay sent again under the same Nats-Msg-Id because JetStream did not \
+         acknowledge them (a cluster electing a leader, a node lost), by stream and reason: \
+         timeout, no_responders, disconnected, refused"
+    );
+    metrics::describe_counter!(
+        names::CONSUMER_REPULLS,
+        "Times a consumer started pulling afresh because its pull went quiet (missed \
+         heartbeats, no responders, a consumer leader change), by consumer and reason"
     );
     metrics::describe_histogram!(
         names::CONSUMER_BATCH_MESSAGES,
@@ -92,6 +105,27 @@ pub(crate) fn consumed(consumer: &str, outcome: &'static str) {
         names::MESSAGES_CONSUMED,
         "consumer" => consumer.to_owned(),
         "outcome" => outcome
+    )
+    .increment(1);
+}
+
+/// A message sent again by the relay after `reason`: timeout, no_responders, disconnected or
+/// refused.
+pub(crate) fn publish_retried(stream: &str, reason: &'static str) {
+    metrics::counter!(
+        names::PUBLISH_RETRIES,
+        "stream" => stream.to_owned(),
+        "reason" => reason
+    )
+    .increment(1);
+}
+
+/// A consumer's pull started afresh after `reason`.
+pub(crate) fn repulled(consumer: &str, reason: &'static str) {
+    metrics::counter!(
+        names::CONSUMER_REPULLS,
+        "consumer" => consumer.to_owned(),
+        "reason" => reason
     )
     .increment(1);
 }

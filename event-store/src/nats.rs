@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, stream};
-use async_nats::Client;
+use async_nats::{Client, ServerAddr};
 
 /// Oldest server this project supports: Debian's 2.9. Fields added in 2.10+ (for example
 /// several filter subjects per consumer) are silently ignored by 2.9, so nothing here uses them.
@@ -45,11 +45,30 @@ impl std::fmt::Debug for Login {
     }
 }
 
-/// Connects to `url`, as `login` when given, without waiting for the server: the client keeps
-/// retrying in the background, so a service starts (and takes writes) while NATS is down. The
-/// server version is checked by [`ensure_stream`], the first call that needs an answer from
+/// The servers of `urls`: one URL, or several separated by commas (the nodes of a cluster,
+/// `nats://n1:4222,nats://n2:4222,nats://n3:4222`), as the `nats` CLI takes them.
+pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<ServerAddr>> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<ServerAddr>()
+                .map_err(|e| anyhow::anyhow!("NATS URL {url:?} is not valid: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!addrs.is_empty(), "no NATS URL given");
+    Ok(addrs)
+}
+
+/// Connects to `urls` (one server or a cluster's nodes, see [`server_addrs`]), as `login`
+/// when given, without waiting for the server: the client keeps retrying in the background,
+/// so a service starts (and takes writes) while NATS is down, and after losing its node it
+/// reconnects to any other (the servers a cluster announces are added to the list). The
+/// server version is checked by [`declare_stream`], the first call that needs an answer from
 /// the server. What a user may publish is the server's decision (docker/nats.conf).
-pub async fn connect(url: &str, login: Option<&Login>) -> anyhow::Result<Client> {
+pub async fn connect(urls: &str, login: Option<&Login>) -> anyhow::Result<Client> {
+    let addrs = server_addrs(urls)?;
     let options = match login {
         Some(login) => async_nats::ConnectOptions::with_user_and_password(
             login.user.clone(),
@@ -60,7 +79,7 @@ pub async fn connect(url: &str, login: Option<&Login>) -> anyhow::Result<Client>
     Ok(options
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(addrs)
         .await?)
 }
 
@@ -80,9 +99,31 @@ pub fn check_version(version: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the file-backed stream `name` capturing `<subject_prefix>.>` if it is missing, and
-/// refuses a server older than [`MIN_SERVER_VERSION`] (checked here because the server has
-/// answered by now, so its version is known).
+/// Who decides a stream's configuration when it already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declare {
+    /// The service that publishes to it: an existing stream's replica count is changed to the
+    /// one asked for (so `NATS_STREAM_REPLICAS` takes effect on a running system).
+    Own,
+    /// A consumer, or a test: a missing stream is created, an existing one is left as it is.
+    Other,
+}
+
+/// [`declare_stream`] with one replica, leaving an existing stream as it is.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subject_prefix: &str,
+) -> anyhow::Result<stream::Stream> {
+    declare_stream(js, name, subject_prefix, 1, Declare::Other).await
+}
+
+/// Creates the file-backed stream `name` capturing `<subject_prefix>.>` with `replicas`
+/// copies (on a cluster, 3 survives the loss of any one node) if it is missing; for
+/// [`Declare::Own`], also changes an existing stream's replica count to `replicas` (the
+/// server moves the data; a refusal, such as more replicas than nodes, is logged and the
+/// stream used as it is). Refuses a server older than [`MIN_SERVER_VERSION`] (checked here
+/// because the server has answered by now, so its version is known).
 ///
 /// Safe to call from several processes at once (both services declare both streams, a test
 /// declares the stream it publishes to while the service under test starts, and replicas start
@@ -91,11 +132,15 @@ pub fn check_version(version: &str) -> anyhow::Result<()> {
 /// server can also answer a create it carried out too late for the request's timeout. So a
 /// create that fails while the connection is up is followed by one lookup, and only a stream
 /// that is still missing is an error. (While disconnected the lookup would only wait out
-/// another timeout, so the error is returned at once.)
-pub async fn ensure_stream(
+/// another timeout, so the error is returned at once.) A stream is only ever created when the
+/// server says it does not exist, never because a lookup failed: during a cluster's leader
+/// election the lookup times out, and the stream is still there.
+pub async fn declare_stream(
     js: &jetstream::Context,
     name: &str,
     subject_prefix: &str,
+    replicas: usize,
+    declare: Declare,
 ) -> anyhow::Result<stream::Stream> {
     let created = js
         .get_or_create_stream(stream::Config {
@@ -103,10 +148,11 @@ pub async fn ensure_stream(
             subjects: vec![format!("{subject_prefix}.>")],
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: replicas.max(1),
             ..Default::default()
         })
         .await;
-    let stream = match created {
+    let mut stream = match created {
         Ok(stream) => stream,
         Err(create_error) => {
             let existing = if js.client().connection_state() == State::Connected {
@@ -123,12 +169,49 @@ pub async fn ensure_stream(
         }
     };
     check_version(&js.client().server_info().version)?;
+    let has = stream.cached_info().config.num_replicas.max(1);
+    if declare == Declare::Own && has != replicas.max(1) {
+        let mut config = stream.cached_info().config.clone();
+        config.num_replicas = replicas.max(1);
+        match js.update_stream(&config).await {
+            Ok(_) => {
+                tracing::info!(
+                    stream = name,
+                    from = has,
+                    to = config.num_replicas,
+                    "stream replicas changed"
+                );
+                stream = js.get_stream(name).await?;
+            }
+            Err(e) => tracing::warn!(
+                stream = name,
+                replicas = has,
+                wanted = config.num_replicas,
+                error = %e,
+                "cannot change the stream's replica count; using it as it is"
+            ),
+        }
+    }
     Ok(stream)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{check_version, Login};
+    use super::{check_version, server_addrs, Login};
+
+    #[test]
+    fn a_cluster_is_given_as_urls_separated_by_commas() {
+        let addrs = server_addrs("nats://a:4222, nats://b:4223,nats://c:4224").expect("three URLs");
+        let ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert_eq!(
+            server_addrs("nats://127.0.0.1:4222").map(|a| a.len()).ok(),
+            Some(1)
+        );
+        assert!(server_addrs("").is_err());
+        assert!(server_addrs(" , ").is_err());
+        assert!(server_addrs("nats://a:4222,nats://b:notaport").is_err());
+    }
 
     #[test]
     fn a_login_needs_both_user_and_password_and_hides_the_password() {

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,8 @@ use tracing::Instrument;
 
 use crate::leader::{Leadership, Work};
 use crate::repair::{self, Reason, Watermark};
-use crate::{checkpoint, envelope, nats, EventStore, RecordedEvent};
+use crate::retry::Backoff;
+use crate::{checkpoint, envelope, metrics, nats, EventStore, RecordedEvent};
 
 /// How long published events may wait for the checkpoint to be saved. Saving after every
 /// batch would cost a commit per batch (under a steady trickle, per event) for nothing: after a
@@ -39,6 +41,9 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Who the events' envelope names as their producer, and which headers it writes.
     pub producer: envelope::Producer,
+    /// Copies of the stream JetStream keeps (`NATS_STREAM_REPLICAS`): 1 on a single node, 3 on
+    /// a cluster. The relay declares the stream with it, changing an existing stream's count.
+    pub replicas: usize,
 }
 
 impl RelayConfig {
@@ -49,7 +54,24 @@ impl RelayConfig {
             subject_prefix: subject_prefix.into(),
             batch_size: 500,
             producer: envelope::Producer::new("event-store"),
+            replicas: 1,
         }
+    }
+
+    /// Declares the stream (creating it, or changing its replica count to [`Self::replicas`]).
+    pub async fn declare_stream(
+        &self,
+        js: &jetstream::Context,
+    ) -> anyhow::Result<jetstream::stream::Stream> {
+        let declare = nats::Declare::Own;
+        nats::declare_stream(
+            js,
+            &self.stream,
+            &self.subject_prefix,
+            self.replicas,
+            declare,
+        )
+        .await
     }
 
     /// Where the service's replicas take repair requests ([`repair::repair_subject`]).
@@ -113,8 +135,7 @@ impl Relay {
     /// from again: that of the last message sent in order before it, or 0 when none is found
     /// near the stream's end.
     async fn check_tail(&self, event: &RecordedEvent) -> anyhow::Result<Option<i64>> {
-        let stream =
-            nats::ensure_stream(&self.js, &self.config.stream, &self.config.subject_prefix).await?;
+        let stream = self.config.declare_stream(&self.js).await?;
         let holds = match stream
             .get_last_raw_message_by_subject(&self.config.subject(event))
             .await
@@ -179,15 +200,23 @@ pub enum Sending {
     },
 }
 
-/// Publishes `batch` pipelined, then awaits every ack. A stream that turns out to be missing
-/// is declared again (empty: the relay's tail check then rewinds).
+/// How long one message is sent again, under its own `Nats-Msg-Id` (so the stream keeps it
+/// once however often it arrives), while JetStream cannot take it. A cluster electing a
+/// stream leader answers with timeouts and 503 "no responders" for a few seconds: weather,
+/// not a failure. After this the batch fails and the relay starts over from its checkpoint.
+pub const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// Publishes `batch` pipelined, then awaits every ack; a message whose ack fails for a
+/// reason that passes (a timeout, no responders, a lost connection) is sent again on its
+/// own, for up to [`PUBLISH_RETRY_FOR`]. A stream that turns out to be missing is declared
+/// again (empty: the relay's tail check then rewinds).
 pub(crate) async fn publish(
     js: &jetstream::Context,
     config: &RelayConfig,
     batch: &[RecordedEvent],
     sending: Sending,
 ) -> anyhow::Result<Vec<jetstream::publish::PublishAck>> {
-    let mut acks = Vec::with_capacity(batch.len());
+    let mut sent = Vec::with_capacity(batch.len());
     for event in batch {
         let (id, republished) = match sending {
             Sending::First => (event.event_id.to_string(), None),
@@ -201,23 +230,21 @@ pub(crate) async fn publish(
             .payload(payload)
             .headers(headers)
             .message_id(id);
-        match js.send_publish(config.subject(event), message).await {
-            Ok(ack) => acks.push(ack),
-            Err(e) => {
-                recreate_stream_if_missing(js, config, &e).await;
-                return Err(e.into());
-            }
-        }
+        let subject = config.subject(event);
+        let ack = js.send_publish(subject.clone(), message.clone()).await;
+        sent.push((subject, message, ack));
     }
-    let mut acked = Vec::with_capacity(acks.len());
-    for ack in acks {
-        match ack.await {
-            Ok(ack) => acked.push(ack),
-            Err(e) => {
-                recreate_stream_if_missing(js, config, &e).await;
-                return Err(e.into());
-            }
-        }
+    let mut acked = Vec::with_capacity(sent.len());
+    for (subject, message, ack) in sent {
+        let first = match ack {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        let ack = match first {
+            Ok(ack) => ack,
+            Err(e) => resend(js, config, subject, message, e).await?,
+        };
+        acked.push(ack);
     }
     if let Sending::Again { reason, .. } = sending {
         repair::metrics::republished(reason, batch.len());
@@ -225,18 +252,75 @@ pub(crate) async fn publish(
     Ok(acked)
 }
 
-async fn recreate_stream_if_missing(
+/// Sends `message` again after `error`, with the same message id, until JetStream takes it
+/// or [`PUBLISH_RETRY_FOR`] has passed. A stream the server says does not exist is declared
+/// again at once (no responders also answers a stream without a leader, so the server is
+/// asked first; a lookup that fails is an election, not a missing stream).
+async fn resend(
     js: &jetstream::Context,
     config: &RelayConfig,
-    error: &jetstream::context::PublishError,
-) {
-    if matches!(
-        error.kind(),
-        jetstream::context::PublishErrorKind::StreamNotFound
-    ) {
-        if let Err(e) = nats::ensure_stream(js, &config.stream, &config.subject_prefix).await {
-            tracing::warn!(error = %e, "cannot create the JetStream stream");
+    subject: String,
+    message: PublishMessage,
+    mut error: PublishError,
+) -> Result<jetstream::publish::PublishAck, PublishError> {
+    let deadline = Instant::now() + PUBLISH_RETRY_FOR;
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        let passing = matches!(
+            error.kind(),
+            PublishErrorKind::TimedOut
+                | PublishErrorKind::StreamNotFound
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::Other
+        );
+        if error.kind() == PublishErrorKind::StreamNotFound && stream_is_gone(js, config).await {
+            recreate_stream(js, config).await;
+        } else if !passing || Instant::now() >= deadline {
+            return Err(error);
         }
+        metrics::publish_retried(&config.stream, retry_reason(error.kind()));
+        tracing::debug!(error = %error, subject, "publish not acknowledged; sending it again");
+        tokio::time::sleep(backoff.next_delay()).await;
+        let ack = match js.send_publish(subject.clone(), message.clone()).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match ack {
+            Ok(ack) => return Ok(ack),
+            Err(e) => error = e,
+        }
+    }
+}
+
+/// The `reason` label of a publish sent again.
+fn retry_reason(kind: PublishErrorKind) -> &'static str {
+    match kind {
+        PublishErrorKind::TimedOut => "timeout",
+        PublishErrorKind::StreamNotFound => "no_responders",
+        PublishErrorKind::BrokenPipe => "disconnected",
+        _ => "refused",
+    }
+}
+
+/// Whether the server says the relay's stream does not exist (not merely that no one
+/// answered for it).
+async fn stream_is_gone(js: &jetstream::Context, config: &RelayConfig) -> bool {
+    match js.get_stream(&config.stream).await {
+        Err(e) => matches!(
+            e.kind(),
+            jetstream::context::GetStreamErrorKind::JetStream(error)
+                if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        ),
+        Ok(_) => false,
+    }
+}
+
+async fn recreate_stream(js: &jetstream::Context, config: &RelayConfig) {
+    match config.declare_stream(js).await {
+        Ok(_) => {
+            tracing::warn!(stream = %config.stream, "the stream was missing; declared it again")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot create the JetStream stream"),
     }
 }
 

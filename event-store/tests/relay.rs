@@ -214,6 +214,79 @@ async fn with_nats_stopped_appends_succeed_and_the_backlog_is_published_when_it_
     assert_eq!(published_ids(&js, &config.stream).await, ids);
 }
 
+/// The process's counters, read back by the tests that expect one to move.
+fn counters() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder of this test process");
+        snapshotter
+    })
+}
+
+/// Messages the relay sent again for `stream` after `reason` (es_relay_publish_retries_total).
+fn publish_retries(stream: &str, reason: &str) -> u64 {
+    counters()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, _, _, _)| {
+            key.key().name() == event_store::metrics::names::PUBLISH_RETRIES
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "stream" && l.value() == stream)
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "reason" && l.value() == reason)
+        })
+        .map(|(_, _, _, value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_publish_not_acknowledged_is_sent_again_in_place_under_the_same_message_id() {
+    counters();
+    testing::init_tracing();
+    let db = TestDb::new().await;
+    let store = db.store();
+    let mut server = NatsServer::start();
+    let client = event_store::nats::connect(&server.url(), None)
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let config = unique_config();
+    let relay = RunningRelay::start(&store, &js, &config);
+    let mut ids = append_events(&store, 2, 10).await;
+    wait_for_messages(&js, &config.stream, 20).await;
+
+    // Longer than an ack's timeout (5 s): the acks of what the relay publishes meanwhile fail
+    // as they do while a cluster elects a leader, and the relay sends those messages again
+    // instead of failing its batch.
+    server.stop();
+    ids.extend(append_events(&store, 3, 10).await);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    server.restart();
+
+    wait_for_messages(&js, &config.stream, ids.len() as u64).await;
+    wait_for_checkpoint(&store, &config).await;
+    relay.stop().await;
+    assert!(
+        publish_retries(&config.stream, "timeout") > 0,
+        "the unacknowledged messages were sent again in place"
+    );
+    // The same message ids: JetStream kept each event once however often it arrived.
+    assert_eq!(published_ids(&js, &config.stream).await, ids);
+}
+
 #[tokio::test]
 async fn declaring_a_stream_checks_the_server_version_once_connected() {
     let server = NatsServer::start();

@@ -100,6 +100,7 @@ pub enum Command {
 
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_NAMESPACE: &str = "shop";
+pub const DEFAULT_STREAM_REPLICAS: u8 = 1;
 pub const DEFAULT_LOG_FILTER: &str = "info";
 pub const DEFAULT_READY_MAX_LAG_SECONDS: u64 = 30;
 pub const DEFAULT_POOL_SIZE: u32 = 20;
@@ -113,8 +114,17 @@ pub struct Common {
     /// relay's reads); the relay's leadership lock uses one more.
     #[arg(long, env = "DATABASE_POOL_SIZE", global = true, default_value_t = DEFAULT_POOL_SIZE)]
     pub database_pool_size: u32,
+    /// The NATS server, or a cluster's nodes separated by commas
+    /// (`nats://n1:4222,nats://n2:4222,nats://n3:4222`): the client connects to any of them
+    /// and, when its node goes, reconnects to another.
     #[arg(long, env = "NATS_URL", global = true, default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
+    /// Copies JetStream keeps of each stream: 1 on a single server, 3 on a three-node
+    /// cluster (any one node may then be lost). The service creates its stream with it and
+    /// changes an existing stream's count to it.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", global = true, default_value_t = DEFAULT_STREAM_REPLICAS,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
     #[command(flatten)]
     pub nats_login: NatsLoginArgs,
     /// Prefix of every JetStream stream and subject, so several deployments (or tests) can
@@ -169,6 +179,7 @@ impl Default for Common {
         Common {
             database_pool_size: DEFAULT_POOL_SIZE,
             nats_url: DEFAULT_NATS_URL.to_owned(),
+            nats_stream_replicas: DEFAULT_STREAM_REPLICAS,
             nats_login: NatsLoginArgs::default(),
             events_namespace: DEFAULT_NAMESPACE.to_owned(),
             log_filter: DEFAULT_LOG_FILTER.to_owned(),

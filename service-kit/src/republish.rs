@@ -26,7 +26,7 @@ impl Republisher {
 
     /// Sends every event after `from_position` again; how many were sent.
     pub async fn run(&self, from_position: i64) -> anyhow::Result<usize> {
-        nats::ensure_stream(&self.js, &self.config.stream, &self.config.subject_prefix).await?;
+        self.config.declare_stream(&self.js).await?;
         responder::republish(
             &self.store,
             &self.js,
@@ -54,6 +54,7 @@ pub async fn command<S: config::Service>(
         jetstream::new(client.clone()),
         RelayConfig {
             producer: config.producer(),
+            replicas: usize::from(common.nats_stream_replicas),
             ..RelayConfig::new(names.own_stream, names.own_subjects)
         },
     );

@@ -121,9 +121,10 @@ impl Service {
         let gaps = self.gaps.clone();
         let newer_schema_retry = self.common.newer_schema_retry.0;
         let producer = self.common.producer(self.name);
+        let replicas = usize::from(self.common.nats_stream_replicas);
         let js = jetstream::new(self.nats.clone());
         self.tasks.spawn("messaging", async move {
-            if !declare_streams(&js, &names, tasks.shutdown()).await {
+            if !declare_streams(&js, &names, replicas, tasks.shutdown()).await {
                 return;
             }
             let relay = Relay::new(
@@ -135,6 +136,7 @@ impl Service {
                     subject_prefix: names.own_subjects,
                     batch_size: RELAY_BATCH,
                     producer,
+                    replicas,
                 },
             );
             tasks.spawn("relay", relay.run(tasks.shutdown().clone()));
@@ -148,6 +150,7 @@ impl Service {
                     dead_letter_subject: names.dead_letter_subject,
                     max_deliver: MAX_DELIVER,
                     newer_schema_delay: newer_schema_retry,
+                    replicas,
                 },
                 reactions,
             )
@@ -256,13 +259,22 @@ async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpRespons
 async fn declare_streams(
     js: &jetstream::Context,
     names: &EventNames,
+    replicas: usize,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut backoff = Backoff::default();
     loop {
         let declare = async {
-            nats::ensure_stream(js, &names.own_stream, &names.own_subjects).await?;
-            nats::ensure_stream(js, &names.other_stream, &names.other_subjects).await
+            let (own, other) = (nats::Declare::Own, nats::Declare::Other);
+            nats::declare_stream(js, &names.own_stream, &names.own_subjects, replicas, own).await?;
+            nats::declare_stream(
+                js,
+                &names.other_stream,
+                &names.other_subjects,
+                replicas,
+                other,
+            )
+            .await
         };
         // While NATS is unreachable a request can wait long; shutdown must not.
         let declared = tokio::select! {

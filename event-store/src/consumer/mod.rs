@@ -83,7 +83,9 @@ pub const PULL_BATCH: usize = 512;
 /// Messages delivered and not yet acknowledged, across replicas: pulled, in a batch, or
 /// parked. Bounds what a crash hands back after `ACK_WAIT`.
 pub const MAX_ACK_PENDING: i64 = 4096;
-const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
+/// The server sends a heartbeat this often while a pull request is open and idle; two
+/// missed mean the request is gone (see [`quiet_pull`]).
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// Consecutive errors from the message stream after which the consumer is recreated.
 const STREAM_ERRORS_BEFORE_RECREATE: u32 = 3;
@@ -106,6 +108,9 @@ pub struct ConsumerConfig {
     /// redelivery; with `max_deliver`, how long a rolling upgrade may take before it is
     /// dead-lettered ([`NEWER_SCHEMA_DELAY`] by default).
     pub newer_schema_delay: Duration,
+    /// Copies of the stream when the consumer has to create it (the producer's relay decides
+    /// an existing stream's count); the durable consumer inherits the stream's.
+    pub replicas: usize,
 }
 
 pub struct Consumer {
@@ -261,8 +266,16 @@ impl Consumer {
                         Some(Err(e)) => {
                             errors += 1;
                             tracing::warn!(error = %e, "pulling messages failed");
-                            broken = errors >= STREAM_ERRORS_BEFORE_RECREATE
-                                || e.kind() == pull::MessagesErrorKind::ConsumerDeleted;
+                            broken = match quiet_pull(e.kind()) {
+                                Some(reason) => {
+                                    metrics::repulled(&self.config.durable, reason);
+                                    true
+                                }
+                                None => {
+                                    errors >= STREAM_ERRORS_BEFORE_RECREATE
+                                        || e.kind() == pull::MessagesErrorKind::ConsumerDeleted
+                                }
+                            };
                             break;
                         }
                         None => {
@@ -293,8 +306,10 @@ impl Consumer {
     /// The durable pull consumer, creating the stream and the consumer if missing. Only
     /// nats-server 2.9 features: one filter subject, no 2.10+ fields.
     async fn consumer(&self) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+        let (name, prefix) = (&self.config.stream, &self.config.subject_prefix);
+        let replicas = self.config.replicas;
         let stream =
-            nats::ensure_stream(&self.js, &self.config.stream, &self.config.subject_prefix).await?;
+            nats::declare_stream(&self.js, name, prefix, replicas, nats::Declare::Other).await?;
         let config = pull::Config {
             durable_name: Some(self.config.durable.clone()),
             filter_subject: format!("{}.>", self.config.subject_prefix),
@@ -420,6 +435,25 @@ impl Consumer {
                 advanced
             }
         }
+    }
+}
+
+/// Why a pull that went quiet is started afresh at once rather than waited out, if it did.
+///
+/// On a cluster a consumer's leader can change (its node killed, cut off, or stepping down).
+/// The new leader does not know the pull requests the old one held: the client is told with a
+/// 409 "Leadership Change" when it is lucky and not at all when the old node died. A client
+/// that still counts those requests as open waits for messages that never come until the
+/// requests expire (nats.go#2063 stalled for good). So the heartbeats missed while a pull is
+/// open ([`IDLE_HEARTBEAT`], two in a row) and a 503 "no responders" (no leader yet) end
+/// the subscription, and the consumer pulls again from the new leader after the first
+/// backoff step. Messages delivered under the old leader and not yet acknowledged come back
+/// after `ACK_WAIT`; the inbox drops them if their first delivery was recorded.
+fn quiet_pull(kind: pull::MessagesErrorKind) -> Option<&'static str> {
+    match kind {
+        pull::MessagesErrorKind::MissingHeartbeat => Some("missed_heartbeat"),
+        pull::MessagesErrorKind::NoResponders => Some("no_responders"),
+        _ => None,
     }
 }
 

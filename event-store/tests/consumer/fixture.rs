@@ -130,6 +130,7 @@ impl Fixture {
             dead_letter_subject: format!("{ns}.deadletter"),
             max_deliver: 10,
             newer_schema_delay: event_store::consumer::NEWER_SCHEMA_DELAY,
+            replicas: 1,
         };
         Fixture {
             db,
