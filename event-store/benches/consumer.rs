@@ -30,6 +30,7 @@ use async_nats::jetstream::{self, consumer::pull, message::PublishMessage, strea
 use clap::Parser;
 use event_store::consumer::{Consumer, ConsumerConfig, ForeignEvent, HandleError, Reaction};
 use event_store::consumer::{ACK_WAIT, MAX_ACK_PENDING, MAX_BATCH, PULL_BATCH};
+use event_store::nats::Declare;
 use event_store::testing::{connect_nats, unique, TestDb};
 use event_store::{envelope, EventStore, Metadata, RecordedEvent};
 use futures::{future::BoxFuture, StreamExt};
@@ -50,6 +51,9 @@ struct Args {
     /// Runs of the whole set; with more than one, medians are printed too.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Copies of the stream (3 on a three-node cluster: `NATS_URL` names one of its nodes).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// cargo bench passes this; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -396,7 +400,7 @@ async fn main() {
     let args = Args::parse();
     let (n, streams) = (args.messages, args.streams.min(args.messages));
     assert!(streams > 0, "--messages and --streams must be positive");
-    let js = jetstream::new(connect_nats().await);
+    let js = event_store::nats::jetstream(connect_nats().await);
     let ns = unique("bench_cons");
     let config = ConsumerConfig {
         stream: format!("{ns}_events"),
@@ -405,10 +409,11 @@ async fn main() {
         dead_letter_subject: format!("{ns}.deadletter"),
         max_deliver: 10,
         newer_schema_delay: event_store::consumer::NEWER_SCHEMA_DELAY,
-        replicas: 1,
+        replicas: args.replicas,
     };
     let (name, prefix) = (&config.stream, &config.subject_prefix);
-    let stream = event_store::nats::ensure_stream(&js, name, prefix).await;
+    let stream =
+        event_store::nats::declare_stream(&js, name, prefix, args.replicas, Declare::Other).await;
     let stream = stream.expect("creating the stream");
     let _guard = StreamGuard(name.clone());
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use clap::Parser;
+use event_store::nats::Declare;
 use event_store::testing::{connect_nats, unique, TestDb};
 use event_store::{
     checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, Relay, RelayConfig,
@@ -43,6 +44,9 @@ struct Args {
     /// `false`: the CloudEvents headers only.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     legacy_headers: bool,
+    /// Copies of each stream (3 on a three-node cluster: `NATS_URL` names one of its nodes).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// cargo bench passes this; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -109,9 +113,14 @@ async fn held(js: &jetstream::Context, name: &str) -> u64 {
     }
 }
 
-async fn raw_publish(js: &jetstream::Context, store: &EventStore, name: &str) -> Duration {
+async fn raw_publish(
+    js: &jetstream::Context,
+    store: &EventStore,
+    name: &str,
+    replicas: usize,
+) -> Duration {
     let prefix = format!("{name}.events");
-    event_store::nats::ensure_stream(js, name, &prefix)
+    event_store::nats::declare_stream(js, name, &prefix, replicas, Declare::Other)
         .await
         .expect("the raw stream");
     let events = store
@@ -147,8 +156,10 @@ async fn relay(
     name: &str,
     n: usize,
     legacy_headers: bool,
+    replicas: usize,
 ) -> Duration {
     let mut config = RelayConfig::new(name, format!("{name}.events"));
+    config.replicas = replicas;
     config.producer.legacy_headers = legacy_headers;
     // A checkpoint of its own each run, starting at 0 (checkpoints only move forward).
     config.checkpoint = name.to_owned();
@@ -202,7 +213,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() {
     let args = Args::parse();
     let n = args.events / args.streams * args.streams;
-    let js = jetstream::new(connect_nats().await);
+    let js = event_store::nats::jetstream(connect_nats().await);
     let db = TestDb::new().await;
     let store = EventStore::new(event_store::pool::connect_lazy(&db.url, 20).expect("pool"));
     let start = Instant::now();
@@ -219,8 +230,16 @@ async fn main() {
         let raw_name = unique("bench_raw");
         let relay_name = unique("bench_relay");
         names.extend([raw_name.clone(), relay_name.clone()]);
-        let raw = raw_publish(&js, &store, &raw_name).await;
-        let relayed = relay(&js, &store, &relay_name, n, args.legacy_headers).await;
+        let raw = raw_publish(&js, &store, &raw_name, args.replicas).await;
+        let relayed = relay(
+            &js,
+            &store,
+            &relay_name,
+            n,
+            args.legacy_headers,
+            args.replicas,
+        )
+        .await;
         rows.push([raw.as_secs_f64(), relayed.as_secs_f64()]);
         println!(
             "run {run}: raw publish {:.2} s, relay {:.2} s",

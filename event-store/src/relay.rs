@@ -9,11 +9,13 @@
 //! failed batch) and every [`repair::TICK`], and rewinds to the last event the stream provably
 //! holds; it then announces a [`repair::Watermark`] so consumers can find losses in the middle.
 
+use std::future::IntoFuture as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
+use futures::FutureExt as _;
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -235,14 +237,25 @@ pub(crate) async fn publish(
         sent.push((subject, message, ack));
     }
     let mut acked = Vec::with_capacity(sent.len());
+    // Once one ack has failed, the messages sent with it went to a server that may never
+    // answer: an ack not already in hand is not waited for (each would cost a full
+    // JetStream timeout in turn), the message is sent again.
+    let mut failed = false;
     for (subject, message, ack) in sent {
         let first = match ack {
+            // Outside tokio's cooperative budget, which a long batch of acks spends.
+            Ok(ack) if failed => tokio::task::unconstrained(ack.into_future())
+                .now_or_never()
+                .unwrap_or_else(|| Err(PublishError::new(PublishErrorKind::TimedOut))),
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
         let ack = match first {
             Ok(ack) => ack,
-            Err(e) => resend(js, config, subject, message, e).await?,
+            Err(e) => {
+                failed = true;
+                resend(js, config, subject, message, e).await?
+            }
         };
         acked.push(ack);
     }

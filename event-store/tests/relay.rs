@@ -262,13 +262,13 @@ async fn a_publish_not_acknowledged_is_sent_again_in_place_under_the_same_messag
     let client = event_store::nats::connect(&server.url(), None)
         .await
         .unwrap();
-    let js = jetstream::new(client);
+    let js = event_store::nats::jetstream(client);
     let config = unique_config();
     let relay = RunningRelay::start(&store, &js, &config);
     let mut ids = append_events(&store, 2, 10).await;
     wait_for_messages(&js, &config.stream, 20).await;
 
-    // Longer than an ack's timeout (5 s): the acks of what the relay publishes meanwhile fail
+    // Longer than an ack's timeout (`JETSTREAM_TIMEOUT`, 3 s): the acks of what the relay publishes meanwhile fail
     // as they do while a cluster elects a leader, and the relay sends those messages again
     // instead of failing its batch.
     server.stop();

@@ -51,7 +51,7 @@ pub async fn command<S: config::Service>(
     let names = config.nats_names();
     let republisher = Republisher::new(
         EventStore::new(pool.clone()),
-        jetstream::new(client.clone()),
+        nats::jetstream(client.clone()),
         RelayConfig {
             producer: config.producer(),
             replicas: usize::from(common.nats_stream_replicas),

@@ -122,7 +122,7 @@ impl Service {
         let newer_schema_retry = self.common.newer_schema_retry.0;
         let producer = self.common.producer(self.name);
         let replicas = usize::from(self.common.nats_stream_replicas);
-        let js = jetstream::new(self.nats.clone());
+        let js = nats::jetstream(self.nats.clone());
         self.tasks.spawn("messaging", async move {
             if !declare_streams(&js, &names, replicas, tasks.shutdown()).await {
                 return;
@@ -183,7 +183,7 @@ impl Service {
         let rebuilds = Rebuilds::new(self.store.clone(), targets, self.tasks.shutdown().clone());
         let republisher = Republisher::new(
             self.store.clone(),
-            jetstream::new(self.nats.clone()),
+            nats::jetstream(self.nats.clone()),
             RelayConfig::new(
                 self.names.own_stream.clone(),
                 self.names.own_subjects.clone(),

@@ -181,9 +181,13 @@ impl Consumer {
         let mut backoff = Backoff::default();
         // Parked messages outlive a recreated subscription: their acks go to reply subjects.
         let mut parking: Parking<Delivery> = Parking::new(MAX_PARKED);
+        let mut declared = false;
         while !shutdown.is_cancelled() {
-            let consumer = match self.consumer().await {
-                Ok(consumer) => consumer,
+            let consumer = match self.consumer(declared).await {
+                Ok(consumer) => {
+                    declared = true;
+                    consumer
+                }
                 Err(e) => {
                     tracing::warn!(
                         error = format!("{e:#}"),
@@ -303,9 +307,28 @@ impl Consumer {
         }
     }
 
-    /// The durable pull consumer, creating the stream and the consumer if missing. Only
-    /// nats-server 2.9 features: one filter subject, no 2.10+ fields.
-    async fn consumer(&self) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+    /// The durable pull consumer. After the first time it is looked up with one request
+    /// (after a leader change it is there: declaring the stream again would only add
+    /// requests that wait out an election); only when the server says the stream or the
+    /// consumer is missing are they declared, as the first time.
+    async fn consumer(&self, declared: bool) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+        if declared {
+            let found = self
+                .js
+                .get_consumer_from_stream(&self.config.durable, &self.config.stream)
+                .await;
+            match found {
+                Ok(consumer) => return Ok(consumer),
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.declare_consumer().await
+    }
+
+    /// Creates the stream and the durable pull consumer if missing. Only nats-server 2.9
+    /// features: one filter subject, no 2.10+ fields.
+    async fn declare_consumer(&self) -> anyhow::Result<jetstream::consumer::PullConsumer> {
         let (name, prefix) = (&self.config.stream, &self.config.subject_prefix);
         let replicas = self.config.replicas;
         let stream =
@@ -455,6 +478,17 @@ fn quiet_pull(kind: pull::MessagesErrorKind) -> Option<&'static str> {
         pull::MessagesErrorKind::NoResponders => Some("no_responders"),
         _ => None,
     }
+}
+
+/// Whether the server says the consumer or its stream does not exist (rather than not
+/// answering, as during an election).
+fn is_missing(error: &jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+                || e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 /// The next watermark announced, or never when the subscription could not be made.
