@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(parsed.cluster.as_deref(), Some("c1"));
         // Servers before 2.2 have no name: the id stands in.
         assert_eq!(
-            name_of(&parse_info(r#"INFO {"server_id":"NB6"}"#).unwrap()),
+            name_of(&parse_info(r#"INFO {"server_id":"NB6"}"#).expect("parses")),
             "NB6"
         );
         assert!(parse_info("HTTP/1.1 400 Bad Request").is_err());
