@@ -271,6 +271,7 @@ async fn the_cluster_panel_names_the_leader_and_a_new_one_after_the_leader_is_ki
         killed.elapsed().as_millis(),
         view["connected_to"]
     );
+    println!("replicas as shown: {}", orders_stream(&view)["replicas"]);
     assert!(
         node(&view, new_leader).is_some_and(|n| n["up"] == true),
         "{view:#}"
