@@ -163,6 +163,44 @@ function addDeadLetter(d) {
   while (list.children.length > 50) list.lastChild.remove();
 }
 
+// ---- the NATS cluster: nodes up or down, each stream's leader and replicas ----
+
+function showCluster(view) {
+  if (!view.mode) return; // not observed yet
+  const mode = $("#cluster-mode");
+  mode.textContent = view.mode;
+  $("#cluster-name").textContent = view.cluster_name ? `cluster ${view.cluster_name}, checked ${time(view.checked_ms)}`
+    : `checked ${time(view.checked_ms)}`;
+  const nodes = view.nodes.map((n) => {
+    const li = el("li", n.connected ? "connected" : "");
+    li.dataset.node = n.name;
+    li.dataset.up = n.up;
+    li.dataset.connected = n.connected;
+    li.append(el("span", "badge " + (n.up ? "up" : "down"), n.up ? "up" : "down"), " ", el("span", "mono", n.name));
+    if (n.connected) li.append(el("span", "hint", " (the viewer is connected here)"));
+    if (n.leads.length) li.append(el("span", "hint", " leads " + n.leads.join(", ")));
+    li.title = [n.url, n.error].filter(Boolean).join(": ");
+    return li;
+  });
+  $("#cluster-nodes").replaceChildren(...(nodes.length ? nodes : [el("li", "hint", "no node answers")]));
+  $("#cluster-streams").replaceChildren(...view.streams.map((s) => {
+    const tr = el("tr");
+    tr.dataset.stream = s.stream;
+    const leader = el("td", "mono leader", s.leader || (s.error ? "? (" + s.error + ")" : "none (electing?)"));
+    const replicas = el("td", "replicas");
+    if (!s.replicas.length) replicas.textContent = s.error ? "" : (view.mode === "single node" ? "single node" : "none (R1)");
+    s.replicas.forEach((r, i) => {
+      if (i) replicas.append(", ");
+      const span = el("span", "mono replica " + r.state, `${r.name} ${r.state}` + (r.lag ? ` (lag ${r.lag})` : ""));
+      span.dataset.state = r.state;
+      span.title = `last seen ${r.active_ms} ms ago`;
+      replicas.append(span);
+    });
+    tr.append(el("td", "mono", `${s.stream} (${s.service})`), leader, replicas);
+    return tr;
+  }));
+}
+
 // ---- the saga ----
 
 function showSaga(key) {
@@ -302,6 +340,7 @@ function connect() {
     if (addEvent(e, true)) render();
   });
   source.addEventListener("status", (message) => showStatus(JSON.parse(message.data)));
+  source.addEventListener("cluster", (message) => showCluster(JSON.parse(message.data)));
   source.addEventListener("deadletter", (message) => addDeadLetter(JSON.parse(message.data)));
   source.addEventListener("resync", () => loadWindow());
 }
@@ -311,6 +350,7 @@ async function start() {
   const { status, dead_letters } = await response.json();
   showStatus(status);
   dead_letters.reverse().forEach(addDeadLetter);
+  showCluster(await (await fetch("/api/cluster")).json());
   // Live first, then the window: an event in both is kept once, none falls in between.
   connect();
   await loadWindow();

@@ -1,9 +1,11 @@
 // The viewer's browser test. It starts a private nats-server (it stops it midway), both
 // services on databases of their own and the viewer, as processes; then, in Debian's
 // chromium: creates a product and places an order through the page's forms and sees the
-// order's saga reach `confirmed` with every step within 3 s, then cancels it from the page
+// order's saga reach `confirmed` with every step within 3 s (after checking the cluster panel:
+// one node, "single node", leading both streams), then cancels it from the page
 // and sees the releases; publishes a poison message and sees the dead-letter count rise;
-// stops order-service and sees it down, then up again; stops NATS and sees the page say so;
+// stops order-service and sees it down, then up again; stops NATS and sees the page (and the
+// cluster panel's node) say so;
 // starts it again and sees events flow again. Screenshots go to target/browser-test/.
 //
 // Environment: BIN_DIR (the cargo-built binaries, default target/debug), NATS_SERVER_BIN
@@ -140,13 +142,26 @@ async function main() {
     await page.waitForFunction(() => document.querySelector("#nats-status").textContent === "NATS: connected");
     await page.waitForFunction(() => [...document.querySelectorAll(".up-state")].every((b) => b.textContent === "up"));
 
+    // 0. The cluster panel: the one private nats-server, up, connected, leading both streams.
+    let t = Date.now();
+    await page.waitForFunction((ns) => {
+      const nodes = [...document.querySelectorAll("#cluster-nodes li[data-node]")];
+      const rows = [...document.querySelectorAll("#cluster-streams tr")];
+      if (document.querySelector("#cluster-mode").textContent !== "single node" || nodes.length !== 1) return false;
+      const node = nodes[0];
+      return node.dataset.up === "true" && node.dataset.connected === "true" &&
+        [`${ns}_order_events`, `${ns}_product_events`].every((s) => rows.some((r) =>
+          r.dataset.stream === s && r.querySelector(".leader").textContent === node.dataset.node));
+    }, namespace, { timeout: 10000 });
+    timings.cluster_panel_shown_ms = Date.now() - t;
+
     // 1. Drive the saga from the page.
     const confirmedIn = await placeOrderThroughThePage(page, orders, "Teapot");
     timings.saga_confirmed_ms = confirmedIn;
     await page.screenshot({ path: path.join(shots, "saga.png"), fullPage: true });
 
     // ... and cancel it from the page: the saga goes on to the releases.
-    let t = Date.now();
+    t = Date.now();
     await page.click("#cancel-form button");
     await page.waitForFunction(() => {
       const steps = [...document.querySelectorAll("#saga .saga-step")].map((s) => s.dataset.type);
@@ -185,6 +200,9 @@ async function main() {
     await stop(nats);
     await page.waitForFunction(() => document.querySelector("#nats-status").textContent === "NATS: down", null, { timeout: 10000 });
     timings.nats_down_shown_ms = Date.now() - t;
+    await page.waitForFunction(() => document.querySelector("#cluster-nodes li[data-node]")?.dataset.up === "false",
+      null, { timeout: 10000 });
+    timings.cluster_node_down_shown_ms = Date.now() - t;
     await page.screenshot({ path: path.join(shots, "nats-down.png"), fullPage: true });
 
     // 5. NATS returns (same port, same store): events flow again.
@@ -193,6 +211,8 @@ async function main() {
     await natsAccepts(natsPort);
     await page.waitForFunction(() => document.querySelector("#nats-status").textContent === "NATS: connected", null, { timeout: 15000 });
     timings.nats_up_shown_ms = Date.now() - t;
+    await page.waitForFunction(() => document.querySelector("#cluster-nodes li[data-node]")?.dataset.up === "true",
+      null, { timeout: 10000 });
     timings.saga_after_restart_ms = await placeOrderThroughThePage(page, orders, "Kettle", 15000);
     await page.screenshot({ path: path.join(shots, "after-restart.png"), fullPage: true });
     if (pageErrors.length) throw new Error(`the page threw: ${pageErrors.join("; ")}`);

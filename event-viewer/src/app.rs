@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{routes, State};
 use crate::hub::Hub;
-use crate::{nats, scrape};
+use crate::{cluster, nats, scrape};
 
 pub struct Application {
     port: u16,
@@ -31,6 +31,17 @@ impl Application {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .context("HTTP client")?;
+        tokio::spawn(cluster::run(
+            config.nats_url.clone(),
+            config
+                .services()
+                .map(|s| (s.service, s.stream))
+                .into_iter()
+                .collect(),
+            client.clone(),
+            hub.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(scrape::run(
             config.services(),
             http.clone(),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use async_nats::ServerAddr;
 use clap::Parser;
 
 /// The viewer only observes: it needs NATS (read), the services' base URLs (for `/metrics` and
@@ -13,8 +14,17 @@ use clap::Parser;
     about = "A live page of both services' events, sagas and lag"
 )]
 pub struct Config {
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// One NATS URL, or a cluster's nodes separated by commas
+    /// (`nats://n1:4222,nats://n2:4222,nats://n3:4222`): the client reconnects to any of them,
+    /// and the cluster panel probes each.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ',',
+        value_parser = parse_server_addr
+    )]
+    pub nats_url: Vec<ServerAddr>,
     /// NATS user; unset: connect without credentials.
     #[arg(long, env = "NATS_USER")]
     pub nats_user: Option<String>,
@@ -48,6 +58,12 @@ impl Config {
         }
     }
 
+    /// `NATS_URL` as given, for messages.
+    pub fn nats_urls(&self) -> String {
+        let urls: Vec<_> = self.nats_url.iter().map(|a| a.as_url_str()).collect();
+        urls.join(",")
+    }
+
     /// The two services, with the NATS names their relays publish under.
     pub fn services(&self) -> [ServiceNames; 2] {
         let ns = &self.events_namespace;
@@ -73,6 +89,13 @@ impl Config {
     pub fn dead_letter_subjects(&self) -> String {
         format!("{}.deadletter.>", self.events_namespace)
     }
+}
+
+/// One URL of `NATS_URL`; blanks around the commas are allowed.
+fn parse_server_addr(url: &str) -> Result<ServerAddr, String> {
+    url.trim()
+        .parse()
+        .map_err(|e| format!("NATS URL {url:?} is not valid: {e}"))
 }
 
 /// One service as the viewer sees it.
@@ -103,6 +126,26 @@ mod tests {
         assert_eq!(products.subject_prefix, "t1.product.events");
         assert_eq!(config.dead_letter_subjects(), "t1.deadletter.>");
         assert_eq!(config.http_addr.port(), 8080);
+    }
+
+    #[test]
+    fn nats_url_takes_a_comma_separated_list_of_nodes() {
+        let config = Config::try_parse_from(["event-viewer"]).expect("parses");
+        assert_eq!(config.nats_url.len(), 1);
+        assert_eq!(config.nats_url[0].port(), 4222);
+        let config = Config::try_parse_from([
+            "event-viewer",
+            "--nats-url",
+            "nats://n1:4222, nats://n2:4223,n3:4224",
+        ])
+        .expect("parses");
+        let nodes: Vec<_> = config
+            .nats_url
+            .iter()
+            .map(|a| format!("{}:{}", a.host(), a.port()))
+            .collect();
+        assert_eq!(nodes, ["n1:4222", "n2:4223", "n3:4224"]);
+        assert!(Config::try_parse_from(["event-viewer", "--nats-url", "nats://a:b:c"]).is_err());
     }
 
     #[test]

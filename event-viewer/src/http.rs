@@ -31,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/style.css", web::get().to(asset))
         .route("/health", web::get().to(health))
         .route("/api/status", web::get().to(status))
+        .route("/api/cluster", web::get().to(cluster))
         .route("/api/events", web::get().to(events))
         .route("/api/saga/{key}", web::get().to(saga_of))
         .route("/api/stream", web::get().to(stream))
@@ -68,6 +69,11 @@ async fn status(state: web::Data<State>) -> HttpResponse {
         "status": state.hub.status(),
         "dead_letters": state.hub.dead_letters(),
     }))
+}
+
+/// The NATS nodes and the service streams' leaders and replicas (see [`crate::cluster`]).
+async fn cluster(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().json(state.hub.cluster())
 }
 
 #[derive(Deserialize)]

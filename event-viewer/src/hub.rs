@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::cluster::ClusterView;
 use crate::event::ViewedEvent;
 use crate::prom::ServiceMetrics;
 use crate::window::{Window, CAPACITY};
@@ -53,6 +54,7 @@ pub struct Hub {
     window: Mutex<Window>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
     status: Mutex<Status>,
+    cluster: Mutex<ClusterView>,
     updates: broadcast::Sender<Update>,
 }
 
@@ -73,6 +75,7 @@ impl Hub {
             window: Mutex::new(Window::new(capacity)),
             dead_letters: Mutex::new(VecDeque::new()),
             status: Mutex::new(Status::default()),
+            cluster: Mutex::new(ClusterView::default()),
             updates: broadcast::channel(4096).0,
         }
     }
@@ -133,6 +136,16 @@ impl Hub {
         let mut status = lock(&self.status).clone();
         status.window_len = lock(&self.window).len();
         status
+    }
+
+    /// Keeps the last view of the NATS cluster and sends it to every open page.
+    pub fn set_cluster(&self, view: ClusterView) {
+        self.send("cluster", &view);
+        *lock(&self.cluster) = view;
+    }
+
+    pub fn cluster(&self) -> ClusterView {
+        lock(&self.cluster).clone()
     }
 
     pub fn dead_letters(&self) -> Vec<DeadLetter> {

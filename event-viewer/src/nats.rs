@@ -56,9 +56,9 @@ pub async fn start(
         options = options.user_and_password(user, password);
     }
     let client = options
-        .connect(config.nats_url.as_str())
+        .connect(config.nats_url.as_slice())
         .await
-        .with_context(|| format!("NATS at {}", config.nats_url))?;
+        .with_context(|| format!("NATS at {}", config.nats_urls()))?;
     for names in config.services() {
         let follower = Follower {
             js: jetstream::new(client.clone()),
