@@ -112,10 +112,7 @@ impl Node {
     }
 
     fn monitor_url(&self, path: &str) -> String {
-        format!(
-            "http://{}:{}{path}",
-            self.placement.host, self.monitor_port
-        )
+        format!("http://{}:{}{path}", self.placement.host, self.monitor_port)
     }
 }
 
@@ -207,7 +204,10 @@ impl NatsCluster {
     }
 
     fn spawn(&mut self, node: usize) {
-        let log = self.dir.path().join(format!("{}.log", self.nodes[node].name));
+        let log = self
+            .dir
+            .path()
+            .join(format!("{}.log", self.nodes[node].name));
         let node = &mut self.nodes[node];
         let mut command = match &node.placement.netns {
             Some(netns) => {
@@ -388,7 +388,7 @@ mod tests {
         assert_eq!(parse_version("nats-server: v2.15.1\n"), Some((2, 15, 1)));
         assert_eq!(parse_version("nats-server: v2.12.3-RC.1"), Some((2, 12, 3)));
         assert_eq!(parse_version("nats-server version 2"), None);
-        assert!(parse_version("nats-server: v2.9.20").unwrap() < MIN_CLUSTER_SERVER);
+        assert!(parse_version("nats-server: v2.9.20") < Some(MIN_CLUSTER_SERVER));
     }
 
     #[test]

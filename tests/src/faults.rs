@@ -89,9 +89,8 @@ impl Pace {
             orders <= MAX_ORDERS,
             "at most {MAX_ORDERS} orders are read back"
         );
-        let pause = |requests: usize, clients: usize| {
-            span.mul_f64(clients as f64 / requests.max(1) as f64)
-        };
+        let pause =
+            |requests: usize, clients: usize| span.mul_f64(clients as f64 / requests.max(1) as f64);
         Pace {
             orders,
             order_pause: pause(orders, ORDER_CLIENTS),

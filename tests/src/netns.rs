@@ -74,7 +74,13 @@ impl NetLab {
         run("ip", &["link", "add", &bridge, "type", "bridge"])?;
         run(
             "ip",
-            &["addr", "add", &format!("{}.254/24", self.subnet), "dev", &bridge],
+            &[
+                "addr",
+                "add",
+                &format!("{}.254/24", self.subnet),
+                "dev",
+                &bridge,
+            ],
         )?;
         run("ip", &["link", "set", &bridge, "up"])?;
         // Hosts where Docker runs drop forwarded traffic by default, and bridged frames pass
@@ -85,7 +91,9 @@ impl NetLab {
             run("ip", &["netns", "add", &netns])?;
             run(
                 "ip",
-                &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns],
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+                ],
             )?;
             run("ip", &["link", "set", &veth, "master", &bridge])?;
             run("ip", &["link", "set", &veth, "up"])?;
@@ -128,7 +136,9 @@ impl Drop for NetLab {
 }
 
 fn forward_rule<'a>(action: &'a str, bridge: &'a str) -> [&'a str; 8] {
-    [action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+    [
+        action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+    ]
 }
 
 /// A /24 under [`SUBNET`] that no interface of this namespace uses yet.
