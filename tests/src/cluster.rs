@@ -26,7 +26,10 @@ const START_BOUND: Duration = Duration::from_secs(30);
 /// and the HA tests are not required. Panics on a server older than [`MIN_CLUSTER_SERVER`].
 pub fn server_bin(test: &str) -> Option<PathBuf> {
     let Some(bin) = std::env::var_os("NATS_CLUSTER_SERVER_BIN").map(PathBuf::from) else {
-        skip_or_fail(test, "NATS_CLUSTER_SERVER_BIN is not set");
+        skip_or_fail(
+            test,
+            "NATS_CLUSTER_SERVER_BIN is not set (to a nats-server 2.12.3 or later)",
+        );
         return None;
     };
     let output = Command::new(&bin)
@@ -36,10 +39,13 @@ pub fn server_bin(test: &str) -> Option<PathBuf> {
     let printed = String::from_utf8_lossy(&output.stdout);
     let version = parse_version(&printed)
         .unwrap_or_else(|| panic!("{} printed no version: {printed}", bin.display()));
+    let dotted = |(major, minor, patch): (u64, u64, u64)| format!("{major}.{minor}.{patch}");
     assert!(
         version >= MIN_CLUSTER_SERVER,
-        "{} is nats-server {version:?}; the cluster tests need {MIN_CLUSTER_SERVER:?} or later",
-        bin.display()
+        "{} is nats-server {}; the cluster tests need {} or later",
+        bin.display(),
+        dotted(version),
+        dotted(MIN_CLUSTER_SERVER)
     );
     Some(bin)
 }
@@ -49,7 +55,7 @@ pub fn skip_or_fail(test: &str, why: &str) {
     if std::env::var("HA_TESTS_REQUIRED").as_deref() == Ok("1") {
         panic!("{test}: {why}, and HA_TESTS_REQUIRED=1");
     }
-    eprintln!("SKIP {test}: {why} (set it to a nats-server 2.12.3 or later to run it)");
+    eprintln!("SKIP {test}: {why}");
 }
 
 /// `nats-server: v2.15.1` -> (2, 15, 1).
