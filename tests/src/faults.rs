@@ -5,10 +5,10 @@
 //! ```text
 //! FAULT-SUMMARY fault=<name> injected=<n> acknowledged=<n> lost=<n> duplicates=<n> recovery_ms=<n>
 //!   history_lost=<n> history_duplicated=<n> history_unexpected=<n> history_out_of_order=<n>
-//!   audit_c=<C>
+//!   audit_c=<C> [<key>=<value> ...]
 //! ```
 //!
-//! (one line). `lost` (acknowledged orders missing) and `duplicates` (an order listed twice, a
+//! (one line; a test may add keys of its own at the end, such as the HA tests' `stall_ms_*`). `lost` (acknowledged orders missing) and `duplicates` (an order listed twice, a
 //! reservation applied twice, a poison message dead-lettered twice) are counted from the data;
 //! the `history_*` counts are the [`crate::history`] checker's, summed over both directions;
 //! `audit_c` is C of `order-service audit` (the catalogue against product-service).
@@ -63,8 +63,46 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// A running load: four clients placing orders (up to [`MAX_ORDERS`] in all) and one changing
-/// prices, each waiting for its answer before pausing and sending the next request.
+/// How much load, how fast: orders (at most [`MAX_ORDERS`], which the invariants' listing
+/// reads back in one page) and price changes in all, and each client's pause between requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub orders: usize,
+    pub order_pause: Duration,
+    pub price_changes: usize,
+    pub price_pause: Duration,
+}
+
+impl Pace {
+    /// The fault tests' usual load: a few seconds of orders, prices for longer.
+    pub const STEADY: Pace = Pace {
+        orders: MAX_ORDERS,
+        order_pause: ORDER_PAUSE,
+        price_changes: MAX_PRICE_CHANGES,
+        price_pause: PRICE_PAUSE,
+    };
+
+    /// `orders` orders and `price_changes` price changes spread evenly over about `span`
+    /// (the time requests take comes on top), for faults that last longer than the usual load.
+    pub fn spread(orders: usize, price_changes: usize, span: Duration) -> Pace {
+        assert!(
+            orders <= MAX_ORDERS,
+            "at most {MAX_ORDERS} orders are read back"
+        );
+        let pause =
+            |requests: usize, clients: usize| span.mul_f64(clients as f64 / requests.max(1) as f64);
+        Pace {
+            orders,
+            order_pause: pause(orders, ORDER_CLIENTS),
+            price_changes,
+            price_pause: pause(price_changes, PRICE_CLIENTS),
+        }
+    }
+}
+
+/// A running load: four clients placing orders and two changing prices (as many as the
+/// [`Pace`] says, [`Pace::STEADY`] unless given), each waiting for its answer before pausing
+/// and sending the next request.
 pub struct Load {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Vec<Answer>>,
@@ -72,15 +110,16 @@ pub struct Load {
 
 impl Load {
     pub fn start(system: &TestSystem, products: &[String], customer: &str) -> Load {
-        Load::start_across(system, &[&system.orders], products, customer)
+        Load::start_across(system, &[&system.orders], products, customer, Pace::STEADY)
     }
 
-    /// The same load with the order clients spread over several order-service replicas.
+    /// The load at `pace`, with the order clients spread over several order-service replicas.
     pub fn start_across(
         system: &TestSystem,
         order_replicas: &[&ServiceProcess],
         products: &[String],
         customer: &str,
+        pace: Pace,
     ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let client = reqwest::Client::builder()
@@ -97,7 +136,7 @@ impl Load {
             let stop = stop.clone();
             async move {
                 let orders = (0..ORDER_CLIENTS).map(|first| {
-                    let requests = (first..MAX_ORDERS).step_by(ORDER_CLIENTS).map(|i| {
+                    let requests = (first..pace.orders).step_by(ORDER_CLIENTS).map(|i| {
                         let lines = json!([{
                             "product_id": products[i % products.len()],
                             "quantity": 1 + i % 3,
@@ -109,12 +148,12 @@ impl Load {
                     run_client(
                         client.clone(),
                         requests.collect(),
-                        ORDER_PAUSE,
+                        pace.order_pause,
                         stop.clone(),
                     )
                 });
                 let prices = (0..PRICE_CLIENTS).map(|first| {
-                    let requests = (first..MAX_PRICE_CHANGES).step_by(PRICE_CLIENTS).map(|i| {
+                    let requests = (first..pace.price_changes).step_by(PRICE_CLIENTS).map(|i| {
                         let id = &products[i % products.len()];
                         let body = json!({ "price_cents": 1_000 + (i % 50) as i64 });
                         (
@@ -126,7 +165,7 @@ impl Load {
                     run_client(
                         client.clone(),
                         requests.collect(),
-                        PRICE_PAUSE,
+                        pace.price_pause,
                         stop.clone(),
                     )
                 });
@@ -248,18 +287,25 @@ pub struct Verdict {
     pub history: Vec<History>,
     /// C of the catalogue audit, once run.
     pub audit: Option<f64>,
+    /// More `key=value` fields for the summary line, after the usual ones.
+    pub extra: Vec<(String, String)>,
 }
 
 impl Verdict {
-    /// Prints the FAULT-SUMMARY line, then asserts nothing was lost, doubled or broken, and
+    /// Prints the FAULT-SUMMARY line (with [`Verdict::extra`] at its end), then asserts nothing was lost, doubled or broken, and
     /// that the histories were checked and are clean.
     pub fn report(&self, fault: &Fault) {
         let recovery_ms = fault.ended.elapsed().as_millis();
         let total = |count: fn(&History) -> usize| self.history.iter().map(count).sum::<usize>();
+        let extra: String = self
+            .extra
+            .iter()
+            .map(|(key, value)| format!(" {key}={value}"))
+            .collect();
         eprintln!(
             "FAULT-SUMMARY fault={} injected={} acknowledged={} lost={} duplicates={} \
              recovery_ms={recovery_ms} history_lost={} history_duplicated={} \
-             history_unexpected={} history_out_of_order={} audit_c={}",
+             history_unexpected={} history_out_of_order={} audit_c={}{extra}",
             fault.name,
             fault.injected,
             self.acknowledged,

@@ -3,6 +3,12 @@
 //! [`faults`] holds what the fault tests share: their load, invariants and summary line;
 //! [`history`] checks each producer's events against the other service's inbox (every fault
 //! test ends with it); [`loadgen`] is the load generator (BENCHMARKS.md).
+//! The HA tests add a NATS cluster of their own ([`cluster`]), network namespaces to cut a
+//! node off ([`netns`]), a meter of how long each consumer and relay stood still ([`stall`])
+//! and the wiring they share ([`ha`]).
+//!
+//! `TEST_SERVICE_LOG_DIR`, when set, receives the output of every service and nats-server
+//! process a test starts, one file each.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -16,9 +22,13 @@ use uuid::Uuid;
 use crate::history::History;
 
 pub mod broker;
+pub mod cluster;
 pub mod faults;
+pub mod ha;
 pub mod history;
 pub mod loadgen;
+pub mod netns;
+pub mod stall;
 
 /// How long eventual consistency may take before a test calls it a failure (a liveness bound).
 pub const SETTLE: Duration = Duration::from_secs(20);
@@ -40,6 +50,17 @@ pub fn service_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `<TEST_SERVICE_LOG_DIR>/<name>.log`, opened for appending, when that variable is set.
+pub fn log_file(name: &str) -> Option<std::fs::File> {
+    let dir = PathBuf::from(std::env::var_os("TEST_SERVICE_LOG_DIR")?);
+    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .ok()
 }
 
 /// One running service process, killed on drop.
@@ -69,7 +90,11 @@ impl ServiceProcess {
     fn spawn(&mut self) {
         let mut command = Command::new(service_binary(self.name));
         command.arg("serve").envs(self.env.iter().cloned());
-        if std::env::var_os("TEST_LOG").is_none() {
+        let port = self.base_url.rsplit(':').next().unwrap_or_default();
+        if let Some(out) = log_file(&format!("{}-{port}", self.name)) {
+            let err = out.try_clone().expect("a service's log file");
+            command.stdout(out).stderr(err);
+        } else if std::env::var_os("TEST_LOG").is_none() {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
         self.child = Some(command.spawn().expect("starting a service binary"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use event_store::leader;
 use sqlx::PgPool;
-use tests::faults::{self, Fault, Load};
+use tests::faults::{self, Fault, Load, Pace};
 use tests::{ServiceProcess, TestSystem};
 
 /// What one leader of order-service runs; each is led by exactly one replica.
@@ -52,7 +52,13 @@ async fn killing_the_leading_replica_hands_over_within_seconds_and_loses_nothing
     let products = faults::create_products(&system, 3).await;
     let customer = event_store::testing::unique("replicas");
 
-    let load = Load::start_across(&system, &[&system.orders, &second], &products, &customer);
+    let load = Load::start_across(
+        &system,
+        &[&system.orders, &second],
+        &products,
+        &customer,
+        Pace::STEADY,
+    );
     let mut handovers = Vec::new();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
