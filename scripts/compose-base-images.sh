@@ -98,3 +98,16 @@ if ! have "es-shop-local/nats:$NATS_VERSION"; then
     'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
     'CMD ["nats-server"]'
 fi
+
+if ! have es-shop-local/haproxy:2.6; then
+  log "building es-shop-local/haproxy:2.6 from Debian's haproxy"
+  rootfs "$work/haproxy" haproxy
+  install -m 0755 docker/local-images/haproxy-entrypoint.sh \
+    "$work/haproxy/usr/local/bin/docker-entrypoint.sh"
+  mkdir -p "$work/haproxy/usr/local/etc/haproxy"
+  import "$work/haproxy" es-shop-local/haproxy:2.6 \
+    'USER haproxy' \
+    'STOPSIGNAL SIGUSR1' \
+    'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+    'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'
+fi
