@@ -104,11 +104,14 @@ docker-compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 
 # check_ports: the two services' and the viewer's ports published, on 127.0.0.1 only.
 check_ports() {
-  local ports published
-  ports=$(docker ps --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
-    --format '{{.Names}}: {{.Ports}}')
-  printf '%s\n' "$ports" >&2
-  published=$(grep -o '[^ ,]*->' <<<"$ports" || true)
+  local id published=""
+  docker ps --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --format '{{.Names}}: {{.Ports}}' >&2
+  # One line a published port ("8081/tcp -> 127.0.0.1:8081"), also where docker ps shows a range.
+  for id in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
+    published+=$(docker port "$id" | sed 's/.* -> //')$'\n'
+  done
+  published=$(grep . <<<"$published" || true)
   [ "$(grep -c . <<<"$published")" = 3 ] || die "expected the two services' and the viewer's ports published: $published"
   if grep -v '^127\.0\.0\.1:' <<<"$published"; then die "a port is published beyond 127.0.0.1"; fi
 }
