@@ -16,6 +16,16 @@
 #
 # setup, load and check work against any deployment: they only need the two base URLs.
 #
+# CHAOS_MODE=ha: the same against docker-compose.ha.yml (docs/ha-compose.md): the victims are a
+# NATS node, one replica of each service and the balancer in turn (one at a time: each is
+# started again and back to healthy before the next), and the load is a patient user: each
+# order carries an Idempotency-Key, and a request that timed out, was reset or answered 5xx
+# (or 409: the same key still in flight) is sent again with the same key for up to RETRY_FOR
+# seconds. The summary then also counts failed_after_retries= (orders the user gave up on),
+# retries= (requests sent again) and doubled= (orders of the run nobody was acknowledged for:
+# a retry that placed a second order), and any of failed_after_retries, lost, duplicates or
+# doubled that is not 0 fails the run.
+#
 #   ORDERS_URL     order-service   (default http://localhost:8081)
 #   PRODUCTS_URL   product-service (default http://localhost:8082)
 #   CHAOS_DIR      where setup/load/check keep their state (default target/chaos)
@@ -23,7 +33,9 @@
 #   WORKERS        concurrent clients (default 4);  PAUSE  seconds between a client's orders
 #   ROUNDS         kill rounds of run (default 2);  VICTIMS  services killed in each round
 #   SETTLE         seconds to wait for everything to settle (default 120)
-#   COMPOSE_FILE, COMPOSE_PROJECT_NAME   as docker compose reads them
+#   CHAOS_MODE     single (default) or ha;  RETRY_FOR  seconds a user retries (ha, default 60)
+#   COMPOSE_FILE, COMPOSE_PROJECT_NAME   as docker compose reads them (CHAOS_MODE=ha defaults
+#                  COMPOSE_FILE to docker-compose.yml:docker-compose.ha.yml)
 #
 # Needs bash, curl and jq (Debian: apt-get install curl jq); run and up also need docker with
 # `docker compose` (v2) or `docker-compose` (1.29, which has no `up --wait`: the health of
@@ -38,7 +50,16 @@ ORDERS="${ORDERS:-150}"
 WORKERS="${WORKERS:-4}"
 PAUSE="${PAUSE:-0.5}"
 ROUNDS="${ROUNDS:-2}"
-VICTIMS="${VICTIMS:-product-service order-service nats postgres}"
+CHAOS_MODE="${CHAOS_MODE:-single}"
+RETRY_FOR="${RETRY_FOR:-60}"
+case $CHAOS_MODE in
+  single) VICTIMS="${VICTIMS:-product-service order-service nats postgres}" ;;
+  ha)
+    VICTIMS="${VICTIMS:-nats-1 order-service-1 product-service-2 nats-2 lb order-service-2 product-service-1 nats-3}"
+    export COMPOSE_FILE="${COMPOSE_FILE:-docker-compose.yml:docker-compose.ha.yml}"
+    ;;
+  *) printf 'chaos: CHAOS_MODE is single or ha, not %s\n' "$CHAOS_MODE" >&2; exit 1 ;;
+esac
 SETTLE="${SETTLE:-120}"
 PRODUCT_COUNT=3
 INITIAL_STOCK=40
@@ -117,6 +138,18 @@ wait_healthy() {
   done
 }
 
+# wait_healthy_one SERVICE: waits (up to SETTLE) until the service's container is healthy.
+wait_healthy_one() {
+  local deadline=$((SECONDS + SETTLE)) id state
+  id=$(compose ps -q "$1")
+  while :; do
+    state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
+    case $state in healthy | running) return 0 ;; esac
+    [ "$SECONDS" -lt "$deadline" ] || die "$1 not healthy ${SETTLE}s after its restart: $state"
+    sleep 0.5
+  done
+}
+
 up() {
   log "starting the system"
   if compose up --help 2>/dev/null | grep -q -- '--wait'; then
@@ -140,6 +173,8 @@ setup() {
   mkdir -p "$CHAOS_DIR"
   : >"$CHAOS_DIR/products"
   : >"$CHAOS_DIR/acknowledged"
+  : >"$CHAOS_DIR/retries"
+  : >"$CHAOS_DIR/failed"
   echo 0 >"$CHAOS_DIR/injected"
   printf 'chaos-%s-%s\n' "$(date +%s)" "$RANDOM" >"$CHAOS_DIR/customer"
   local i answer id
@@ -155,6 +190,28 @@ setup() {
   log "created $PRODUCT_COUNT products with stock $INITIAL_STOCK; state in $CHAOS_DIR"
 }
 
+# place_patiently BODY KEY RETRIES_FILE: POST /orders with the Idempotency-Key KEY, sent again
+# (same key, same body) after a time-out, a reset, a 5xx or a 409 (the key still in flight: an
+# attempt cut off by a kill holds it until its lease lapses) for up to RETRY_FOR seconds.
+# Prints the final "<status> <body>"; appends a line to RETRIES_FILE per resend.
+place_patiently() {
+  local body=$1 key=$2 retries_file=$3 deadline=$((SECONDS + RETRY_FOR)) out status
+  out=$(mktemp)
+  while :; do
+    status=$(curl -s -o "$out" -w '%{http_code}' --max-time 10 -X POST \
+      -H 'Content-Type: application/json' -H "Idempotency-Key: $key" --data "$body" \
+      "$ORDERS_URL/orders") || status=${status:-000}
+    case $status in
+      000 | 409 | 5??) [ "$SECONDS" -lt "$deadline" ] || break ;;
+      *) break ;;
+    esac
+    echo "$key $status" >>"$retries_file"
+    sleep 1
+  done
+  printf '%s %s\n' "$status" "$(tr -d '\n' <"$out")"
+  rm -f "$out"
+}
+
 # One client: orders number first, first + WORKERS, ... below ORDERS.
 load_worker() {
   local first=$1 out=$2 i product answer
@@ -162,10 +219,23 @@ load_worker() {
   mapfile -t products <"$CHAOS_DIR/products"
   local customer
   customer=$(cat "$CHAOS_DIR/customer")
+  local worker=$((first % WORKERS)) body
   for ((i = first; i < ORDERS; i += WORKERS)); do
     product=${products[i % ${#products[@]}]}
-    answer=$(curl_json POST "$ORDERS_URL/orders" \
-      "{\"customer_id\":\"$customer\",\"lines\":[{\"product_id\":\"$product\",\"quantity\":$((1 + i % 3))}]}")
+    body="{\"customer_id\":\"$customer\",\"lines\":[{\"product_id\":\"$product\",\"quantity\":$((1 + i % 3))}]}"
+    if [ "$CHAOS_MODE" = ha ]; then
+      answer=$(place_patiently "$body" "$customer-$i" "$CHAOS_DIR/retries.$worker")
+      case ${answer%% *} in
+        201) jq -r .id <<<"${answer#* }" >>"$out" ;;
+        *)
+          printf 'order %s given up: %s\n' "$customer-$i" "$answer" >&2
+          echo "$customer-$i ${answer%% *}" >>"$CHAOS_DIR/failed.$worker"
+          ;;
+      esac
+      sleep "$PAUSE"
+      continue
+    fi
+    answer=$(curl_json POST "$ORDERS_URL/orders" "$body")
     case ${answer%% *} in
       201) jq -r .id <<<"${answer#* }" >>"$out" ;;
       # A 5xx other than 503, or a 4xx, is a bug whatever is down.
@@ -183,12 +253,16 @@ load() {
   local -a pids=()
   for ((w = 0; w < WORKERS; w++)); do
     : >"$CHAOS_DIR/acknowledged.$w"
+    : >"$CHAOS_DIR/retries.$w"
+    : >"$CHAOS_DIR/failed.$w"
     load_worker "$w" "$CHAOS_DIR/acknowledged.$w" &
     pids+=("$!")
   done
   wait "${pids[@]}"
   cat "$CHAOS_DIR"/acknowledged.* >>"$CHAOS_DIR/acknowledged"
-  rm -f "$CHAOS_DIR"/acknowledged.*
+  cat "$CHAOS_DIR"/retries.* >>"$CHAOS_DIR/retries"
+  cat "$CHAOS_DIR"/failed.* >>"$CHAOS_DIR/failed"
+  rm -f "$CHAOS_DIR"/acknowledged.* "$CHAOS_DIR"/retries.* "$CHAOS_DIR"/failed.*
   log "load done: $(wc -l <"$CHAOS_DIR/acknowledged") orders acknowledged"
 }
 
@@ -237,9 +311,24 @@ check() {
                  | group_by(.) | map(length - 1) | add // 0' <<<"${body#* }")
     duplicates=$((duplicates + copies))
   done <"$CHAOS_DIR/products"
-  printf 'CHAOS-SUMMARY injected=%s acknowledged=%s lost=%s duplicates=%s problems=%s\n' \
-    "$(cat "$CHAOS_DIR/injected")" "${#acknowledged[@]}" "$lost" "$duplicates" "$problems"
-  if [ "$lost" -ne 0 ] || [ "$duplicates" -ne 0 ] || [ "$problems" -ne 0 ]; then
+  local ha_fields="" failed=0 doubled=0
+  if [ "$CHAOS_MODE" = ha ]; then
+    # Every order of this run's customer came from one idempotency key, and every key was
+    # retried until acknowledged (or counted as given up): an order nobody was acknowledged
+    # for is a second order placed by a retry (or one the user gave up on, counted there).
+    failed=$(grep -c . "$CHAOS_DIR/failed" || true)
+    doubled=$(jq --argjson want "$want" '[.orders[]?.id] - $want | length' <<<"$orders")
+    if [ "$failed" -ne 0 ]; then
+      doubled=$((doubled > failed ? doubled - failed : 0))
+    fi
+    ha_fields=$(printf ' failed_after_retries=%s retries=%s doubled=%s mode=ha' \
+      "$failed" "$(grep -c . "$CHAOS_DIR/retries" || true)" "$doubled")
+  fi
+  printf 'CHAOS-SUMMARY injected=%s acknowledged=%s lost=%s duplicates=%s problems=%s%s\n' \
+    "$(cat "$CHAOS_DIR/injected")" "${#acknowledged[@]}" "$lost" "$duplicates" "$problems" \
+    "$ha_fields"
+  if [ "$lost" -ne 0 ] || [ "$duplicates" -ne 0 ] || [ "$problems" -ne 0 ] ||
+    [ "$failed" -ne 0 ] || [ "$doubled" -ne 0 ]; then
     die "invariants broken"
   fi
   log "all invariants hold"
@@ -260,6 +349,8 @@ run() {
       compose start "$victim"
       injected=$((injected + 1))
       echo "$injected" >"$CHAOS_DIR/injected"
+      # HA: one failure at a time; the next only once this one is back.
+      if [ "$CHAOS_MODE" = ha ]; then wait_healthy_one "$victim"; fi
     done
   done
   wait "$load_pid"

