@@ -246,6 +246,24 @@ pub async fn check(
     Ok(compare(&events, &inbox, forged))
 }
 
+/// [`check`] again every 250 ms until the history is clean or `within` has passed: an event
+/// committed a moment ago may still be on its way (the last `OrderConfirmed` of a test, say).
+pub async fn check_settled(
+    producer: &PgPool,
+    consumer: &PgPool,
+    forged: &HashSet<Uuid>,
+    within: std::time::Duration,
+) -> sqlx::Result<History> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let history = check(producer, consumer, forged).await?;
+        if history.is_clean() || std::time::Instant::now() >= deadline {
+            return Ok(history);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

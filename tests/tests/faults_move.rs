@@ -100,11 +100,12 @@ async fn after_product_service_database_moves_to_a_fresh_cluster_new_commands_re
     let moved_pool = sqlx::PgPool::connect(&moved_url).await.unwrap();
     let none = std::collections::HashSet::new();
     let orders_pool = &system.orders_db.pool;
+    let settle = tests::HISTORY_SETTLE;
     verdict.history = vec![
-        tests::history::check(&moved_pool, orders_pool, &none)
+        tests::history::check_settled(&moved_pool, orders_pool, &none, settle)
             .await
             .unwrap(),
-        tests::history::check(orders_pool, &moved_pool, &none)
+        tests::history::check_settled(orders_pool, &moved_pool, &none, settle)
             .await
             .unwrap(),
     ];
