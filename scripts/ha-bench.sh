@@ -10,17 +10,19 @@
 # current nats-server (NATS_CLUSTER_SERVER_BIN, or the one scripts/test.sh installs). Run it
 # alone on the machine: it is a benchmark.
 #
-#     scripts/ha-bench.sh            # HA_BENCH_SAMPLES (1000), HA_BENCH_EVENTS (20000)
+#     scripts/ha-bench.sh            # HA_BENCH_SAMPLES (500), HA_BENCH_EVENTS (5000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 nats_bin=${NATS_CLUSTER_SERVER_BIN:-target/tools/nats-server-2.15.1/bin/nats-server}
 [ -x "$nats_bin" ] || { echo "no nats-server at $nats_bin: run scripts/test.sh once, or set NATS_CLUSTER_SERVER_BIN" >&2; exit 1; }
-samples=${HA_BENCH_SAMPLES:-1000}
-events=${HA_BENCH_EVENTS:-20000}
+samples=${HA_BENCH_SAMPLES:-500}
+events=${HA_BENCH_EVENTS:-5000}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 out=target/ha-bench
-rm -rf "$out" && mkdir -p "$out"
+setups=${HA_BENCH_SETUPS:-r1 r1-sync r3-sync}   # a subset adds to the last run's outputs
+[ -n "${HA_BENCH_SETUPS:-}" ] || rm -rf "$out"
+mkdir -p "$out"
 work=$(mktemp -d)
 pids=()
 stop_servers() {
@@ -72,18 +74,23 @@ run_setup() {
   local setup=$1 nodes=$2 sync=$3 replicas=$4
   echo "==> $setup: $nodes node(s), sync_interval ${sync:-default}, $replicas replica(s)"
   start_servers "$setup" "$nodes" "$sync"
-  # The benches talk to one node; the cluster places the replicas.
+  # The benches and loadgen talk to one node (the cluster announces the others); the
+  # cluster places the replicas.
   NATS_URL=${NATS_URL%%,*} "$relay_bench" --events "$events" --repeat 3 --replicas "$replicas" \
     | tee "$out/$setup-relay.txt"
   NATS_URL=${NATS_URL%%,*} "$consumer_bench" --messages "$events" --repeat 3 --replicas "$replicas" \
     | tee "$out/$setup-consumer.txt"
-  NATS_STREAM_REPLICAS=$replicas target/release/loadgen --phases propagation \
+  NATS_URL=${NATS_URL%%,*} NATS_STREAM_REPLICAS=$replicas target/release/loadgen --phases propagation \
     --light-rate 100 --heavy-rate 300 --samples "$samples" --clients 8 --pool-size 10 \
     | tee "$out/$setup-loadgen.txt"
   stop_servers
 }
 
-run_setup r1 1 "" 1
-run_setup r1-sync 1 always 1
-run_setup r3-sync 3 always 3
+for setup in $setups; do
+  case $setup in
+    r1) run_setup r1 1 "" 1 ;;
+    r1-sync) run_setup r1-sync 1 always 1 ;;
+    r3-sync) run_setup r3-sync 3 always 3 ;;
+  esac
+done
 python3 scripts/ha-bench-report.py "$out"
