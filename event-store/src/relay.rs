@@ -9,13 +9,11 @@
 //! failed batch) and every [`repair::TICK`], and rewinds to the last event the stream provably
 //! holds; it then announces a [`repair::Watermark`] so consumers can find losses in the middle.
 
-use std::future::IntoFuture as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
-use futures::FutureExt as _;
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -237,25 +235,18 @@ pub(crate) async fn publish(
         sent.push((subject, message, ack));
     }
     let mut acked = Vec::with_capacity(sent.len());
-    // Once one ack has failed, the messages sent with it went to a server that may never
-    // answer: an ack not already in hand is not waited for (each would cost a full
-    // JetStream timeout in turn), the message is sent again.
-    let mut failed = false;
+    // Whether the last message sent again was taken: then the next one that failed (for the
+    // same passing reason, such as a stream just created or a leader just elected) is sent
+    // again at once, so a batch costs one backoff, not one per message.
+    let mut taken = false;
     for (subject, message, ack) in sent {
         let first = match ack {
-            // Outside tokio's cooperative budget, which a long batch of acks spends.
-            Ok(ack) if failed => tokio::task::unconstrained(ack.into_future())
-                .now_or_never()
-                .unwrap_or_else(|| Err(PublishError::new(PublishErrorKind::TimedOut))),
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
         let ack = match first {
             Ok(ack) => ack,
-            Err(e) => {
-                failed = true;
-                resend(js, config, subject, message, e).await?
-            }
+            Err(e) => resend(js, config, subject, message, e, &mut taken).await?,
         };
         acked.push(ack);
     }
@@ -275,6 +266,7 @@ async fn resend(
     subject: String,
     message: PublishMessage,
     mut error: PublishError,
+    taken: &mut bool,
 ) -> Result<jetstream::publish::PublishAck, PublishError> {
     let deadline = Instant::now() + PUBLISH_RETRY_FOR;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
@@ -293,11 +285,14 @@ async fn resend(
         }
         metrics::publish_retried(&config.stream, retry_reason(error.kind()));
         tracing::debug!(error = %error, subject, "publish not acknowledged; sending it again");
-        tokio::time::sleep(backoff.next_delay()).await;
+        if !*taken {
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
         let ack = match js.send_publish(subject.clone(), message.clone()).await {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
+        *taken = ack.is_ok();
         match ack {
             Ok(ack) => return Ok(ack),
             Err(e) => error = e,
