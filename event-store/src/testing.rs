@@ -179,6 +179,37 @@ pub async fn connect_nats() -> async_nats::Client {
     }
 }
 
+/// Publishes to `subject` and waits until JetStream has stored the message, sending it again
+/// (for up to 10 s) while the server answers that no stream listens on the subject.
+///
+/// A stream just declared can answer so for a moment: in CI a test's publish right after
+/// [`crate::nats::ensure_stream`] returned was answered 503 (no responders) on nats-server
+/// 2.9, while the service under test was declaring the same stream at the same time. The
+/// relay sends again for the same reason (`relay.rs`). Give the message a `Nats-Msg-Id`, so a
+/// resend of one that was stored after all is dropped as a duplicate.
+pub async fn publish_stored(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> async_nats::jetstream::publish::PublishAck {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = js
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .await
+            .expect("sending to NATS");
+        match sent.await {
+            Ok(ack) => return ack,
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("JetStream did not store the message on {subject}: {e}"),
+        }
+    }
+}
+
 /// A nats-server of a test's own, on a free port with its own store directory, killed on drop.
 /// The binary is `NATS_SERVER_BIN`, by default `nats-server` on the PATH.
 pub struct NatsServer {

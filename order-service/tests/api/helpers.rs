@@ -192,12 +192,7 @@ impl TestApp {
             event_id.to_string().as_str(),
         );
         let subject = format!("{}.{stream_id}.{event_type}", self.names.other_subjects);
-        self.js
-            .publish_with_headers(subject, h, payload)
-            .await
-            .expect("publishing")
-            .await
-            .expect("the publish ack");
+        testing::publish_stored(&self.js, subject, h, payload).await;
         event_id
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use event_store::envelope::{self, Producer};
 use event_store::testing::{self, TestDb};
 use event_store::{Metadata, RecordedEvent};
@@ -165,10 +165,8 @@ impl TestApp {
         event_type: &str,
         payload: &Value,
     ) {
-        let ack = self
-            .send_order_event(order_id, stream_version, event_type, payload)
+        self.publish_order_event_at(order_id, stream_version, event_type, 1, payload)
             .await;
-        ack.await.expect("JetStream stored the event");
     }
 
     /// Publishes an order-service event by hand written at `schema_version`.
@@ -180,8 +178,8 @@ impl TestApp {
         schema_version: i32,
         payload: &Value,
     ) {
-        let ack = self
-            .send_order_event_at(
+        let (subject, headers, body) = self
+            .order_event(
                 order_id,
                 stream_version,
                 event_type,
@@ -189,7 +187,7 @@ impl TestApp {
                 payload,
             )
             .await;
-        ack.await.expect("JetStream stored the event");
+        testing::publish_stored(&self.js, subject, headers, body).await;
     }
 
     /// Sends without waiting for the ack, so many events can be in flight at once.
@@ -213,6 +211,31 @@ impl TestApp {
         schema_version: i32,
         payload: &Value,
     ) -> jetstream::context::PublishAckFuture {
+        let (subject, headers, body) = self
+            .order_event(
+                order_id,
+                stream_version,
+                event_type,
+                schema_version,
+                payload,
+            )
+            .await;
+        self.js
+            .publish_with_headers(subject, headers, body)
+            .await
+            .expect("published")
+    }
+
+    /// The subject, headers (with a `Nats-Msg-Id`) and body of an order-service event, as
+    /// order-service's relay would send it, once its stream exists.
+    async fn order_event(
+        &self,
+        order_id: Uuid,
+        stream_version: i64,
+        event_type: &str,
+        schema_version: i32,
+        payload: &Value,
+    ) -> (String, async_nats::HeaderMap, bytes::Bytes) {
         let stream = format!("{}_order_events", self.namespace);
         let prefix = format!("{}.order.events", self.namespace);
         event_store::nats::ensure_stream(&self.js, &stream, &prefix)
@@ -242,15 +265,12 @@ impl TestApp {
             service: "order-service".to_owned(),
             legacy_headers: false,
         };
-        let (h, body) = envelope::encode(&producer, &event, None).expect("encoding");
-        let message = PublishMessage::build()
-            .payload(body)
-            .headers(h)
-            .message_id(event_id.to_string());
-        self.js
-            .send_publish(format!("{prefix}.{stream_id}.{event_type}"), message)
-            .await
-            .expect("published")
+        let (mut headers, body) = envelope::encode(&producer, &event, None).expect("encoding");
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            event_id.to_string().as_str(),
+        );
+        (format!("{prefix}.{stream_id}.{event_type}"), headers, body)
     }
 }
 
