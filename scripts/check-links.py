@@ -9,6 +9,7 @@ anchors: lower case, punctuation dropped, spaces to hyphens, `-1`, `-2` for repe
 External links (http, https, mailto) are not fetched: CI runs without the network.
 Prints every broken link and `LINKS files=N links=M broken=K`; exits 1 when K > 0.
 """
+import os
 import re
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def main(argv):
         total_links += links
         total_broken += len(broken)
         for number, target, why in broken:
-            print(f"{page.relative_to(ROOT)}:{number}: broken link {target}: {why}")
+            print(f"{os.path.relpath(page, ROOT)}:{number}: broken link {target}: {why}")
     print(f"LINKS files={len(pages)} links={total_links} broken={total_broken}")
     return 1 if total_broken else 0
 
