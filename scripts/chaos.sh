@@ -20,20 +20,20 @@
 # NATS node, one replica of each service and the balancer in turn (one at a time: each is
 # started again and back to healthy before the next), and the load is a patient user: each
 # order carries an Idempotency-Key, and a request that timed out, was reset or answered 5xx
-# (or 409: the same key still in flight) is sent again with the same key for up to RETRY_FOR
-# seconds. The summary then also counts failed_after_retries= (orders the user gave up on),
-# retries= (requests sent again) and doubled= (orders of the run nobody was acknowledged for:
-# a retry that placed a second order), and any of failed_after_retries, lost, duplicates or
-# doubled that is not 0 fails the run.
+# (or 409: the same key still in flight) is sent again with the same key for up to
+# CHAOS_RETRY_FOR seconds. The summary then also counts failed_after_retries= (orders the user
+# gave up on), retries= (requests sent again) and doubled= (orders of the run nobody was
+# acknowledged for: a retry that placed a second order), and any of failed_after_retries, lost,
+# duplicates or doubled that is not 0 fails the run.
 #
 #   ORDERS_URL     order-service   (default http://localhost:8081)
 #   PRODUCTS_URL   product-service (default http://localhost:8082)
 #   CHAOS_DIR      where setup/load/check keep their state (default target/chaos)
-#   ORDERS         orders the load places (default 150; at most 200, one listing page)
-#   WORKERS        concurrent clients (default 4);  PAUSE  seconds between a client's orders
-#   ROUNDS         kill rounds of run (default 2);  VICTIMS  services killed in each round
-#   SETTLE         seconds to wait for everything to settle (default 120)
-#   CHAOS_MODE     single (default) or ha;  RETRY_FOR  seconds a user retries (ha, default 60)
+#   CHAOS_ORDERS   orders the load places (default 150; at most 200, one listing page)
+#   CHAOS_WORKERS  concurrent clients (default 4);  CHAOS_PAUSE  seconds between a client's orders
+#   CHAOS_ROUNDS   kill rounds of run (default 2);  CHAOS_VICTIMS  services killed in each round
+#   CHAOS_SETTLE   seconds to wait for everything to settle (default 120)
+#   CHAOS_MODE     single (default) or ha;  CHAOS_RETRY_FOR  seconds a user retries (ha, default 60)
 #   COMPOSE_FILE, COMPOSE_PROJECT_NAME   as docker compose reads them (CHAOS_MODE=ha defaults
 #                  COMPOSE_FILE to docker-compose.yml:docker-compose.ha.yml)
 #
@@ -46,26 +46,26 @@ cd "$(dirname "$0")/.."
 ORDERS_URL="${ORDERS_URL:-http://localhost:8081}"
 PRODUCTS_URL="${PRODUCTS_URL:-http://localhost:8082}"
 CHAOS_DIR="${CHAOS_DIR:-target/chaos}"
-ORDERS="${ORDERS:-150}"
-WORKERS="${WORKERS:-4}"
-PAUSE="${PAUSE:-0.5}"
-ROUNDS="${ROUNDS:-2}"
+ORDERS="${CHAOS_ORDERS:-150}"
+WORKERS="${CHAOS_WORKERS:-4}"
+PAUSE="${CHAOS_PAUSE:-0.5}"
+ROUNDS="${CHAOS_ROUNDS:-2}"
 CHAOS_MODE="${CHAOS_MODE:-single}"
-RETRY_FOR="${RETRY_FOR:-60}"
+RETRY_FOR="${CHAOS_RETRY_FOR:-60}"
 case $CHAOS_MODE in
-  single) VICTIMS="${VICTIMS:-product-service order-service nats postgres}" ;;
+  single) VICTIMS="${CHAOS_VICTIMS:-product-service order-service nats postgres}" ;;
   ha)
-    VICTIMS="${VICTIMS:-nats-1 order-service-1 product-service-2 nats-2 lb order-service-2 product-service-1 nats-3}"
+    VICTIMS="${CHAOS_VICTIMS:-nats-1 order-service-1 product-service-2 nats-2 lb order-service-2 product-service-1 nats-3}"
     export COMPOSE_FILE="${COMPOSE_FILE:-docker-compose.yml:docker-compose.ha.yml}"
     ;;
   *) printf 'chaos: CHAOS_MODE is single or ha, not %s\n' "$CHAOS_MODE" >&2; exit 1 ;;
 esac
-SETTLE="${SETTLE:-120}"
+SETTLE="${CHAOS_SETTLE:-120}"
 PRODUCT_COUNT=3
 INITIAL_STOCK=40
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'chaos: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 for tool in curl jq; do
   command -v "$tool" >/dev/null || die "$tool is needed (Debian: apt-get install $tool)"
@@ -248,7 +248,7 @@ load_worker() {
 
 load() {
   [ -s "$CHAOS_DIR/products" ] || die "run setup first"
-  [ "$ORDERS" -le 200 ] || die "ORDERS must be at most 200 (the check reads one page of orders)"
+  [ "$ORDERS" -le 200 ] || die "CHAOS_ORDERS must be at most 200 (the check reads one page of orders)"
   local w
   local -a pids=()
   for ((w = 0; w < WORKERS; w++)); do

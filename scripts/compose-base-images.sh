@@ -27,7 +27,8 @@ CARGO_BIN="${CARGO_BIN:-$RUST_TOOLCHAIN/bin/cargo}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-log() { printf '==> %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # rootfs DIR PACKAGES...: a minbase bookworm in DIR with PACKAGES, apt lists dropped.
@@ -36,6 +37,7 @@ rootfs() {
   shift
   local include
   include=$(IFS=,; echo "$*")
+  # shellcheck disable=SC2016 # the hook's $1 is expanded by mmdebstrap, not here
   mmdebstrap --quiet --variant=minbase ${include:+--include="$include"} \
     --aptopt='APT::Install-Recommends "false"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \

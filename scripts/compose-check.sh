@@ -34,14 +34,10 @@ mkdir -p "$out"
 started_dockerd=""
 started=$SECONDS
 
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+# The seconds since the start in every line.
 log() { printf '==> [%4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }
-die() { printf 'compose-check: %s\n' "$*" >&2; exit 1; }
-
-apt_install() {
-  log "installing $* from Debian's packages"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
 
 finish() {
   local status=$?
@@ -127,7 +123,7 @@ log "built in $((SECONDS - build_started)) s"
 if [ "${COMPOSE_CHECK_SINGLE:-1}" != 0 ]; then
 up_started=$SECONDS
 docker-compose up -d
-SETTLE=120 scripts/chaos.sh healthy
+CHAOS_SETTLE=120 scripts/chaos.sh healthy
 healthy_s=$((SECONDS - up_started))
 log "every container healthy $healthy_s s after up"
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
@@ -156,11 +152,11 @@ tail -1 "$out/tour.log"
 
 log "chaos"
 # The load lasts about as long as the kills (5 s each), so every kill meets orders in flight.
-ORDERS="${CHAOS_ORDERS:-80}" ROUNDS="${CHAOS_ROUNDS:-1}" PAUSE=1.2 SETTLE=120 \
+CHAOS_ORDERS="${CHAOS_ORDERS:-80}" CHAOS_ROUNDS="${CHAOS_ROUNDS:-1}" CHAOS_PAUSE=1.2 CHAOS_SETTLE=120 \
   CHAOS_DIR="$out/chaos" scripts/chaos.sh run 2>&1 | tee "$out/chaos.log"
 summary=$(grep '^CHAOS-SUMMARY' "$out/chaos.log") || die "chaos printed no summary"
 echo "$summary"
-SETTLE=60 scripts/chaos.sh healthy || die "a container is not healthy after chaos"
+CHAOS_SETTLE=60 scripts/chaos.sh healthy || die "a container is not healthy after chaos"
 log "single-node round passed"
 fi
 
@@ -171,20 +167,20 @@ if [ "${COMPOSE_CHECK_HA:-1}" != 0 ]; then
   export COMPOSE_FILE=$HA_COMPOSE_FILE
   up_started=$SECONDS
   docker-compose up -d
-  SETTLE=180 scripts/chaos.sh healthy
+  CHAOS_SETTLE=180 scripts/chaos.sh healthy
   echo "HA-HEALTHY seconds=$((SECONDS - up_started))"
   log "ports published on 127.0.0.1 only (the balancer's and the viewer's)"
   check_ports
   export ORDERS_URL=http://127.0.0.1:8081 PRODUCTS_URL=http://127.0.0.1:8082
   log "HA chaos"
-  CHAOS_MODE=ha ORDERS="${CHAOS_HA_ORDERS:-160}" ROUNDS="${CHAOS_HA_ROUNDS:-1}" PAUSE=2 \
-    SETTLE=120 CHAOS_DIR="$out/chaos-ha" scripts/chaos.sh run 2>&1 | tee "$out/chaos-ha.log"
+  CHAOS_MODE=ha CHAOS_ORDERS="${CHAOS_HA_ORDERS:-160}" CHAOS_ROUNDS="${CHAOS_HA_ROUNDS:-1}" CHAOS_PAUSE=2 \
+    CHAOS_SETTLE=120 CHAOS_DIR="$out/chaos-ha" scripts/chaos.sh run 2>&1 | tee "$out/chaos-ha.log"
   summary=$(grep '^CHAOS-SUMMARY' "$out/chaos-ha.log") || die "HA chaos printed no summary"
   echo "$summary"
   for field in failed_after_retries lost duplicates doubled; do
     grep -q " $field=0\b" <<<"$summary" || die "HA chaos: $field is not 0"
   done
-  SETTLE=60 scripts/chaos.sh healthy || die "a container is not healthy after HA chaos"
+  CHAOS_SETTLE=60 scripts/chaos.sh healthy || die "a container is not healthy after HA chaos"
   log "HA round passed in $((SECONDS - ha_started)) s"
   echo "HA-ROUND seconds=$((SECONDS - ha_started))"
 fi

@@ -28,8 +28,8 @@ cd "$(dirname "$0")/.."
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ beside the scripts in the work tree
-log() { printf '==> %s\n' "$*"; }
-die() { printf 'contract: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 started=$SECONDS
 
 tools="$PWD/target/tools"
@@ -106,10 +106,6 @@ EOF
   exit "$status"
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # start NAME DATABASE VAR [SETTING=VALUE...]: runs a service in the background and sets VAR to
 # its base URL. EVENTS_LEGACY_HEADERS is whatever the call says, never the caller's.

@@ -20,8 +20,8 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 seed="${FUZZ_SEED:-5}"
 max_examples="${FUZZ_MAX_EXAMPLES:-30}"
-log() { printf '==> %s\n' "$*"; }
-die() { printf 'fuzz: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 venv="$PWD/target/tools/schemathesis-$SCHEMATHESIS_VERSION"
 if [ ! -x "$venv/bin/schemathesis" ]; then
@@ -62,10 +62,6 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # start NAME DATABASE VAR: runs a service in the background and sets VAR to its base URL.
 start() {

@@ -35,7 +35,15 @@ trap 'stop_servers; rm -rf "$work"' EXIT
 echo "==> building (release): the benches, loadgen and both services"
 cargo build --release --locked -p event-store --benches >/dev/null
 cargo build --release --locked --workspace --bins >/dev/null
-bench_bin() { ls -t target/release/deps/"$1"-* | grep -v '\.d$' | head -1; }
+# The newest build of bench NAME (cargo names it NAME-<hash>, beside its NAME-<hash>.d).
+bench_bin() {
+  local newest="" file
+  for file in target/release/deps/"$1"-*; do
+    [[ $file == *.d ]] && continue
+    [ -z "$newest" ] || [ "$file" -nt "$newest" ] && newest=$file
+  done
+  echo "$newest"
+}
 relay_bench=$(bench_bin relay)
 consumer_bench=$(bench_bin consumer)
 

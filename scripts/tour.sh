@@ -40,6 +40,7 @@ step "Create a product in product-service" \
 P=$(jq -r .id <<<"$answer")
 export P
 
+# shellcheck disable=SC2016 # $ENV.P is jq's, not the shell's
 step "order-service's catalogue learns of it over NATS (waiting up to 5 s for version 1)" \
   '.id == $ENV.P and .price_cents == 2500 and .currency == "USD" and .stock_available == 10 and .available and .version == 1' \
   "$O_URL/catalog/products/$P?min_version=1"

@@ -9,8 +9,9 @@
 // starts it again and sees events flow again. Screenshots go to target/browser-test/.
 //
 // Environment: BIN_DIR (the cargo-built binaries, default target/debug), NATS_SERVER_BIN
-// (default nats-server), CHROMIUM (default /usr/bin/chromium), POSTGRES_URL (a server the
-// services may create databases on, default postgres://postgres@127.0.0.1:5432), TEST_LOG
+// (default nats-server), CHROMIUM (default /usr/bin/chromium), DATABASE_URL (a database on the
+// server the run creates its own on, default postgres://postgres@127.0.0.1:5432/postgres, as
+// the Rust tests read it), TEST_LOG
 // (set: the processes' logs are shown).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -25,7 +26,13 @@ import { publish } from "./nats-publish.mjs";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const binDir = process.env.BIN_DIR || path.join(root, "target/debug");
 const shots = path.join(root, "target/browser-test");
-const postgres = (process.env.POSTGRES_URL || "postgres://postgres@127.0.0.1:5432").replace(/\/+$/, "");
+const databaseUrl = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
+// The URL of database `name` on DATABASE_URL's server.
+function database(name) {
+  const url = new URL(databaseUrl);
+  url.pathname = "/" + name;
+  return url.toString();
+}
 const run = "viewer_bt_" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
 const children = [];
 const temporaryDirs = [];
@@ -105,10 +112,10 @@ async function main() {
   const [productsPort, ordersPort, viewerPort] = [await freePort(), await freePort(), await freePort()];
   const common = { NATS_URL: natsUrl, EVENTS_NAMESPACE: namespace, RUST_LOG: process.env.RUST_LOG || "warn" };
   start("product-service", path.join(binDir, "product-service"), ["serve"], {
-    ...common, DATABASE_URL: `${postgres}/${run}_products`, HTTP_ADDR: `127.0.0.1:${productsPort}`,
+    ...common, DATABASE_URL: database(`${run}_products`), HTTP_ADDR: `127.0.0.1:${productsPort}`,
   });
   const startOrders = () => start("order-service", path.join(binDir, "order-service"), ["serve"], {
-    ...common, DATABASE_URL: `${postgres}/${run}_orders`, HTTP_ADDR: `127.0.0.1:${ordersPort}`,
+    ...common, DATABASE_URL: database(`${run}_orders`), HTTP_ADDR: `127.0.0.1:${ordersPort}`,
   });
   let orderService = startOrders();
   await answers(`http://127.0.0.1:${productsPort}/health/ready`);
@@ -250,7 +257,7 @@ async function placeOrderThroughThePage(page, ordersUrl, name, timeout = 3000) {
 
 function dropDatabases() {
   for (const db of [`${run}_products`, `${run}_orders`]) {
-    const r = spawnSync("psql", [`${postgres}/postgres`, "-qc", `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`], { stdio: "ignore" });
+    const r = spawnSync("psql", [database("postgres"), "-qc", `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`], { stdio: "ignore" });
     if (r.status !== 0) console.error(`could not drop database ${db} (psql missing?)`);
   }
 }
