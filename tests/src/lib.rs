@@ -2,7 +2,7 @@
 //! each on a fresh database of its own, sharing a NATS namespace no other test uses.
 //! [`faults`] holds what the fault tests share: their load, invariants and summary line;
 //! [`history`] checks each producer's events against the other service's inbox (every fault
-//! test ends with it); [`loadgen`] is the load generator (BENCHMARKS.md).
+//! test ends with it). The load generator, built on [`TestSystem`], is the `loadgen` crate.
 //! The HA tests add a NATS cluster of their own ([`cluster`]), network namespaces to cut a
 //! node off ([`netns`]), a meter of how long each consumer and relay stood still ([`stall`])
 //! and the wiring they share ([`ha`]).
@@ -26,7 +26,6 @@ pub mod cluster;
 pub mod faults;
 pub mod ha;
 pub mod history;
-pub mod loadgen;
 pub mod netns;
 pub mod stall;
 

@@ -1,10 +1,10 @@
 //! Measures the whole system; see BENCHMARKS.md. Build everything first:
 //!
-//!     cargo build --release --workspace --bins && cargo run --release -p tests --bin loadgen
+//!     cargo build --release --workspace --bins && cargo run --release -p loadgen
 
 use clap::Parser;
-use tests::loadgen::cli::{Cli, Command};
-use tests::loadgen::{ceiling, db_ceiling, run};
+use loadgen::cli::{Cli, Command};
+use loadgen::{ceiling, db_ceiling, run};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

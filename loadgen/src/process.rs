@@ -1,4 +1,4 @@
-//! The processes of a run: the two services (started by [`crate::TestSystem`]), found again by
+//! The processes of a run: the two services (started by [`tests::TestSystem`]), found again by
 //! their process ids for memory sampling, and the reads' helper servers (the ceiling and the
 //! database baseline), this same executable run with a hidden subcommand so each is a process
 //! of its own like the services.
@@ -14,7 +14,7 @@ pub const SERVICES: [&str; 2] = ["product-service", "order-service"];
 /// What builds them, and this load generator, for measuring.
 pub const BUILD_COMMAND: &str = "cargo build --release --workspace --bins";
 
-/// Where [`crate::service_binary`] will look for `name`: next to this executable.
+/// Where [`tests::service_binary`] will look for `name`: next to this executable.
 pub fn binary_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let dir = exe.parent().context("this executable has no directory")?;
@@ -28,7 +28,7 @@ pub fn check_binaries() -> anyhow::Result<()> {
         if !path.exists() {
             bail!(
                 "{} is missing. Build the services next to the load generator first:\n    {BUILD_COMMAND}\n\
-                 then run it with `cargo run --release -p tests --bin loadgen`",
+                 then run it with `cargo run --release -p loadgen`",
                 path.display()
             );
         }

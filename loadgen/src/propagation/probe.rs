@@ -10,10 +10,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{left, BACKOFF_FRACTION};
-use crate::loadgen::api::{Api, OrderState};
-use crate::loadgen::bench::Bench;
-use crate::loadgen::cli::Probe;
-use crate::loadgen::watch::{NotVisible, Table, Watcher};
+use crate::api::{Api, OrderState};
+use crate::bench::Bench;
+use crate::cli::Probe;
+use crate::watch::{NotVisible, Table, Watcher};
 
 /// How the load generator sees a change arrive.
 #[derive(Clone)]

@@ -1,7 +1,7 @@
-//! The load generator behind `cargo run --release -p tests --bin loadgen` (see BENCHMARKS.md).
+//! The load generator behind `cargo run --release -p loadgen` (see BENCHMARKS.md).
 //!
 //! - [`cli`]: flags. [`run`]: one run, phase by phase, then [`report`] and [`goals`].
-//! - [`bench`]: the system under test, started with [`crate::TestSystem`], and its products.
+//! - [`bench`]: the system under test, started with [`tests::TestSystem`], and its products.
 //! - [`schedule`]: rate control, an open loop (fixed send instants, no coordinated omission)
 //!   and a closed loop (N clients back to back). [`stats`]: HdrHistogram latencies.
 //! - Scenarios: [`baseline`] (raw Postgres inserts), [`commands`], [`read_your_writes`],

@@ -14,7 +14,7 @@ use super::cli::RunArgs;
 use super::cpu;
 use super::process::{binary_path, check_binaries, child_pid, SERVICES};
 use super::schedule::ClosedLoop;
-use crate::TestSystem;
+use tests::TestSystem;
 
 /// Connections the run holds at its peak: the raw-INSERT baseline's pool (clients + 2), each
 /// service's pool and its leadership, LISTEN and admin connections, and the probes' pools.
