@@ -144,7 +144,6 @@ pub fn decode_value(value: &str) -> Result<Cow<'_, str>, String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

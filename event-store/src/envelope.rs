@@ -328,7 +328,6 @@ fn decode_parts(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<ForeignEv
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
     use serde_json::json;

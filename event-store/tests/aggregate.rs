@@ -1,6 +1,7 @@
 //! The command executor (`aggregate::Commands`) on a real store: a command that loses a race
 //! with a concurrent append is decided again on fresh state; a corrupt stream is `Corrupt`,
 //! not a database error; snapshots are written as the policy says and loaded again.
+// Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,4 +1,5 @@
 //! Appends and reads against a real Postgres, a fresh database per test.
+// Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,5 @@
 //! Who holds a session advisory lock, as the admin status and the tests ask it: a rebuild
 //! lock taken by another session (the `replay` CLI) shows as a running rebuild.
-#![allow(clippy::unwrap_used)]
 
 use event_store::testing::TestDb;
 use event_store::{locks, replay};

@@ -1,5 +1,6 @@
 //! The relay against real NATS JetStream: every stored event is published once, across relay
 //! crashes and a NATS outage.
+// Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;

@@ -158,7 +158,6 @@ pub fn ascending(rates: &[f64]) -> Vec<f64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

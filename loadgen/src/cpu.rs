@@ -188,7 +188,6 @@ pub fn parse_machine(stat: &str) -> Option<MachineTicks> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -156,7 +156,6 @@ pub fn serve(args: DbCeilingArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

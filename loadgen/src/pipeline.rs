@@ -143,7 +143,6 @@ impl ConsumerPace {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -123,7 +123,6 @@ pub async fn measure(bench: &Bench) -> anyhow::Result<ReadYourWrites> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

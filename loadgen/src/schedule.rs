@@ -135,7 +135,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
     use std::sync::{Arc, Mutex};

@@ -133,7 +133,6 @@ pub fn ratio(value: f64, baseline: f64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

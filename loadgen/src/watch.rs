@@ -213,7 +213,6 @@ fn resolve(waiting: &Waiting, rows: Vec<(Uuid, i64, Option<String>)>, at: Instan
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -1,6 +1,5 @@
 //! Bad requests to both running services get a clear 4xx with a JSON body, never a 5xx.
 //! Broken JSON is 400; well-formed JSON of the wrong shape or out of range is 422.
-#![allow(clippy::unwrap_used)]
 
 use tests::TestSystem;
 

@@ -1,7 +1,6 @@
 //! The contract between the services: every event one service emits is read by the other's
 //! tolerant view (or deliberately ignored), so a rename or a removed field fails here, not in
 //! production. Samples come from each service's own domain decisions, as real payloads.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -23,7 +22,7 @@ fn product_service_samples() -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut state = ProductState::default();
     let mut run = |state: &mut ProductState, command| {
-        for e in decide(state, command).unwrap() {
+        for e in decide(state, command).expect("the domain accepts the command") {
             samples.push((e.event_type(), e.schema_version(), e.payload()));
             *state = evolve(std::mem::take(state), &e);
         }
@@ -106,7 +105,7 @@ fn order_service_samples() -> Vec<Sample> {
     let mut history = |commands: Vec<OrderCommand>| {
         let mut state = OrderState::default();
         for command in commands {
-            for e in decide(&state, command).unwrap() {
+            for e in decide(&state, command).expect("the domain accepts the command") {
                 samples.push((e.event_type(), e.schema_version(), e.payload()));
                 state = evolve(state, &e);
             }

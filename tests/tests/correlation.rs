@@ -1,6 +1,5 @@
 //! One request id follows an order through both services: the client's `X-Request-Id` is the
 //! `correlation_id` of every event the saga writes, in either database.
-#![allow(clippy::unwrap_used)]
 
 use serde_json::json;
 use tests::TestSystem;

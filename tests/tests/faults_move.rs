@@ -4,7 +4,6 @@
 //! events were written with, yet every command after the move, on old products and new ones,
 //! reaches order-service's catalogue and the saga confirms, within the settle bound.
 //! (docs/adr/0001-no-skip-positions.md, "Moving the database")
-#![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
 
@@ -138,7 +137,7 @@ async fn place_confirmed_order(system: &TestSystem, customer: &str, product: &st
         )
         .await;
     assert_eq!(status, 201, "{order}");
-    let id = order["id"].as_str().unwrap().to_owned();
+    let id = order["id"].as_str().expect("an order id").to_owned();
     let settled: Value = system.settled_order(&id).await;
     assert_eq!(settled["status"], "confirmed", "{settled}");
     id
@@ -156,11 +155,13 @@ async fn change_price(system: &TestSystem, product: &str, price_cents: i64) {
 
 /// The server's next transaction id (64-bit), as a fresh transaction draws it.
 async fn current_xid(url: &str) -> i64 {
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connecting to Postgres");
     let xid = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
         .fetch_one(&mut conn)
         .await
-        .unwrap();
+        .expect("a transaction id");
     let _ = conn.close().await;
     xid
 }

@@ -3,6 +3,7 @@
 //! models before serving, serve the history's reads, take new commands on its old streams, and
 //! rebuild every projection to the same rows as a database holding the same history in
 //! today's shapes.
+// Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;

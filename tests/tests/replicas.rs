@@ -2,7 +2,6 @@
 //! the relay (the `orders` read model is written inline by every append, so it has no
 //! projector to lead), and killing the leader (kill -9, twice, under load) hands the relay to
 //! the survivor within seconds with nothing lost or doubled.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -21,7 +20,9 @@ const HANDOVER: Duration = Duration::from_secs(10);
 async fn leaders(pool: &PgPool) -> Vec<Option<u32>> {
     let mut pids = Vec::new();
     for role in ROLES {
-        let holder = leader::holder(pool, role).await.unwrap();
+        let holder = leader::holder(pool, role)
+            .await
+            .expect("reading the leader");
         pids.push(holder.and_then(|name| name.rsplit(' ').next()?.parse().ok()));
     }
     pids

@@ -1,5 +1,4 @@
 //! The business flow end to end: both services as processes, real Postgres, real NATS.
-#![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
 use tests::TestSystem;

@@ -4,6 +4,7 @@
 //! `handlers` runs the projections and the saga reaction directly on a database, without NATS.
 //! `replay` rebuilds the projections, online, through the library, the CLI and `/admin`.
 
+// Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;

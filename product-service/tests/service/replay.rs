@@ -1,6 +1,7 @@
 //! Rebuilding `products` from the store: row for row what live processing built, online while
 //! reads and writes go on, restoring rows deleted by hand (through the `replay` command), and
 //! the admin routes that start and report rebuilds.
+// Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

@@ -258,7 +258,6 @@ fn description<S: config::Service>() -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use serde::{Deserialize, Serialize};
 

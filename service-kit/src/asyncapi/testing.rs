@@ -143,7 +143,6 @@ fn broken_copies(stored: &Value, schema: &Value) -> Result<Vec<(String, Value)>,
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use serde_json::json;
 

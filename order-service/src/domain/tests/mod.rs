@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used)]
-
 mod catalog;
 mod order;
 mod wire;

@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used)]
-
 mod product;
 mod reservation;
 mod wire;
