@@ -1,5 +1,5 @@
-//! Read models built from this service's own events, each driven by an
-//! `event_store::projection::Projector` that applies an event and its checkpoint in one
-//! transaction.
+//! Read models of this service's own events, written inline: in the transaction of every
+//! append to their aggregate (`event_store::read_model`), so a response and every read after
+//! it agree. Rebuilt from the store by `replay`.
 
 pub mod products;
