@@ -6,7 +6,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use event_store::aggregate::{Aggregate, CommandError, Commands, Fold, SnapshotPolicy};
+use event_store::aggregate::{Aggregate, CommandError, Commands, Fold, Loaded, On, SnapshotPolicy};
+use event_store::idempotency::Kept;
 use event_store::testing::TestDb;
 use event_store::{wire_events, EventStore, ExpectedVersion, Metadata, NewEvent};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,15 @@ impl Aggregate for Counter {
     }
 }
 
+/// The answer a command renders: the counter's state and version, read back by [`state_of`].
+fn answer(done: &Loaded<Count>) -> Kept {
+    Kept::json(200, None, &(&done.state, done.version))
+}
+
+fn state_of(kept: Kept) -> (Count, i64) {
+    serde_json::from_slice(&kept.body).unwrap()
+}
+
 // One test, so the statics above are not shared by tests running at once.
 #[tokio::test]
 async fn commands_retry_a_lost_race_refuse_as_the_domain_says_and_snapshot_as_configured() {
@@ -94,23 +104,31 @@ async fn commands_retry_a_lost_race_refuse_as_the_domain_says_and_snapshot_as_co
     let id = Uuid::now_v7();
     let metadata = Metadata::default();
 
-    let first = commands.execute_new(id, 1, &metadata).await.unwrap();
-    assert_eq!((first.state, first.version), (Count(1), 1));
+    let first = commands
+        .execute(On::New(id), 1, &metadata, None, &answer)
+        .await
+        .unwrap();
+    assert_eq!(state_of(first), (Count(1), 1));
 
     // Lost race: decided on version 1, the append finds version 2; decided again, it lands.
     *INTERLOPER.lock().unwrap() = Some((db.url.clone(), Counter::stream_id(id)));
     INTERLOPE.store(true, Ordering::SeqCst);
     DECISIONS.store(0, Ordering::SeqCst);
-    let raced = commands.execute(id, 2, &metadata).await.unwrap();
+    let raced = commands
+        .execute(On::Existing(id), 2, &metadata, None, &answer)
+        .await
+        .unwrap();
     assert_eq!(
         DECISIONS.load(Ordering::SeqCst),
         2,
         "decided again after the conflict"
     );
-    assert_eq!((raced.state, raced.version), (Count(103), 3));
+    assert_eq!(state_of(raced), (Count(103), 3));
 
     // The domain's refusal is the domain's error; nothing is appended.
-    let refused = commands.execute(id, 0, &metadata).await;
+    let refused = commands
+        .execute(On::Existing(id), 0, &metadata, None, &answer)
+        .await;
     assert!(
         matches!(refused, Err(CommandError::Domain(Refused))),
         "{refused:?}"
@@ -122,7 +140,10 @@ async fn commands_retry_a_lost_race_refuse_as_the_domain_says_and_snapshot_as_co
 
     // Four events folded on top of no snapshot: the command writes one at version 4, and the
     // next load starts from it.
-    commands.execute(id, 1, &metadata).await.unwrap();
+    commands
+        .execute(On::Existing(id), 1, &metadata, None, &answer)
+        .await
+        .unwrap();
     let loaded = commands.load(id).await.unwrap();
     assert_eq!(
         (loaded.loaded.state, loaded.loaded.version),
@@ -144,7 +165,9 @@ async fn commands_retry_a_lost_race_refuse_as_the_domain_says_and_snapshot_as_co
         )
         .await
         .unwrap();
-    let corrupt = commands.execute(broken, 1, &metadata).await;
+    let corrupt = commands
+        .execute(On::Existing(broken), 1, &metadata, None, &answer)
+        .await;
     assert!(
         matches!(corrupt, Err(CommandError::Corrupt(_))),
         "{corrupt:?}"

@@ -7,8 +7,8 @@
 //!   running 409, a malformed key 400. A claimed request runs to its end even when the client
 //!   goes away, then its key is kept (2xx) or released (anything else changed nothing).
 //! - [`Key`]: the handler's side. The ids it derives from the key name the same order or
-//!   product on every attempt, and [`Key::keyed`] hands the command executor what it needs to
-//!   store the response in the append's transaction (`Commands::execute_keyed`).
+//!   product on every attempt, and [`Key::claimed`] hands the command executor what it needs to
+//!   store the response in the append's transaction (`Commands::execute`).
 //! - [`spawn_pruner`]: deletes expired keys in the background.
 
 use std::future::{ready, Ready};
@@ -20,7 +20,6 @@ use actix_web::http::header::{HeaderName, HeaderValue, LOCATION};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
-use event_store::aggregate::{Keyed, Loaded};
 use event_store::idempotency::{self, Claim, Claimed, Kept};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -248,9 +247,9 @@ impl Key {
             .map_or_else(Uuid::now_v7, |c| c.derive(name))
     }
 
-    /// What `Commands::execute_keyed` needs, when the request has a key.
-    pub fn keyed<'a, S>(&'a self, respond: &'a dyn Fn(&Loaded<S>) -> Kept) -> Option<Keyed<'a, S>> {
-        self.0.as_ref().map(|claimed| Keyed { claimed, respond })
+    /// The request's claim on its key, when it has one: what `Commands::execute` takes.
+    pub fn claimed(&self) -> Option<&Claimed> {
+        self.0.as_ref()
     }
 }
 

@@ -1,4 +1,4 @@
-//! [`Commands`]: the command executor itself, with and without an idempotency key.
+//! [`Commands`]: the command executor itself, one path with or without an idempotency key.
 
 use std::marker::PhantomData;
 
@@ -9,13 +9,28 @@ use super::{
     LoadedWith, CONFLICT_RETRIES,
 };
 use crate::idempotency::{self, Claimed, Kept};
-use crate::{EventStore, ExpectedVersion, Metadata, StoreError, StreamAppend};
+use crate::{EventStore, Metadata, StoreError, StreamAppend};
 
-/// A command under an `Idempotency-Key`: its events' ids derive from the claim, and
-/// `respond` renders the response kept for the key, stored in the append's transaction.
-pub struct Keyed<'a, S> {
-    pub claimed: &'a Claimed,
-    pub respond: &'a dyn Fn(&Loaded<S>) -> Kept,
+/// Which aggregate a command runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    /// One that may exist: loaded (from its snapshot, when the aggregate keeps them) before
+    /// the command is decided, and decided again on fresh state after a concurrent append.
+    Existing(Uuid),
+    /// One whose id the caller has just drawn (a fresh time-ordered uuid, or one derived from
+    /// the request's idempotency key), so its stream cannot exist yet: it is an aggregate at
+    /// version 0, decided on the default state without a read and appended expecting no
+    /// stream. (An earlier attempt under the same key that got there first is answered by
+    /// its kept response.)
+    New(Uuid),
+}
+
+impl On {
+    pub fn id(self) -> Uuid {
+        match self {
+            On::Existing(id) | On::New(id) => id,
+        }
+    }
 }
 
 /// Runs commands on aggregates of type `A` against a store.
@@ -41,106 +56,46 @@ impl<A: Aggregate> Commands<A> {
         }
     }
 
-    /// Decides `command` on the aggregate `id` and appends what it yields, deciding again on
-    /// fresh state after a conflicting concurrent append (up to [`CONFLICT_RETRIES`] times).
+    /// Runs `command` on the aggregate `on`: loads it (unless [`On::New`]), decides, appends
+    /// what the decision yields with the loaded version as the expectation, and answers with
+    /// what `respond` renders from the aggregate as the command left it. After a conflicting
+    /// concurrent append it decides again on fresh state (up to [`CONFLICT_RETRIES`] times).
     /// A command that yields nothing appends nothing and answers with the aggregate as it is.
-    #[tracing::instrument(skip_all, fields(stream = %A::stream_id(id)), err(level = "debug"))]
+    ///
+    /// Under an idempotency key (`key`, the request's claim), the events' ids derive from the
+    /// claim, so every attempt of the request names the same events, and the answer is kept
+    /// for the key in the append's transaction (in a statement of its own when the command
+    /// appends nothing). When an earlier attempt already appended these very events, its
+    /// kept answer is the answer.
+    #[tracing::instrument(skip_all, fields(stream = %A::stream_id(on.id())), err(level = "debug"))]
     pub async fn execute(
         &self,
-        id: Uuid,
+        on: On,
         command: A::Command,
         metadata: &Metadata,
-    ) -> Result<Loaded<A::State>, CommandError<A::Error>> {
-        let stream = A::stream_id(id);
-        let mut retries = 0;
-        loop {
-            let LoadedWith { loaded, folded } = self.load(id).await?;
-            let events = A::decide(&loaded.state, command.clone()).map_err(CommandError::Domain)?;
-            if events.is_empty() {
-                return Ok(loaded);
-            }
-            let new_events = to_new_events::<A>(&events, metadata);
-            match self
-                .store
-                .append(&stream, loaded.expected(), &new_events)
-                .await
-            {
-                Ok(appended) => {
-                    let done = Loaded {
-                        state: events.iter().fold(loaded.state, A::evolve),
-                        version: appended.stream_version,
-                    };
-                    if A::SNAPSHOT.is_some_and(|p| folded + events.len() >= p.every) {
-                        self.snapshot(id, &done).await;
-                    }
-                    return Ok(done);
-                }
-                Err(StoreError::Conflict { .. }) if retries < CONFLICT_RETRIES => {
-                    retries += 1;
-                    tracing::debug!(retries, "concurrent append to the stream; deciding again");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Decides `command` on an aggregate whose id the caller has just drawn (a fresh
-    /// time-ordered uuid), so its stream cannot exist: nothing is read, and the append
-    /// expects no stream.
-    #[tracing::instrument(skip_all, fields(stream = %A::stream_id(id)), err(level = "debug"))]
-    pub async fn execute_new(
-        &self,
-        id: Uuid,
-        command: A::Command,
-        metadata: &Metadata,
-    ) -> Result<Loaded<A::State>, CommandError<A::Error>> {
-        let events = A::decide(&A::State::default(), command).map_err(CommandError::Domain)?;
-        let appended = self
-            .store
-            .append(
-                &A::stream_id(id),
-                ExpectedVersion::NoStream,
-                &to_new_events::<A>(&events, metadata),
-            )
-            .await?;
-        Ok(Loaded {
-            state: events.iter().fold(A::State::default(), A::evolve),
-            version: appended.stream_version,
-        })
-    }
-
-    /// [`Commands::execute`] under an idempotency key: the events' ids derive from the key,
-    /// and the response `keyed.respond` renders is kept for the key in the append's
-    /// transaction (in a statement of its own when the command appends nothing). Answers
-    /// with that response; with the response kept by an earlier attempt when that attempt
-    /// already appended these very events.
-    #[tracing::instrument(skip_all, fields(stream = %A::stream_id(id)), err(level = "debug"))]
-    pub async fn execute_keyed(
-        &self,
-        id: Uuid,
-        command: A::Command,
-        metadata: &Metadata,
-        keyed: &Keyed<'_, A::State>,
+        key: Option<&Claimed>,
+        respond: &dyn Fn(&Loaded<A::State>) -> Kept,
     ) -> Result<Kept, CommandError<A::Error>> {
+        let id = on.id();
         let mut retries = 0;
         loop {
-            let LoadedWith { loaded, folded } = self.load(id).await?;
+            let LoadedWith { loaded, folded } = match on {
+                On::New(_) => LoadedWith::default(),
+                On::Existing(_) => self.load(id).await?,
+            };
             let events = A::decide(&loaded.state, command.clone()).map_err(CommandError::Domain)?;
             if events.is_empty() {
-                let kept = (keyed.respond)(&loaded);
-                let mut conn = self
-                    .store
-                    .pool()
-                    .acquire()
-                    .await
-                    .map_err(StoreError::from)?;
-                idempotency::keep(&mut conn, keyed.claimed, &kept)
-                    .await
-                    .map_err(StoreError::from)?;
+                let kept = respond(&loaded);
+                if let Some(claimed) = key {
+                    let mut conn = self.conn().await?;
+                    idempotency::keep(&mut conn, claimed, &kept)
+                        .await
+                        .map_err(StoreError::from)?;
+                }
                 return Ok(kept);
             }
             match self
-                .append_keyed(id, loaded, &events, metadata, keyed)
+                .append(id, loaded, &events, metadata, key, respond)
                 .await
             {
                 Ok((done, kept)) => {
@@ -149,70 +104,67 @@ impl<A: Aggregate> Commands<A> {
                     }
                     return Ok(kept);
                 }
-                Err(StoreError::Conflict { .. }) if retries < CONFLICT_RETRIES => {
+                Err(StoreError::Conflict { .. })
+                    if matches!(on, On::Existing(_)) && retries < CONFLICT_RETRIES =>
+                {
                     retries += 1;
                     tracing::debug!(retries, "concurrent append to the stream; deciding again");
                 }
-                Err(e) => return self.kept_instead(keyed, e).await,
+                Err(e) => return self.kept_instead(key, e).await,
             }
         }
     }
 
-    /// [`Commands::execute_new`] under an idempotency key (see [`Commands::execute_keyed`]).
-    #[tracing::instrument(skip_all, fields(stream = %A::stream_id(id)), err(level = "debug"))]
-    pub async fn execute_new_keyed(
-        &self,
-        id: Uuid,
-        command: A::Command,
-        metadata: &Metadata,
-        keyed: &Keyed<'_, A::State>,
-    ) -> Result<Kept, CommandError<A::Error>> {
-        let events = A::decide(&A::State::default(), command).map_err(CommandError::Domain)?;
-        match self
-            .append_keyed(id, Loaded::default(), &events, metadata, keyed)
-            .await
-        {
-            Ok((_, kept)) => Ok(kept),
-            Err(e) => self.kept_instead(keyed, e).await,
-        }
-    }
-
-    /// Appends `events` onto `loaded` and keeps the response for the key, in one transaction.
-    async fn append_keyed(
+    /// Appends `events` onto `loaded` and renders the answer; under a key, keeps that answer
+    /// for it in the append's transaction.
+    async fn append(
         &self,
         id: Uuid,
         loaded: Loaded<A::State>,
         events: &[A::Event],
         metadata: &Metadata,
-        keyed: &Keyed<'_, A::State>,
+        key: Option<&Claimed>,
+        respond: &dyn Fn(&Loaded<A::State>) -> Kept,
     ) -> Result<(Loaded<A::State>, Kept), StoreError> {
+        let stream_id = A::stream_id(id);
+        let done = |loaded: Loaded<A::State>, version| Loaded {
+            state: events.iter().fold(loaded.state, A::evolve),
+            version,
+        };
+        let Some(claimed) = key else {
+            let new_events = to_new_events::<A>(events, metadata);
+            let appended = self
+                .store
+                .append(&stream_id, loaded.expected(), &new_events)
+                .await?;
+            let done = done(loaded, appended.stream_version);
+            let kept = respond(&done);
+            return Ok((done, kept));
+        };
         let append = StreamAppend {
-            stream_id: A::stream_id(id),
+            stream_id,
             expected: loaded.expected(),
-            events: to_keyed_events::<A>(events, metadata, keyed.claimed),
+            events: to_keyed_events::<A>(events, metadata, claimed),
         };
         let mut tx = self.store.pool().begin().await?;
         let appended = self.store.append_in_tx(&mut tx, &[append]).await?;
-        let done = Loaded {
-            state: events.iter().fold(loaded.state, A::evolve),
-            version: appended[0].stream_version,
-        };
-        let kept = (keyed.respond)(&done);
-        idempotency::keep(&mut tx, keyed.claimed, &kept).await?;
+        let done = done(loaded, appended[0].stream_version);
+        let kept = respond(&done);
+        idempotency::keep(&mut tx, claimed, &kept).await?;
         tx.commit().await?;
         self.store.notify_appended();
         Ok((done, kept))
     }
 
-    /// After a keyed append failed: when its events are stored already, another attempt of
-    /// the same request got there first and kept its response, which is the answer.
+    /// After an append failed: under a key, when its events are stored already, another
+    /// attempt of the same request got there first and kept its answer, which is the answer.
     async fn kept_instead(
         &self,
-        keyed: &Keyed<'_, A::State>,
+        key: Option<&Claimed>,
         error: StoreError,
     ) -> Result<Kept, CommandError<A::Error>> {
-        if let StoreError::EventIdReused { .. } = error {
-            if let Some(kept) = idempotency::kept(self.store.pool(), keyed.claimed)
+        if let (Some(claimed), StoreError::EventIdReused { .. }) = (key, &error) {
+            if let Some(kept) = idempotency::kept(self.store.pool(), claimed)
                 .await
                 .map_err(StoreError::from)?
             {
@@ -223,14 +175,13 @@ impl<A: Aggregate> Commands<A> {
         Err(error.into())
     }
 
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
+        Ok(self.store.pool().acquire().await?)
+    }
+
     /// The aggregate `id` as its events (and snapshot) give it.
     pub async fn load(&self, id: Uuid) -> Result<LoadedWith<A::State>, CommandError<A::Error>> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.conn().await?;
         let mut loaded = load_many::<A>(&mut conn, &[id]).await?;
         Ok(loaded.remove(&id).unwrap_or_default())
     }

@@ -298,4 +298,4 @@ pub fn to_keyed_events<A: Fold>(
 
 mod commands;
 
-pub use commands::{Commands, Keyed};
+pub use commands::{Commands, On};

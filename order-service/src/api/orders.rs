@@ -13,7 +13,7 @@ use crate::domain::events::{Money, OrderLine};
 use crate::domain::order::{OrderState, OrderStatus};
 use crate::projections::orders::PricedLine;
 use crate::projections::{catalog, orders};
-use event_store::aggregate::Loaded;
+use event_store::aggregate::{Loaded, On};
 use event_store::idempotency::Kept;
 use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
 use service_kit::idempotency::{respond, Key, KeyHeader};
@@ -208,20 +208,16 @@ pub async fn place_order(
         let view = OrderView::from_state(done.state.clone(), done.version);
         Kept::json(201, Some(format!("/orders/{order_id}")), &view)
     };
-    let kept = match key.keyed(&placed) {
-        Some(keyed) => {
-            state
-                .commands
-                .execute_new_keyed(order_id, command, &metadata, &keyed)
-                .await?
-        }
-        None => placed(
-            &state
-                .commands
-                .execute_new(order_id, command, &metadata)
-                .await?,
-        ),
-    };
+    let kept = state
+        .commands
+        .execute(
+            On::New(order_id),
+            command,
+            &metadata,
+            key.claimed(),
+            &placed,
+        )
+        .await?;
     Ok(respond(kept))
 }
 
@@ -332,19 +328,15 @@ pub async fn cancel_order(
             &OrderView::from_state(done.state.clone(), done.version),
         )
     };
-    let kept = match key.keyed(&cancelled) {
-        Some(keyed) => {
-            state
-                .commands
-                .execute_keyed(id, OrderCommand::Cancel, &metadata, &keyed)
-                .await?
-        }
-        None => cancelled(
-            &state
-                .commands
-                .execute(id, OrderCommand::Cancel, &metadata)
-                .await?,
-        ),
-    };
+    let kept = state
+        .commands
+        .execute(
+            On::Existing(id),
+            OrderCommand::Cancel,
+            &metadata,
+            key.claimed(),
+            &cancelled,
+        )
+        .await?;
     Ok(respond(kept))
 }

@@ -1,7 +1,8 @@
 //! The consumer's handlers and the orders projection, driven directly on a database.
 
-use event_store::aggregate::Commands;
+use event_store::aggregate::{Commands, On};
 use event_store::consumer::{ForeignEvent, HandleError, Reaction};
+use event_store::idempotency::Kept;
 use event_store::projection::Projection;
 use event_store::testing::TestDb;
 use event_store::{EventStore, Metadata};
@@ -63,7 +64,13 @@ async fn place(store: &EventStore) -> Uuid {
         }],
     };
     Commands::<Order>::new(store.clone())
-        .execute(order_id, command, &Metadata::default())
+        .execute(
+            On::New(order_id),
+            command,
+            &Metadata::default(),
+            None,
+            &|_| Kept::json(201, None, &()),
+        )
         .await
         .unwrap();
     order_id
@@ -264,7 +271,13 @@ async fn a_concurrent_write_to_the_order_is_a_conflict_to_decide_again() {
         .await
         .unwrap();
     Commands::<Order>::new(store.clone())
-        .execute(order_id, OrderCommand::Cancel, &Metadata::default())
+        .execute(
+            On::Existing(order_id),
+            OrderCommand::Cancel,
+            &Metadata::default(),
+            None,
+            &|_| Kept::json(200, None, &()),
+        )
         .await
         .unwrap();
     let result = reaction.handle(&mut tx, &event).await;
@@ -287,7 +300,13 @@ async fn the_orders_projection_folds_each_version_once() {
     let store = db.store();
     let order_id = place(&store).await;
     Commands::<Order>::new(store.clone())
-        .execute(order_id, OrderCommand::Confirm, &Metadata::default())
+        .execute(
+            On::Existing(order_id),
+            OrderCommand::Confirm,
+            &Metadata::default(),
+            None,
+            &|_| Kept::json(200, None, &()),
+        )
         .await
         .unwrap();
     let events = store

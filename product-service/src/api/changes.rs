@@ -11,7 +11,7 @@ use super::request_id::RequestContext;
 use super::{resource, AppState};
 use crate::domain::commands::ProductCommand;
 use crate::domain::product::ProductState;
-use event_store::aggregate::Loaded;
+use event_store::aggregate::{Loaded, On};
 use event_store::idempotency::Kept;
 use service_kit::idempotency::{respond, Key, KeyHeader};
 use service_kit::whole_number;
@@ -116,14 +116,15 @@ async fn run(
 ) -> Result<HttpResponse, ApiError> {
     let metadata = context.metadata();
     let changed = |done: &Loaded<ProductState>| Kept::json(200, None, &Product::from(done.clone()));
-    let kept = match key.keyed(&changed) {
-        Some(keyed) => {
-            state
-                .commands
-                .execute_keyed(id, command, &metadata, &keyed)
-                .await?
-        }
-        None => changed(&state.commands.execute(id, command, &metadata).await?),
-    };
+    let kept = state
+        .commands
+        .execute(
+            On::Existing(id),
+            command,
+            &metadata,
+            key.claimed(),
+            &changed,
+        )
+        .await?;
     Ok(respond(kept))
 }

@@ -11,7 +11,7 @@ use super::{resource, AppState};
 use crate::domain::commands::ProductCommand;
 use crate::domain::product::ProductState;
 use crate::projections::products::{self, ProductRow};
-use event_store::aggregate::Loaded;
+use event_store::aggregate::{Loaded, On};
 use event_store::idempotency::Kept;
 use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
 use service_kit::idempotency::{respond, Key, KeyHeader};
@@ -163,20 +163,16 @@ pub async fn create(
         let location = Some(format!("/products/{product_id}"));
         Kept::json(201, location, &Product::from(done.clone()))
     };
-    let kept = match key.keyed(&created) {
-        Some(keyed) => {
-            state
-                .commands
-                .execute_keyed(product_id, command, &metadata, &keyed)
-                .await?
-        }
-        None => created(
-            &state
-                .commands
-                .execute(product_id, command, &metadata)
-                .await?,
-        ),
-    };
+    let kept = state
+        .commands
+        .execute(
+            On::New(product_id),
+            command,
+            &metadata,
+            key.claimed(),
+            &created,
+        )
+        .await?;
     Ok(respond(kept))
 }
 

@@ -152,7 +152,7 @@ async fn the_reservation_carries_the_idempotency_key_of_the_order() {
 /// on the store's idempotent append: it answers with the first's response and restocks nothing.
 #[tokio::test]
 async fn a_second_attempt_after_a_lapsed_lease_lands_on_the_first_attempts_events() {
-    use event_store::aggregate::{Commands, Keyed, Loaded};
+    use event_store::aggregate::{Commands, Loaded, On};
     use event_store::idempotency::{claim, Claim, Kept};
     use product_service::domain::commands::ProductCommand;
     use product_service::domain::product::{Product, ProductState};
@@ -180,26 +180,22 @@ async fn a_second_attempt_after_a_lapsed_lease_lands_on_the_first_attempts_event
     let metadata = event_store::Metadata::default();
 
     let one = commands
-        .execute_keyed(
-            product.id,
+        .execute(
+            On::Existing(product.id),
             restock.clone(),
             &metadata,
-            &Keyed {
-                claimed: &first,
-                respond: &respond,
-            },
+            Some(&first),
+            &respond,
         )
         .await
         .expect("the first attempt");
     let two = commands
-        .execute_keyed(
-            product.id,
+        .execute(
+            On::Existing(product.id),
             restock,
             &metadata,
-            &Keyed {
-                claimed: &second,
-                respond: &respond,
-            },
+            Some(&second),
+            &respond,
         )
         .await
         .expect("the second attempt");

@@ -257,7 +257,13 @@ async fn concurrent_reservations_conflict_and_retry_instead_of_overselling() {
     event_store::aggregate::Commands::<product_service::domain::product::Product>::new(
         store.clone(),
     )
-    .execute(product_id, create, &event_store::Metadata::default())
+    .execute(
+        event_store::aggregate::On::New(product_id),
+        create,
+        &event_store::Metadata::default(),
+        None,
+        &|_| event_store::idempotency::Kept::json(201, None, &()),
+    )
     .await
     .expect("created");
     let reaction = std::sync::Arc::new(StockReservation::new(store.clone()));

@@ -12,8 +12,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use event_store::aggregate::Commands;
+use event_store::aggregate::{Commands, On};
 use event_store::consumer::{ForeignEvent, Reaction as _};
+use event_store::idempotency::Kept;
 use event_store::testing::{self, TestDb};
 use event_store::{EventStore, Metadata};
 use product_service::domain::commands::ProductCommand;
@@ -90,7 +91,13 @@ impl Fixture {
 
     async fn command(&self, product_id: Uuid, command: ProductCommand) {
         self.commands
-            .execute(product_id, command, &Metadata::default())
+            .execute(
+                On::Existing(product_id),
+                command,
+                &Metadata::default(),
+                None,
+                &|_| Kept::json(200, None, &()),
+            )
             .await
             .expect("the command succeeds");
     }
