@@ -86,10 +86,15 @@ pub async fn apply_rows<M: RowModel>(
         .collect();
     // No FOR UPDATE: one writer applies a batch at a time (appends to one stream are
     // serialised by its versions; a rebuild's shadow tables have one writer), and row locks
-    // would cost a heap write per row.
-    let loaded = M::load(conn, &keys)
-        .await
-        .with_context(|| format!("reading {}", M::NAME))?;
+    // would cost a heap write per row. A batch that only starts streams (a command creating
+    // an aggregate) reads nothing: no round trip for an empty key list.
+    let loaded = if keys.is_empty() {
+        Vec::new()
+    } else {
+        M::load(conn, &keys)
+            .await
+            .with_context(|| format!("reading {}", M::NAME))?
+    };
     let mut rows: HashMap<Uuid, M::Row> = loaded.into_iter().map(|r| (M::row_key(&r), r)).collect();
     // First-touch order, so the write is deterministic.
     let mut changed: Vec<Uuid> = Vec::new();
