@@ -70,10 +70,17 @@ fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
     })
 }
 
-/// The response a kept one stands for; replayed ones say so.
+/// Marks a response the command executor kept for the request's key already (in its
+/// append's transaction), so the middleware does not write it a second time.
+#[derive(Debug, Clone, Copy)]
+struct KeptForKey;
+
+/// The response a kept one stands for; replayed ones say so. A `Kept` comes from
+/// `Commands::execute`, which has stored it for the request's key when there is one.
 pub fn respond(kept: Kept) -> HttpResponse {
     let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
     let mut response = HttpResponse::build(status);
+    response.extensions_mut().insert(KeptForKey);
     response.content_type("application/json");
     if let Some(location) = kept.location {
         response.insert_header((LOCATION, location));
@@ -193,8 +200,9 @@ fn database_error(e: sqlx::Error) -> HttpResponse {
     }
 }
 
-/// Keeps a success's response for the key (unless the handler kept it in its append's
-/// transaction already) or releases the key after anything else, which changed nothing.
+/// Keeps a success's response for the key (unless the command executor kept it in its
+/// append's transaction already: [`respond`] marks those) or releases the key after anything
+/// else, which changed nothing.
 async fn settle<B: MessageBody + 'static>(
     pool: &PgPool,
     claimed: &Claimed,
@@ -209,6 +217,9 @@ async fn settle<B: MessageBody + 'static>(
             return other.map(ServiceResponse::map_into_boxed_body);
         }
     };
+    if response.response().extensions().contains::<KeptForKey>() {
+        return Ok(response.map_into_boxed_body());
+    }
     let (req, res) = response.into_parts();
     let (res, body) = res.into_parts();
     let body = body::to_bytes(body)
