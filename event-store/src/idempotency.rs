@@ -3,8 +3,8 @@
 //!
 //! A request [`claim`]s its key in a short statement of its own (in flight, under a lease, so
 //! a crashed attempt blocks its key only until the lease lapses); the command then stores its
-//! response with [`keep`] in the transaction of its append (`aggregate::Commands::
-//! execute` with the claim), so a key is never kept without its events nor events written under a key
+//! response with its append, in the append's statement (`store::CommandSql`) or with [`keep`]
+//! in its transaction (`aggregate::Commands::execute` with the claim), so a key is never kept without its events nor events written under a key
 //! without its response. A failed request [`release`]s its key. Ids derived from the claim
 //! ([`Claimed::derive`]) make a retry that races the first attempt name the same events, which
 //! the store's idempotent append then refuses to write twice.

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::aggregate::Fold;
 use crate::projection::Projection;
 use crate::wire::WireEvent;
 use crate::RecordedEvent;
@@ -140,5 +141,58 @@ impl<M: RowModel> Projection for M {
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(apply_rows::<M>(tx, events))
+    }
+}
+
+/// A [`RowModel`] of an aggregate's own stream whose row is a function of the aggregate's
+/// state, so a command computes it from the state it decided on and writes it in its
+/// append's statement ([`crate::store::CommandSql`]), without reading the stored row. The
+/// row must be the one [`RowModel::next_row`] folds from the same events (the rebuild
+/// tests compare them).
+pub trait StateRow<A: Fold>: RowModel {
+    /// The row of aggregate `id` as `state`, at stream `version`, as JSON keyed by column;
+    /// columns the upsert fills itself (times: the statement's `now()`, which is the events'
+    /// `recorded_at`) may be left out.
+    fn state_row(id: Uuid, state: &A::State, version: i64) -> serde_json::Value;
+
+    /// Inserts the one row of the relation `{input}` (a column `data jsonb`), or replaces a
+    /// stored row of a lower version.
+    const UPSERT: &'static str;
+}
+
+/// How a command writes one inline read model's row (see [`StateRow`]).
+pub struct InlineRow<A: Fold> {
+    name: &'static str,
+    row: fn(Uuid, &A::State, i64) -> serde_json::Value,
+    upsert: &'static str,
+}
+
+impl<A: Fold> InlineRow<A> {
+    /// The row of the read model `M`.
+    pub fn of<M: StateRow<A>>() -> Self {
+        InlineRow {
+            name: M::NAME,
+            row: M::state_row,
+            upsert: M::UPSERT,
+        }
+    }
+
+    /// The read model's name, as its projection's.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn upsert(&self) -> &'static str {
+        self.upsert
+    }
+
+    pub fn row(&self, id: Uuid, state: &A::State, version: i64) -> serde_json::Value {
+        (self.row)(id, state, version)
+    }
+}
+
+impl<A: Fold> Clone for InlineRow<A> {
+    fn clone(&self) -> Self {
+        InlineRow { ..*self }
     }
 }

@@ -11,12 +11,15 @@ use std::sync::Arc;
 
 use actix_web::web;
 use event_store::aggregate::Commands;
+use event_store::read_model::InlineRow;
+use event_store::EventStore;
 use event_store::consumer::Reaction;
 use service_kit::service::{Service, Start};
 
 use crate::api::{self, AppState};
 use crate::audit::ProductService;
 use crate::config::Config;
+use crate::domain::order::Order;
 use crate::projections::catalog::CatalogProjection;
 use crate::projections::orders::OrdersProjection;
 use crate::reactions::reservation::ReservationOutcome;
@@ -27,6 +30,13 @@ pub use service_kit::service::Application;
 /// The service's own migrations (after the event store's).
 pub fn migrations() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations")
+}
+
+/// The executor of commands on orders: each that appends is one statement, which writes the
+/// `orders` row from the state the command decided on (the same row the
+/// inline projection folds), beside the events.
+pub fn commands(store: EventStore) -> Commands<Order> {
+    Commands::new(store).with_rows(vec![InlineRow::of::<OrdersProjection>()])
 }
 
 /// Runs the event store's migrations, then the service's.
@@ -57,7 +67,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     service.run_messaging(reactions);
     let state = web::Data::new(AppState {
         pool: service.pool().clone(),
-        commands: Commands::new(store),
+        commands: commands(store),
         product_service: ProductService::new(&config.settings.product_service_url)?,
     });
     service

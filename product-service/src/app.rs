@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use actix_web::web;
 use event_store::aggregate::Commands;
+use event_store::read_model::InlineRow;
+use event_store::EventStore;
 use service_kit::service::{Service, Start};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::domain::product::Product;
 use crate::projections::products::ProductsProjection;
 use crate::reactions::StockReservation;
 use crate::replay;
@@ -23,6 +26,13 @@ pub use service_kit::service::Application;
 /// The service's own migrations (after the event store's).
 pub fn migrations() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations")
+}
+
+/// The executor of commands on products: each that appends is one statement, which writes the
+/// `products` row from the state the command decided on (the same row the
+/// inline projection folds), beside the events.
+pub fn commands(store: EventStore) -> Commands<Product> {
+    Commands::new(store).with_rows(vec![InlineRow::of::<ProductsProjection>()])
 }
 
 /// Runs the event store's migrations, then the service's.
@@ -46,7 +56,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let state = web::Data::new(AppState {
         pool: service.pool().clone(),
         store: store.clone(),
-        commands: Commands::new(store),
+        commands: commands(store),
     });
     service
         .serve(replay::targets(), move |cfg| {

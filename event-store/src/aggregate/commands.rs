@@ -1,6 +1,6 @@
 //! [`Commands`]: the command executor itself, one path with or without an idempotency key.
 
-use std::marker::PhantomData;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -9,6 +9,8 @@ use super::{
     LoadedWith, CONFLICT_RETRIES,
 };
 use crate::idempotency::{self, Claimed, Kept};
+use crate::read_model::InlineRow;
+use crate::store::{Beside, CommandSql};
 use crate::{EventStore, Metadata, StoreError, StreamAppend};
 
 /// Which aggregate a command runs on.
@@ -34,16 +36,25 @@ impl On {
 }
 
 /// Runs commands on aggregates of type `A` against a store.
-pub struct Commands<A> {
+///
+/// With the rows of every inline read model of the store ([`Commands::with_rows`]), a
+/// command that appends is one statement ([`CommandSql`]): its events, the read models'
+/// rows computed from the state it decided on, its snapshot when due and its kept response.
+/// Otherwise it appends in a transaction of its own, in which the store folds its inline
+/// projections.
+pub struct Commands<A: Aggregate> {
     store: EventStore,
-    aggregate: PhantomData<fn() -> A>,
+    rows: Arc<[InlineRow<A>]>,
+    /// `None` while some inline projection has no row here.
+    statement: Option<Arc<CommandSql>>,
 }
 
-impl<A> Clone for Commands<A> {
+impl<A: Aggregate> Clone for Commands<A> {
     fn clone(&self) -> Self {
         Commands {
             store: self.store.clone(),
-            aggregate: PhantomData,
+            rows: self.rows.clone(),
+            statement: self.statement.clone(),
         }
     }
 }
@@ -52,8 +63,31 @@ impl<A: Aggregate> Commands<A> {
     pub fn new(store: EventStore) -> Self {
         Commands {
             store,
-            aggregate: PhantomData,
+            rows: Arc::new([]),
+            statement: None,
         }
+        .with_rows(Vec::new())
+    }
+
+    /// Commands that write these inline read models' rows in their append's statement. Only
+    /// when they cover every inline projection of the store (by name) does a command take
+    /// the one-statement path; otherwise it appends in a transaction and the store applies
+    /// its inline projections there.
+    pub fn with_rows(mut self, rows: Vec<InlineRow<A>>) -> Self {
+        let covered = self
+            .store
+            .inline_projections()
+            .iter()
+            .all(|p| rows.iter().any(|r| r.name() == p.name()));
+        let upserts: Vec<&str> = rows.iter().map(InlineRow::upsert).collect();
+        self.statement = covered.then(|| Arc::new(CommandSql::new(&upserts)));
+        self.rows = rows.into();
+        self
+    }
+
+    /// Whether a command that appends is one statement (see [`Commands::with_rows`]).
+    pub fn one_statement(&self) -> bool {
+        self.statement.is_some()
     }
 
     /// Runs `command` on the aggregate `on`: loads it (unless [`On::New`]), decides, appends
@@ -79,13 +113,14 @@ impl<A: Aggregate> Commands<A> {
         let id = on.id();
         let mut retries = 0;
         loop {
-            let LoadedWith { loaded, folded } = match on {
+            let aggregate = match on {
                 On::New(_) => LoadedWith::default(),
                 On::Existing(_) => self.load(id).await?,
             };
-            let events = A::decide(&loaded.state, command.clone()).map_err(CommandError::Domain)?;
+            let events = A::decide(&aggregate.loaded.state, command.clone())
+                .map_err(CommandError::Domain)?;
             if events.is_empty() {
-                let kept = respond(&loaded);
+                let kept = respond(&aggregate.loaded);
                 if let Some(claimed) = key {
                     let mut conn = self.conn().await?;
                     idempotency::keep(&mut conn, claimed, &kept)
@@ -95,15 +130,10 @@ impl<A: Aggregate> Commands<A> {
                 return Ok(kept);
             }
             match self
-                .append(id, loaded, &events, metadata, key, respond)
+                .append(id, aggregate, &events, metadata, key, respond)
                 .await
             {
-                Ok((done, kept)) => {
-                    if A::SNAPSHOT.is_some_and(|p| folded + events.len() >= p.every) {
-                        self.snapshot(id, &done).await;
-                    }
-                    return Ok(kept);
-                }
+                Ok(kept) => return Ok(kept),
                 Err(StoreError::Conflict { .. })
                     if matches!(on, On::Existing(_)) && retries < CONFLICT_RETRIES =>
                 {
@@ -116,35 +146,70 @@ impl<A: Aggregate> Commands<A> {
     }
 
     /// Appends `events` onto `loaded` and renders the answer; under a key, keeps that answer
-    /// for it in the append's transaction.
+    /// for it with the append (in its statement, or in its transaction).
     async fn append(
         &self,
         id: Uuid,
-        loaded: Loaded<A::State>,
+        LoadedWith { loaded, folded }: LoadedWith<A::State>,
         events: &[A::Event],
         metadata: &Metadata,
         key: Option<&Claimed>,
         respond: &dyn Fn(&Loaded<A::State>) -> Kept,
-    ) -> Result<(Loaded<A::State>, Kept), StoreError> {
+    ) -> Result<Kept, StoreError> {
         let stream_id = A::stream_id(id);
+        let expected = loaded.expected();
+        let new_events = match key {
+            Some(claimed) => to_keyed_events::<A>(events, metadata, claimed),
+            None => to_new_events::<A>(events, metadata),
+        };
         let done = |loaded: Loaded<A::State>, version| Loaded {
             state: events.iter().fold(loaded.state, A::evolve),
             version,
         };
+        if let Some(statement) = &self.statement {
+            // The stream is at `loaded.version` or the statement writes nothing, so the
+            // version it leaves is known before it runs, and with it the answer and rows.
+            let version = loaded.version + events.len() as i64;
+            let done = done(loaded, version);
+            let kept = respond(&done);
+            let rows: Vec<serde_json::Value> = self
+                .rows
+                .iter()
+                .map(|r| r.row(id, &done.state, version))
+                .collect();
+            let snapshot = match A::SNAPSHOT {
+                Some(p) if folded + events.len() >= p.every => Some((
+                    p.schema_version,
+                    serde_json::to_value(&done.state)
+                        .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?,
+                )),
+                _ => None,
+            };
+            let beside = Beside {
+                kept: key.map(|claimed| (claimed, &kept)),
+                snapshot,
+                rows: &rows,
+            };
+            self.store
+                .append_command(&stream_id, expected, &new_events, statement, &beside)
+                .await?;
+            return Ok(kept);
+        }
         let Some(claimed) = key else {
-            let new_events = to_new_events::<A>(events, metadata);
             let appended = self
                 .store
-                .append(&stream_id, loaded.expected(), &new_events)
+                .append(&stream_id, expected, &new_events)
                 .await?;
             let done = done(loaded, appended.stream_version);
             let kept = respond(&done);
-            return Ok((done, kept));
+            self.snapshot_when_due(id, folded + events.len(), &done)
+                .await;
+            return Ok(kept);
         };
         let append = StreamAppend {
             stream_id,
-            expected: loaded.expected(),
-            events: to_keyed_events::<A>(events, metadata, claimed),
+            expected,
+            events: new_events,
         };
         let mut tx = self.store.pool().begin().await?;
         let appended = self.store.append_in_tx(&mut tx, &[append]).await?;
@@ -153,7 +218,9 @@ impl<A: Aggregate> Commands<A> {
         idempotency::keep(&mut tx, claimed, &kept).await?;
         tx.commit().await?;
         self.store.notify_appended();
-        Ok((done, kept))
+        self.snapshot_when_due(id, folded + events.len(), &done)
+            .await;
+        Ok(kept)
     }
 
     /// After an append failed: under a key, when its events are stored already, another
@@ -186,9 +253,13 @@ impl<A: Aggregate> Commands<A> {
         Ok(loaded.remove(&id).unwrap_or_default())
     }
 
-    /// Stores the aggregate's state as of its new version. Only a cache: a failure is
-    /// logged, and the next load folds a few more events.
-    async fn snapshot(&self, id: Uuid, done: &Loaded<A::State>) {
+    /// Stores the aggregate's state as of its new version once `folded` events lie on top of
+    /// its last snapshot (the transaction path; the statement path writes it in the
+    /// statement). Only a cache: a failure is logged, and the next load folds a few more.
+    async fn snapshot_when_due(&self, id: Uuid, folded: usize, done: &Loaded<A::State>) {
+        if !A::SNAPSHOT.is_some_and(|p| folded >= p.every) {
+            return;
+        }
         let saved = async {
             let mut conn = self.store.pool().acquire().await?;
             save_snapshots::<A>(&mut conn, &[(id, &done.state, done.version)]).await

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use crate::idempotency::{Claimed, Kept};
 use crate::metrics;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
@@ -85,33 +86,132 @@ RETURNING position, stream_version, event_id, recorded_at
 "#
 );
 
-/// [`APPEND_SQL`] for the common case: one stream, as its transaction's first write (an
-/// `append` on its own), so no earlier ordinal of the transaction can be in use and the
-/// statement needs neither the per-stream join nor the look for earlier ordinals. Same
-/// checks: the expected version, and the stream's last event below this transaction's
-/// positions.
-pub(super) const APPEND_ONE_SQL: &str = concat!(
-    r#"
-WITH last AS (
+/// The common table expressions: the stream's last event, and the version,
+/// position and position base the append checks and draws from. Parameters: `$1` the
+/// stream, `$2` the expected version (NULL: any).
+macro_rules! append_one_ctes {
+    () => {
+        concat!(
+            r#"last AS (
     SELECT stream_version, position FROM events WHERE stream_id = $1
     ORDER BY stream_version DESC LIMIT 1
 ), current AS (
     SELECT coalesce((SELECT stream_version FROM last), 0) AS version,
            coalesce((SELECT position FROM last), 0) AS position,
            "#,
-    position_base!(),
-    r#" AS base
-)
-INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+            position_base!(),
+            r#" AS base
+)"#
+        )
+    };
+}
+
+/// The insert of [`APPEND_ONE_SQL`], which inserts nothing unless the checks hold. Parameters:
+/// `$3`..`$7` the events' ids, types, schema versions, payloads and metadata.
+macro_rules! append_one_insert {
+    () => {
+        r#"INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
 SELECT current.base + t.ord, $1, current.version + t.ord,
        t.event_id, t.event_type, t.schema_version, t.payload, t.metadata
 FROM current,
      unnest($3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
          WITH ORDINALITY AS t(event_id, event_type, schema_version, payload, metadata, ord)
 WHERE ($2::bigint IS NULL OR current.version = $2) AND current.position < current.base
-RETURNING position, stream_version, event_id, recorded_at
-"#
+RETURNING position, stream_version, event_id, recorded_at"#
+    };
+}
+
+/// [`APPEND_SQL`] for the common case: one stream, as its transaction's first write (an
+/// `append` on its own), so no earlier ordinal of the transaction can be in use and the
+/// statement needs neither the per-stream join nor the look for earlier ordinals. Same
+/// checks: the expected version, and the stream's last event below this transaction's
+/// positions.
+pub(super) const APPEND_ONE_SQL: &str = concat!(
+    "WITH ",
+    append_one_ctes!(),
+    "\n",
+    append_one_insert!()
 );
+
+
+/// The parameter of [`CommandSql`] that holds the first read model row; the rows follow.
+const FIRST_ROW_PARAM: usize = 15;
+
+/// Everything a command writes, as one statement in its own transaction (autocommit): the
+/// append of [`APPEND_ONE_SQL`], then, each guarded on the append having inserted its events
+/// (`EXISTS (SELECT 1 FROM appended)`), the response kept for the request's idempotency key,
+/// the aggregate's snapshot when one is due, and the row of each inline read model, computed
+/// by the command from the state it decided on ([`crate::read_model::StateRow`]). An append
+/// that fails its checks inserts nothing, and so writes nothing else; one that loses a race
+/// on the stream's unique version fails as a whole. No part writes anything blindly: the
+/// kept response only fills a key this request's generation claimed and nobody kept yet,
+/// the snapshot and the rows only replace older versions.
+///
+/// Parameters: `$1`..`$7` as [`APPEND_ONE_SQL`]; `$8` the idempotency key (NULL: none), `$9`
+/// its generation, `$10`..`$12` the response's status, location and body; `$13` the
+/// snapshot's schema version, `$14` its state (NULL: no snapshot); from `$15` on, one JSON
+/// row per read model, in the order the upserts were given.
+#[derive(Debug, Clone)]
+pub struct CommandSql {
+    sql: String,
+    rows: usize,
+}
+
+impl CommandSql {
+    /// The statement for a store whose inline read models write with these upserts, each
+    /// reading its one row from a relation it names `{input}` (a column `data jsonb`).
+    pub fn new(upserts: &[&str]) -> Self {
+        let mut sql = format!(
+            "WITH {},\nappended AS (\n{}\n){}",
+            append_one_ctes!(),
+            append_one_insert!(),
+            r#", kept AS (
+    UPDATE idempotency_keys
+    SET status = $10, location = $11, body = $12, locked_until = now()
+    WHERE key = $8 AND generation = $9 AND status IS NULL
+      AND EXISTS (SELECT 1 FROM appended)
+), snapshot AS (
+    INSERT INTO snapshots (stream_id, stream_version, schema_version, state)
+    SELECT $1, (SELECT max(stream_version) FROM appended), $13, $14
+    WHERE $14::jsonb IS NOT NULL AND EXISTS (SELECT 1 FROM appended)
+    ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version,
+        schema_version = excluded.schema_version, state = excluded.state, taken_at = now()
+    WHERE snapshots.schema_version <> excluded.schema_version
+       OR snapshots.stream_version < excluded.stream_version
+)"#
+        );
+        for (i, upsert) in upserts.iter().enumerate() {
+            let input = format!("input_{i}");
+            sql.push_str(&format!(
+                ",\n{input} AS (SELECT ${}::jsonb AS data WHERE EXISTS (SELECT 1 FROM appended)),\n\
+                 row_{i} AS (\n{}\n)",
+                FIRST_ROW_PARAM + i,
+                upsert.replace("{input}", &input)
+            ));
+        }
+        sql.push_str("\nSELECT position, stream_version, event_id, recorded_at FROM appended");
+        CommandSql {
+            sql,
+            rows: upserts.len(),
+        }
+    }
+
+    /// How many read model rows the statement writes.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// What a command writes beside its events in [`CommandSql`]'s statement.
+#[derive(Debug, Default)]
+pub struct Beside<'a> {
+    /// The response kept for the request's idempotency key.
+    pub kept: Option<(&'a Claimed, &'a Kept)>,
+    /// The aggregate's snapshot when one is due: its schema version and state.
+    pub snapshot: Option<(i32, serde_json::Value)>,
+    /// One row per inline read model, in the order of the statement's upserts.
+    pub rows: &'a [serde_json::Value],
+}
 
 /// Tries before an `Any` append that keeps losing races gives up.
 pub(super) const ANY_RETRIES: usize = 32;
@@ -154,6 +254,45 @@ pub(super) fn parts(appends: &[StreamAppend]) -> Vec<Part<'_>> {
         .collect()
 }
 
+/// The events of an append as the statements' array parameters.
+struct Columns<'a> {
+    idx: Vec<i64>,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schemas: Vec<i32>,
+    payloads: Vec<&'a serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(appends: &[Part<'a>]) -> Result<Self, StoreError> {
+        let n: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut columns = Columns {
+            idx: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schemas: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for (i, a) in appends.iter().enumerate() {
+            for e in a.events {
+                columns.idx.push(i as i64 + 1);
+                columns.ids.push(e.event_id);
+                columns.types.push(e.event_type.as_str());
+                columns.schemas.push(e.schema_version);
+                columns.payloads.push(&e.payload);
+                columns.metadata.push(serde_json::to_value(&e.metadata).map_err(encode)?);
+            }
+        }
+        Ok(columns)
+    }
+}
+
+fn encode(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Database(sqlx::Error::Encode(Box::new(e)))
+}
+
 /// Runs the append statement ([`APPEND_ONE_SQL`] for one stream as the transaction's
 /// `first_write`). The events as stored come back only when `keep` (inline projections need
 /// them); otherwise only each stream's result.
@@ -163,28 +302,7 @@ pub(super) async fn attempt(
     first_write: bool,
     keep: bool,
 ) -> Result<Attempt, StoreError> {
-    let encode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Encode(Box::new(e)));
-    let events = appends
-        .iter()
-        .enumerate()
-        .flat_map(|(i, a)| a.events.iter().map(move |e| (i, e)));
-    let n: usize = appends.iter().map(|a| a.events.len()).sum();
-    let (mut idx, mut ids, mut types, mut schemas, mut payloads, mut metadata) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (i, e) in events {
-        idx.push(i as i64 + 1);
-        ids.push(e.event_id);
-        types.push(e.event_type.as_str());
-        schemas.push(e.schema_version);
-        payloads.push(&e.payload);
-        metadata.push(serde_json::to_value(&e.metadata).map_err(encode)?);
-    }
+    let columns = Columns::of(appends)?;
     let query = match (first_write, appends) {
         (true, [one]) => sqlx::query(APPEND_ONE_SQL)
             .bind(one.stream_id)
@@ -197,16 +315,67 @@ pub(super) async fn attempt(
                     .map(|a| a.expected.required())
                     .collect::<Vec<_>>(),
             )
-            .bind(idx),
+            .bind(&columns.idx),
     };
     let rows = query
-        .bind(&ids)
-        .bind(types)
-        .bind(schemas)
-        .bind(payloads)
-        .bind(&metadata)
+        .bind(&columns.ids)
+        .bind(&columns.types)
+        .bind(&columns.schemas)
+        .bind(&columns.payloads)
+        .bind(&columns.metadata)
         .fetch_all(&mut *conn)
         .await;
+    outcome(rows, appends, keep)
+}
+
+/// Runs a command's statement ([`CommandSql`]) for one stream, in autocommit: the append and
+/// what is written `beside` it, all or nothing.
+pub(super) async fn attempt_command(
+    conn: &mut PgConnection,
+    append: &Part<'_>,
+    sql: &CommandSql,
+    beside: &Beside<'_>,
+) -> Result<Attempt, StoreError> {
+    if beside.rows.len() != sql.rows {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "the command statement writes {} read model rows, {} given",
+            sql.rows,
+            beside.rows.len()
+        ))));
+    }
+    let appends = std::slice::from_ref(append);
+    let columns = Columns::of(appends)?;
+    let (claimed, kept) = beside.kept.unzip();
+    let (schema_version, state) = beside.snapshot.clone().unzip();
+    let mut query = sqlx::query(&sql.sql)
+        .bind(append.stream_id)
+        .bind(append.expected.required())
+        .bind(&columns.ids)
+        .bind(&columns.types)
+        .bind(&columns.schemas)
+        .bind(&columns.payloads)
+        .bind(&columns.metadata)
+        .bind(claimed.map(|c| c.key.as_str()))
+        .bind(claimed.map(|c| c.generation))
+        .bind(kept.map(|k| i16::try_from(k.status).unwrap_or(500)))
+        .bind(kept.and_then(|k| k.location.as_deref()))
+        .bind(kept.map(|k| k.body.as_slice()))
+        .bind(schema_version)
+        .bind(state);
+    for row in beside.rows {
+        query = query.bind(row);
+    }
+    let rows = query.fetch_all(&mut *conn).await;
+    outcome(rows, appends, false)
+}
+
+/// What an append statement's answer says: the events stored, none (a check failed), or a
+/// lost race on a unique index.
+fn outcome(
+    rows: Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>,
+    appends: &[Part<'_>],
+    keep: bool,
+) -> Result<Attempt, StoreError> {
     let rows = match rows {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -217,6 +386,7 @@ pub(super) async fn attempt(
     if rows.is_empty() {
         return Ok(Attempt::VersionMismatch);
     }
+    let n: usize = appends.iter().map(|a| a.events.len()).sum();
     let mut stored: HashMap<Uuid, (i64, i64, DateTime<Utc>)> = HashMap::with_capacity(n);
     for row in &rows {
         stored.insert(

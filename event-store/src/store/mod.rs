@@ -18,10 +18,10 @@ mod append;
 mod epoch;
 mod read;
 
-pub use append::POSITION_BASE;
+pub use append::{Beside, CommandSql, POSITION_BASE};
 use append::{
-    attempt, conflict, count_appended, parts, retry_any, retry_pause, summarise, Attempt, Part,
-    ANY_RETRIES,
+    attempt, attempt_command, conflict, count_appended, parts, retry_any, retry_pause, summarise,
+    Attempt, Part, ANY_RETRIES,
 };
 pub use epoch::PositionsContinued;
 pub(crate) use read::{read_committed_on, EVENT_COLUMNS};
@@ -133,6 +133,49 @@ impl EventStore {
             expected,
             self.stream_version(stream_id).await?,
         ))
+    }
+
+    /// Appends a command's `events` to `stream_id` with everything the command writes beside
+    /// them, in one statement ([`CommandSql`]) and so one round trip: what [`Beside`] holds. Nothing is written unless the events are. The caller answers
+    /// for the rows covering every inline projection (`aggregate::Commands::with_rows`).
+    ///
+    /// No retry here: a command that meets a concurrent append decides again on fresh state.
+    /// A conflict is `Conflict`; events whose ids are stored already (an earlier attempt of
+    /// the same keyed request) are `EventIdReused`.
+    #[tracing::instrument(level = "debug", skip_all, fields(stream_id = %stream_id, n = events.len()), err)]
+    pub async fn append_command(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        sql: &CommandSql,
+        beside: &Beside<'_>,
+    ) -> Result<AppendResult, StoreError> {
+        validate::append(stream_id, events)?;
+        let part = Part {
+            stream_id,
+            expected,
+            events,
+        };
+        let mut conn = self.pool.acquire().await?;
+        match attempt_command(&mut conn, &part, sql, beside).await? {
+            Attempt::Appended(results, _) => {
+                self.wakeup.appended();
+                metrics::appended(stream_id, events.len());
+                Ok(results[0])
+            }
+            Attempt::VersionMismatch | Attempt::UniqueViolation => {
+                drop(conn);
+                if let Some(reused) = self.reused_id(events).await? {
+                    return Err(StoreError::EventIdReused { event_id: reused });
+                }
+                Err(conflict(
+                    stream_id,
+                    expected,
+                    self.stream_version(stream_id).await?,
+                ))
+            }
+        }
     }
 
     /// Appends to several streams in one transaction: all or nothing, each stream with its own

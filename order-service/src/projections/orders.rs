@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use event_store::read_model::RowModel;
+use event_store::read_model::{RowModel, StateRow};
 use event_store::RecordedEvent;
 use futures::future::BoxFuture;
 use sqlx::types::Json;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::events::{Money, OrderEvent, OrderLine};
-use crate::domain::order::{self, OrderState, OrderStatus};
+use crate::domain::order::{self, Order, OrderState, OrderStatus};
 
 /// Name of the projection; its checkpoint is `projection:orders`.
 pub const NAME: &str = "orders";
@@ -30,7 +30,7 @@ pub struct PricedLine {
 }
 
 /// A row of `orders`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
 pub struct OrderRow {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -163,18 +163,56 @@ fn next_row(
         }
     };
     let state = order::evolve(state, event);
+    Ok(Some(row_of(
+        event.order_id(),
+        &state,
+        recorded.stream_version,
+        placed_at,
+    )))
+}
+
+/// The row of order `order_id` as `state`, at stream `version`: what both the fold above and
+/// a command's statement ([`StateRow`]) write.
+fn row_of(
+    order_id: Uuid,
+    state: &OrderState,
+    version: i64,
+    placed_at: DateTime<Utc>,
+) -> OrderRow {
     let status = state.status.unwrap_or(OrderStatus::Pending);
-    Ok(Some(OrderRow {
-        order_id: event.order_id(),
-        customer_id: state.customer_id,
+    OrderRow {
+        order_id,
+        customer_id: state.customer_id.clone(),
         status: status.as_str().to_owned(),
         lines: Json(state.lines.iter().map(priced).collect()),
         total_cents: state.total.amount_minor,
-        currency: state.total.currency,
-        rejection_reason: state.rejection_reason,
-        version: recorded.stream_version,
+        currency: state.total.currency.clone(),
+        rejection_reason: state.rejection_reason.clone(),
+        version,
         placed_at,
-    }))
+    }
+}
+
+impl StateRow<Order> for OrdersProjection {
+    fn state_row(order_id: Uuid, state: &OrderState, version: i64) -> serde_json::Value {
+        // `placed_at` is the statement's `now()` on insert (the events' `recorded_at`);
+        // the value here is never written.
+        let row = row_of(order_id, state, version, DateTime::<Utc>::UNIX_EPOCH);
+        // A row of strings, numbers and a list of them serializes.
+        serde_json::to_value(row).unwrap_or_default()
+    }
+
+    const UPSERT: &'static str = "\
+INSERT INTO orders (order_id, customer_id, status, lines, total_cents, currency, rejection_reason,
+                    version, placed_at)
+SELECT r.order_id, r.customer_id, r.status, r.lines, r.total_cents, r.currency,
+       r.rejection_reason, r.version, now()
+FROM {input}, jsonb_populate_record(NULL::orders, {input}.data) AS r
+ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id,
+    status = excluded.status, lines = excluded.lines, total_cents = excluded.total_cents,
+    currency = excluded.currency, rejection_reason = excluded.rejection_reason,
+    version = excluded.version
+WHERE orders.version < excluded.version";
 }
 
 /// Inserts rows, or replaces rows of a lower version (at most one row per order).

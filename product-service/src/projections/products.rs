@@ -6,13 +6,14 @@
 //! rebuild over live rows) a no-op.
 
 use chrono::{DateTime, Utc};
-use event_store::read_model::RowModel;
+use event_store::read_model::{RowModel, StateRow};
 use event_store::RecordedEvent;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::events::ProductEvent;
+use crate::domain::product::{Product, ProductState};
 
 /// The projection's name, and the name under which it is rebuilt.
 pub const NAME: &str = "products";
@@ -66,6 +67,33 @@ impl RowModel for ProductsProjection {
     ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
         Box::pin(upsert(conn, rows))
     }
+}
+
+impl StateRow<Product> for ProductsProjection {
+    fn state_row(id: Uuid, state: &ProductState, version: i64) -> serde_json::Value {
+        // `updated_at` is the statement's `now()`: the events' `recorded_at`.
+        serde_json::json!({
+            "id": id,
+            "name": state.name,
+            "price_cents": state.price_cents,
+            "currency": state.currency,
+            "stock_available": state.stock_available,
+            "stock_reserved": state.stock_reserved,
+            "version": version,
+        })
+    }
+
+    const UPSERT: &'static str = "\
+INSERT INTO products (id, name, price_cents, currency, stock_available, stock_reserved, version,
+                      updated_at)
+SELECT r.id, r.name, r.price_cents, r.currency, r.stock_available, r.stock_reserved, r.version,
+       now()
+FROM {input}, jsonb_populate_record(NULL::products, {input}.data) AS r
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents,
+    currency = excluded.currency, stock_available = excluded.stock_available,
+    stock_reserved = excluded.stock_reserved, version = excluded.version,
+    updated_at = excluded.updated_at
+WHERE products.version < excluded.version";
 }
 
 /// The row `event` (at stream `version`, recorded `at`) makes of `current`, or `None` when

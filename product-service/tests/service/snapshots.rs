@@ -67,7 +67,7 @@ impl Fixture {
             .expect("product-service's migrations");
         let store = db.store().with_inline(vec![Arc::new(ProductsProjection)]);
         Fixture {
-            commands: Commands::new(store.clone()),
+            commands: product_service::app::commands(store.clone()),
             reaction: StockReservation::new(store.clone()),
             db,
             store,

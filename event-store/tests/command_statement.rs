@@ -1,0 +1,341 @@
+//! A command as one statement (`store::CommandSql`, `aggregate::Commands::with_rows`): the
+//! events, the inline read model's row computed from the decided state, the snapshot and the
+//! kept response land together, and nothing of it lands when the append does not, whether
+//! its checks fail (a stale expected version) or it is decided again after a lost race.
+// Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use event_store::aggregate::{Aggregate, Commands, Fold, Loaded, On};
+use event_store::idempotency::{self, Claim, Claimed, Kept};
+use event_store::read_model::{InlineRow, RowModel, StateRow};
+use event_store::store::{Beside, CommandSql};
+use event_store::testing::TestDb;
+use event_store::{
+    wire_events, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError,
+};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+wire_events! {
+    TallyEvent { Added }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Added {
+    pub id: Uuid,
+    pub by: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Total(i64);
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+/// Set by the test: the next `decide` first lets another writer append to the stream, as a
+/// concurrent request would between this command's load and its append.
+static INTERLOPE: AtomicBool = AtomicBool::new(false);
+static INTERLOPER: std::sync::Mutex<Option<(String, Uuid)>> = std::sync::Mutex::new(None);
+
+struct Tally;
+
+impl Fold for Tally {
+    type State = Total;
+    type Event = TallyEvent;
+
+    fn stream_id(id: Uuid) -> String {
+        format!("tally-{id}")
+    }
+
+    fn evolve(state: Total, event: &TallyEvent) -> Total {
+        match event {
+            TallyEvent::Added(e) => Total(state.0 + e.by),
+        }
+    }
+}
+
+/// Adds `(id, by)`.
+impl Aggregate for Tally {
+    type Command = (Uuid, i64);
+    type Error = Refused;
+
+    fn decide(_state: &Total, (id, by): (Uuid, i64)) -> Result<Vec<TallyEvent>, Refused> {
+        if INTERLOPE.swap(false, Ordering::SeqCst) {
+            // Another writer, on its own connection and runtime, appends 100 now, through a
+            // store that folds the read model inline.
+            let (url, id) = INTERLOPER.lock().unwrap().clone().unwrap();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                runtime.block_on(async {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    let event = NewEvent::new("Added", serde_json::json!({ "id": id, "by": 100 }));
+                    EventStore::new(pool)
+                        .with_inline(vec![Arc::new(Tallies)])
+                        .append(&Tally::stream_id(id), ExpectedVersion::Any, &[event])
+                        .await
+                        .unwrap();
+                });
+            })
+            .join()
+            .unwrap();
+        }
+        if by == 0 {
+            return Err(Refused);
+        }
+        Ok(vec![Added { id, by }.into()])
+    }
+}
+
+/// The read model `tallies`: one row per tally.
+struct Tallies;
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+struct TallyRow {
+    id: Uuid,
+    total: i64,
+    version: i64,
+    updated_at: DateTime<Utc>,
+}
+
+impl RowModel for Tallies {
+    const NAME: &'static str = "tallies";
+    const TABLES: &'static [&'static str] = &["tallies"];
+    type Event = TallyEvent;
+    type Row = TallyRow;
+
+    fn key(event: &TallyEvent) -> Uuid {
+        match event {
+            TallyEvent::Added(e) => e.id,
+        }
+    }
+
+    fn row_key(row: &TallyRow) -> Uuid {
+        row.id
+    }
+
+    fn starts_stream(_event: &TallyEvent, recorded: &RecordedEvent) -> bool {
+        recorded.stream_version == 1
+    }
+
+    fn next_row(
+        current: Option<&TallyRow>,
+        event: &TallyEvent,
+        recorded: &RecordedEvent,
+    ) -> anyhow::Result<Option<TallyRow>> {
+        if current.is_some_and(|row| row.version >= recorded.stream_version) {
+            return Ok(None);
+        }
+        let TallyEvent::Added(e) = event;
+        Ok(Some(TallyRow {
+            id: e.id,
+            total: current.map_or(0, |row| row.total) + e.by,
+            version: recorded.stream_version,
+            updated_at: recorded.recorded_at,
+        }))
+    }
+
+    fn load<'a>(
+        conn: &'a mut PgConnection,
+        keys: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<TallyRow>, sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::query_as("SELECT id, total, version, updated_at FROM tallies WHERE id = ANY($1)")
+                .bind(keys)
+                .fetch_all(conn)
+                .await
+        })
+    }
+
+    fn upsert(
+        conn: &mut PgConnection,
+        rows: Vec<TallyRow>,
+    ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO tallies (id, total, version, updated_at) \
+                 SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::timestamptz[]) \
+                 ON CONFLICT (id) DO UPDATE SET total = excluded.total, \
+                     version = excluded.version, updated_at = excluded.updated_at \
+                 WHERE tallies.version < excluded.version",
+            )
+            .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.total).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+impl StateRow<Tally> for Tallies {
+    fn state_row(id: Uuid, state: &Total, version: i64) -> serde_json::Value {
+        serde_json::json!({ "id": id, "total": state.0, "version": version })
+    }
+
+    const UPSERT: &'static str = "\
+INSERT INTO tallies (id, total, version, updated_at)
+SELECT r.id, r.total, r.version, now()
+FROM {input}, jsonb_populate_record(NULL::tallies, {input}.data) AS r
+ON CONFLICT (id) DO UPDATE SET total = excluded.total, version = excluded.version,
+    updated_at = excluded.updated_at
+WHERE tallies.version < excluded.version";
+}
+
+fn answer(done: &Loaded<Total>) -> Kept {
+    Kept::json(200, None, &(&done.state, done.version))
+}
+
+fn state_of(kept: &Kept) -> (Total, i64) {
+    serde_json::from_slice(&kept.body).unwrap()
+}
+
+async fn row(store: &EventStore, id: Uuid) -> Option<TallyRow> {
+    sqlx::query_as("SELECT id, total, version, updated_at FROM tallies WHERE id = $1")
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn claim(store: &EventStore, key: &str) -> Claimed {
+    let claim = idempotency::claim(
+        store.pool(),
+        key,
+        "POST /tallies",
+        Duration::from_secs(30),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    match claim {
+        Claim::Claimed(claimed) => claimed,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn recorded_at(store: &EventStore, id: Uuid, version: i64) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT recorded_at FROM events WHERE stream_id = $1 AND stream_version = $2")
+        .bind(Tally::stream_id(id))
+        .bind(version)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+// One test, so the statics above are not shared by tests running at once.
+#[tokio::test]
+async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_all() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "CREATE TABLE tallies (id uuid PRIMARY KEY, total bigint NOT NULL, \
+         version bigint NOT NULL, updated_at timestamptz NOT NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let store = db.store().with_inline(vec![Arc::new(Tallies)]);
+    let commands = Commands::<Tally>::new(store.clone()).with_rows(vec![InlineRow::of::<Tallies>()]);
+    assert!(commands.one_statement());
+    let metadata = Metadata::default();
+    let id = Uuid::now_v7();
+
+    // The row lands with the events, stamped with their recorded_at, as the fold would.
+    commands
+        .execute(On::New(id), (id, 5), &metadata, None, &answer)
+        .await
+        .unwrap();
+    let kept = commands
+        .execute(On::Existing(id), (id, 3), &metadata, None, &answer)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&kept), (Total(8), 2));
+    let stored = row(&store, id).await.unwrap();
+    assert_eq!((stored.total, stored.version), (8, 2));
+    assert_eq!(stored.updated_at, recorded_at(&store, id, 2).await);
+
+    // A keyed command that loses a race: its first statement writes nothing (no row, no
+    // kept response), and the key keeps the answer of the attempt that landed.
+    let claimed = claim(&store, "lost-race").await;
+    *INTERLOPER.lock().unwrap() = Some((db.url.clone(), id));
+    INTERLOPE.store(true, Ordering::SeqCst);
+    let kept = commands
+        .execute(On::Existing(id), (id, 1), &metadata, Some(&claimed), &answer)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&kept), (Total(109), 4), "decided again on 108");
+    let stored = idempotency::kept(store.pool(), &claimed).await.unwrap().unwrap();
+    assert_eq!(state_of(&stored), (Total(109), 4), "the kept answer is the final one");
+    let stored = row(&store, id).await.unwrap();
+    assert_eq!((stored.total, stored.version), (109, 4));
+
+    // The same request again: its events are stored, so the kept answer is replayed.
+    let again = commands
+        .execute(On::Existing(id), (id, 1), &metadata, Some(&claimed), &answer)
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(state_of(&again), (Total(109), 4));
+    assert_eq!(
+        store.stream_version(&Tally::stream_id(id)).await.unwrap(),
+        4
+    );
+
+    // A statement at a stale version writes nothing at all: no event, no row (a version 9
+    // would show), no kept response.
+    let claimed = claim(&store, "stale").await;
+    let sql = CommandSql::new(&[Tallies::UPSERT]);
+    let event = NewEvent::new("Added", serde_json::json!({ "id": id, "by": 1000 }));
+    let kept = Kept::json(201, None, &"stale");
+    let rows = [Tallies::state_row(id, &Total(1), 9)];
+    let stale = store
+        .append_command(
+            &Tally::stream_id(id),
+            ExpectedVersion::Exact(2),
+            &[event],
+            &sql,
+            &Beside {
+                kept: Some((&claimed, &kept)),
+                snapshot: None,
+                rows: &rows,
+            },
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { actual: 4, .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        store.stream_version(&Tally::stream_id(id)).await.unwrap(),
+        4
+    );
+    let stored = row(&store, id).await.unwrap();
+    assert_eq!((stored.total, stored.version), (109, 4));
+    assert_eq!(idempotency::kept(store.pool(), &claimed).await.unwrap(), None);
+
+    // Without rows for every inline projection, a command appends in a transaction and the
+    // store folds the projection there: the same row.
+    let fallback = Commands::<Tally>::new(store.clone());
+    assert!(!fallback.one_statement());
+    let other = Uuid::now_v7();
+    fallback
+        .execute(On::New(other), (other, 7), &metadata, None, &answer)
+        .await
+        .unwrap();
+    fallback
+        .execute(On::Existing(other), (other, 2), &metadata, None, &answer)
+        .await
+        .unwrap();
+    let stored = row(&store, other).await.unwrap();
+    assert_eq!((stored.total, stored.version), (9, 2));
+    assert_eq!(stored.updated_at, recorded_at(&store, other, 2).await);
+}
