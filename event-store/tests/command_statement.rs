@@ -291,7 +291,7 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     );
 
     // A statement at a stale version writes nothing at all: no event, no row (a version 9
-    // would show), no kept response.
+    // would show), no kept response, no snapshot.
     let claimed = claim(&store, "stale").await;
     let sql = CommandSql::new(&[Tallies::UPSERT]);
     let event = NewEvent::new("Added", serde_json::json!({ "id": id, "by": 1000 }));
@@ -305,7 +305,7 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
             &sql,
             &Beside {
                 kept: Some((&claimed, &kept)),
-                snapshot: None,
+                snapshot: Some((1, serde_json::json!(1))),
                 rows: &rows,
             },
         )
@@ -321,6 +321,12 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     let stored = row(&store, id).await.unwrap();
     assert_eq!((stored.total, stored.version), (109, 4));
     assert_eq!(idempotency::kept(store.pool(), &claimed).await.unwrap(), None);
+    let snapshots: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE stream_id = $1")
+        .bind(Tally::stream_id(id))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(snapshots, 0, "no snapshot of a stale attempt");
 
     // Without rows for every inline projection, a command appends in a transaction and the
     // store folds the projection there: the same row.
