@@ -224,12 +224,14 @@ async fn claim(store: &EventStore, key: &str) -> Claimed {
 }
 
 async fn recorded_at(store: &EventStore, id: Uuid, version: i64) -> DateTime<Utc> {
-    sqlx::query_scalar("SELECT recorded_at FROM events WHERE stream_id = $1 AND stream_version = $2")
-        .bind(Tally::stream_id(id))
-        .bind(version)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT recorded_at FROM events WHERE stream_id = $1 AND stream_version = $2",
+    )
+    .bind(Tally::stream_id(id))
+    .bind(version)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
 }
 
 // One test, so the statics above are not shared by tests running at once.
@@ -244,7 +246,8 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     .await
     .unwrap();
     let store = db.store().with_inline(vec![Arc::new(Tallies)]);
-    let commands = Commands::<Tally>::new(store.clone()).with_rows(vec![InlineRow::of::<Tallies>()]);
+    let commands =
+        Commands::<Tally>::new(store.clone()).with_rows(vec![InlineRow::of::<Tallies>()]);
     assert!(commands.one_statement());
     let metadata = Metadata::default();
     let id = Uuid::now_v7();
@@ -269,18 +272,37 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     *INTERLOPER.lock().unwrap() = Some((db.url.clone(), id));
     INTERLOPE.store(true, Ordering::SeqCst);
     let kept = commands
-        .execute(On::Existing(id), (id, 1), &metadata, Some(&claimed), &answer)
+        .execute(
+            On::Existing(id),
+            (id, 1),
+            &metadata,
+            Some(&claimed),
+            &answer,
+        )
         .await
         .unwrap();
     assert_eq!(state_of(&kept), (Total(109), 4), "decided again on 108");
-    let stored = idempotency::kept(store.pool(), &claimed).await.unwrap().unwrap();
-    assert_eq!(state_of(&stored), (Total(109), 4), "the kept answer is the final one");
+    let stored = idempotency::kept(store.pool(), &claimed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state_of(&stored),
+        (Total(109), 4),
+        "the kept answer is the final one"
+    );
     let stored = row(&store, id).await.unwrap();
     assert_eq!((stored.total, stored.version), (109, 4));
 
     // The same request again: its events are stored, so the kept answer is replayed.
     let again = commands
-        .execute(On::Existing(id), (id, 1), &metadata, Some(&claimed), &answer)
+        .execute(
+            On::Existing(id),
+            (id, 1),
+            &metadata,
+            Some(&claimed),
+            &answer,
+        )
         .await
         .unwrap();
     assert!(again.replayed);
@@ -320,13 +342,58 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     );
     let stored = row(&store, id).await.unwrap();
     assert_eq!((stored.total, stored.version), (109, 4));
-    assert_eq!(idempotency::kept(store.pool(), &claimed).await.unwrap(), None);
+    assert_eq!(
+        idempotency::kept(store.pool(), &claimed).await.unwrap(),
+        None
+    );
     let snapshots: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE stream_id = $1")
         .bind(Tally::stream_id(id))
         .fetch_one(store.pool())
         .await
         .unwrap();
     assert_eq!(snapshots, 0, "no snapshot of a stale attempt");
+
+    // A cache of aggregates: a command decides on the state its executor's last append
+    // left, and when another writer appended meanwhile, its append (expecting the cached
+    // version) conflicts and it is decided again on the stored state.
+    let cached = Commands::<Tally>::new(store.clone())
+        .with_rows(vec![InlineRow::of::<Tallies>()])
+        .with_cache(16);
+    let warm = Uuid::now_v7();
+    cached
+        .execute(On::New(warm), (warm, 1), &metadata, None, &answer)
+        .await
+        .unwrap();
+    let kept = cached
+        .execute(On::Existing(warm), (warm, 1), &metadata, None, &answer)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&kept), (Total(2), 2));
+    let behind = NewEvent::new("Added", serde_json::json!({ "id": warm, "by": 100 }));
+    store
+        .append(
+            &Tally::stream_id(warm),
+            ExpectedVersion::Exact(2),
+            &[behind],
+        )
+        .await
+        .unwrap();
+    let kept = cached
+        .execute(On::Existing(warm), (warm, 1), &metadata, None, &answer)
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&kept),
+        (Total(103), 4),
+        "decided on the stored state"
+    );
+    let stored = row(&store, warm).await.unwrap();
+    assert_eq!((stored.total, stored.version), (103, 4));
+    let kept = cached
+        .execute(On::Existing(warm), (warm, 1), &metadata, None, &answer)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&kept), (Total(104), 5));
 
     // Without rows for every inline projection, a command appends in a transaction and the
     // store folds the projection there: the same row.

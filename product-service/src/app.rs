@@ -22,6 +22,7 @@ use crate::reactions::StockReservation;
 use crate::replay;
 
 pub use service_kit::service::Application;
+use service_kit::service::AGGREGATE_CACHE;
 
 /// The service's own migrations (after the event store's).
 pub fn migrations() -> sqlx::migrate::Migrator {
@@ -30,9 +31,12 @@ pub fn migrations() -> sqlx::migrate::Migrator {
 
 /// The executor of commands on products: each that appends is one statement, which writes the
 /// `products` row from the state the command decided on (the same row the
-/// inline projection folds), beside the events.
+/// inline projection folds), beside the events; one on a product it appended to before decides
+/// on the state it cached then (checked by the append's expected version).
 pub fn commands(store: EventStore) -> Commands<Product> {
-    Commands::new(store).with_rows(vec![InlineRow::of::<ProductsProjection>()])
+    Commands::new(store)
+        .with_rows(vec![InlineRow::of::<ProductsProjection>()])
+        .with_cache(AGGREGATE_CACHE)
 }
 
 /// Runs the event store's migrations, then the service's.

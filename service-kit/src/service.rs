@@ -42,6 +42,9 @@ use crate::{database, logging, replay_cli, republish, request};
 
 /// JetStream redeliveries of one message before it is dead-lettered.
 const MAX_DELIVER: i64 = 10;
+/// Aggregates each service's command executor keeps in memory (`Commands::with_cache`): a
+/// few hundred bytes each, so about a few MiB at most.
+pub const AGGREGATE_CACHE: usize = 10_000;
 /// Events the relay reads and publishes per batch.
 const RELAY_BATCH: i64 = 500;
 /// The relay's checkpoint name (also where `/metrics` and readiness read its lag).

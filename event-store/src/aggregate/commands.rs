@@ -1,7 +1,8 @@
 //! [`Commands`]: the command executor itself, one path with or without an idempotency key.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use hashlink::LruCache;
 use uuid::Uuid;
 
 use super::{
@@ -47,6 +48,9 @@ pub struct Commands<A: Aggregate> {
     rows: Arc<[InlineRow<A>]>,
     /// `None` while some inline projection has no row here.
     statement: Option<Arc<CommandSql>>,
+    /// Aggregates as this executor's last successful appends left them
+    /// ([`Commands::with_cache`]).
+    cache: Option<Arc<Mutex<LruCache<Uuid, LoadedWith<A::State>>>>>,
 }
 
 impl<A: Aggregate> Clone for Commands<A> {
@@ -55,6 +59,7 @@ impl<A: Aggregate> Clone for Commands<A> {
             store: self.store.clone(),
             rows: self.rows.clone(),
             statement: self.statement.clone(),
+            cache: self.cache.clone(),
         }
     }
 }
@@ -65,8 +70,55 @@ impl<A: Aggregate> Commands<A> {
             store,
             rows: Arc::new([]),
             statement: None,
+            cache: None,
         }
         .with_rows(Vec::new())
+    }
+
+    /// Commands that keep up to `capacity` aggregates (the least recently used go first) as
+    /// their own appends left them, and decide on that state instead of loading it: a command
+    /// on a cached aggregate is one round trip. The append still expects the cached version,
+    /// so when anyone else appended meanwhile (a reaction, another replica) the append
+    /// conflicts, the entry goes, and the command is decided again on the state loaded from
+    /// the store: a stale entry costs a reload, never a wrong decision. A command that the
+    /// cached state refuses, or on which it appends nothing, is decided again on loaded state
+    /// too, since only an append proves the entry current. Entries hold states of this
+    /// code's own `A::State`, so a schema change is a new process with an empty cache.
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = (capacity > 0).then(|| Arc::new(Mutex::new(LruCache::new(capacity))));
+        self
+    }
+
+    fn cached(&self, id: Uuid) -> Option<LoadedWith<A::State>> {
+        let cache = self.cache.as_ref()?;
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(&id).cloned()
+    }
+
+    fn evict(&self, id: Uuid) {
+        if let Some(cache) = &self.cache {
+            let mut cache = cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache.remove(&id);
+        }
+    }
+
+    /// Keeps `done` for `id` unless a newer version is kept already.
+    fn remember(&self, id: Uuid, done: LoadedWith<A::State>) {
+        if let Some(cache) = &self.cache {
+            let mut cache = cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache
+                .peek(&id)
+                .is_none_or(|kept| kept.loaded.version < done.loaded.version)
+            {
+                cache.insert(id, done);
+            }
+        }
     }
 
     /// Commands that write these inline read models' rows in their append's statement. Only
@@ -112,13 +164,24 @@ impl<A: Aggregate> Commands<A> {
     ) -> Result<Kept, CommandError<A::Error>> {
         let id = on.id();
         let mut retries = 0;
+        let mut use_cache = true;
         loop {
-            let aggregate = match on {
-                On::New(_) => LoadedWith::default(),
-                On::Existing(_) => self.load(id).await?,
+            let (aggregate, from_cache) = match on {
+                On::New(_) => (LoadedWith::default(), false),
+                On::Existing(_) => match self.cached(id).filter(|_| use_cache) {
+                    Some(cached) => (cached, true),
+                    None => (self.load(id).await?, false),
+                },
             };
-            let events = A::decide(&aggregate.loaded.state, command.clone())
-                .map_err(CommandError::Domain)?;
+            let decided = A::decide(&aggregate.loaded.state, command.clone());
+            if from_cache && decided.as_ref().map_or(true, Vec::is_empty) {
+                // Only an append proves a cached state current: a refusal or a no-op is
+                // decided again on the stored state.
+                self.evict(id);
+                use_cache = false;
+                continue;
+            }
+            let events = decided.map_err(CommandError::Domain)?;
             if events.is_empty() {
                 let kept = respond(&aggregate.loaded);
                 if let Some(claimed) = key {
@@ -133,14 +196,27 @@ impl<A: Aggregate> Commands<A> {
                 .append(id, aggregate, &events, metadata, key, respond)
                 .await
             {
-                Ok(kept) => return Ok(kept),
+                Ok((done, kept)) => {
+                    self.remember(id, done);
+                    return Ok(kept);
+                }
+                Err(StoreError::Conflict { .. }) if from_cache => {
+                    // The cached state was stale: decided again on the stored one, and not
+                    // counted as a lost race.
+                    self.evict(id);
+                    use_cache = false;
+                    tracing::debug!("the cached aggregate was stale; deciding again");
+                }
                 Err(StoreError::Conflict { .. })
                     if matches!(on, On::Existing(_)) && retries < CONFLICT_RETRIES =>
                 {
                     retries += 1;
                     tracing::debug!(retries, "concurrent append to the stream; deciding again");
                 }
-                Err(e) => return self.kept_instead(key, e).await,
+                Err(e) => {
+                    self.evict(id);
+                    return self.kept_instead(key, e).await;
+                }
             }
         }
     }
@@ -155,7 +231,7 @@ impl<A: Aggregate> Commands<A> {
         metadata: &Metadata,
         key: Option<&Claimed>,
         respond: &dyn Fn(&Loaded<A::State>) -> Kept,
-    ) -> Result<Kept, StoreError> {
+    ) -> Result<(LoadedWith<A::State>, Kept), StoreError> {
         let stream_id = A::stream_id(id);
         let expected = loaded.expected();
         let new_events = match key {
@@ -177,14 +253,16 @@ impl<A: Aggregate> Commands<A> {
                 .iter()
                 .map(|r| r.row(id, &done.state, version))
                 .collect();
+            let folded = folded + events.len();
             let snapshot = match A::SNAPSHOT {
-                Some(p) if folded + events.len() >= p.every => Some((
+                Some(p) if folded >= p.every => Some((
                     p.schema_version,
                     serde_json::to_value(&done.state)
                         .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?,
                 )),
                 _ => None,
             };
+            let folded = if snapshot.is_some() { 0 } else { folded };
             let beside = Beside {
                 kept: key.map(|claimed| (claimed, &kept)),
                 snapshot,
@@ -193,18 +271,28 @@ impl<A: Aggregate> Commands<A> {
             self.store
                 .append_command(&stream_id, expected, &new_events, statement, &beside)
                 .await?;
-            return Ok(kept);
+            return Ok((
+                LoadedWith {
+                    loaded: done,
+                    folded,
+                },
+                kept,
+            ));
         }
         let Some(claimed) = key else {
-            let appended = self
-                .store
-                .append(&stream_id, expected, &new_events)
-                .await?;
+            let appended = self.store.append(&stream_id, expected, &new_events).await?;
             let done = done(loaded, appended.stream_version);
             let kept = respond(&done);
-            self.snapshot_when_due(id, folded + events.len(), &done)
+            let folded = self
+                .snapshot_when_due(id, folded + events.len(), &done)
                 .await;
-            return Ok(kept);
+            return Ok((
+                LoadedWith {
+                    loaded: done,
+                    folded,
+                },
+                kept,
+            ));
         };
         let append = StreamAppend {
             stream_id,
@@ -218,9 +306,16 @@ impl<A: Aggregate> Commands<A> {
         idempotency::keep(&mut tx, claimed, &kept).await?;
         tx.commit().await?;
         self.store.notify_appended();
-        self.snapshot_when_due(id, folded + events.len(), &done)
+        let folded = self
+            .snapshot_when_due(id, folded + events.len(), &done)
             .await;
-        Ok(kept)
+        Ok((
+            LoadedWith {
+                loaded: done,
+                folded,
+            },
+            kept,
+        ))
     }
 
     /// After an append failed: under a key, when its events are stored already, another
@@ -256,16 +351,21 @@ impl<A: Aggregate> Commands<A> {
     /// Stores the aggregate's state as of its new version once `folded` events lie on top of
     /// its last snapshot (the transaction path; the statement path writes it in the
     /// statement). Only a cache: a failure is logged, and the next load folds a few more.
-    async fn snapshot_when_due(&self, id: Uuid, folded: usize, done: &Loaded<A::State>) {
+    /// Returns how many events now lie on top of the last snapshot.
+    async fn snapshot_when_due(&self, id: Uuid, folded: usize, done: &Loaded<A::State>) -> usize {
         if !A::SNAPSHOT.is_some_and(|p| folded >= p.every) {
-            return;
+            return folded;
         }
         let saved = async {
             let mut conn = self.store.pool().acquire().await?;
             save_snapshots::<A>(&mut conn, &[(id, &done.state, done.version)]).await
         };
-        if let Err(e) = saved.await {
-            tracing::warn!(error = %e, "cannot save a snapshot");
+        match saved.await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save a snapshot");
+                folded
+            }
         }
     }
 }

@@ -126,13 +126,8 @@ RETURNING position, stream_version, event_id, recorded_at"#
 /// statement needs neither the per-stream join nor the look for earlier ordinals. Same
 /// checks: the expected version, and the stream's last event below this transaction's
 /// positions.
-pub(super) const APPEND_ONE_SQL: &str = concat!(
-    "WITH ",
-    append_one_ctes!(),
-    "\n",
-    append_one_insert!()
-);
-
+pub(super) const APPEND_ONE_SQL: &str =
+    concat!("WITH ", append_one_ctes!(), "\n", append_one_insert!());
 
 /// The parameter of [`CommandSql`] that holds the first read model row; the rows follow.
 const FIRST_ROW_PARAM: usize = 15;
@@ -282,7 +277,9 @@ impl<'a> Columns<'a> {
                 columns.types.push(e.event_type.as_str());
                 columns.schemas.push(e.schema_version);
                 columns.payloads.push(&e.payload);
-                columns.metadata.push(serde_json::to_value(&e.metadata).map_err(encode)?);
+                columns
+                    .metadata
+                    .push(serde_json::to_value(&e.metadata).map_err(encode)?);
             }
         }
         Ok(columns)

@@ -18,11 +18,11 @@ mod append;
 mod epoch;
 mod read;
 
-pub use append::{Beside, CommandSql, POSITION_BASE};
 use append::{
     attempt, attempt_command, conflict, count_appended, parts, retry_any, retry_pause, summarise,
     Attempt, Part, ANY_RETRIES,
 };
+pub use append::{Beside, CommandSql, POSITION_BASE};
 pub use epoch::PositionsContinued;
 pub(crate) use read::{read_committed_on, EVENT_COLUMNS};
 pub use read::{read_stream_on, read_streams_on};

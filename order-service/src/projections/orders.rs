@@ -173,12 +173,7 @@ fn next_row(
 
 /// The row of order `order_id` as `state`, at stream `version`: what both the fold above and
 /// a command's statement ([`StateRow`]) write.
-fn row_of(
-    order_id: Uuid,
-    state: &OrderState,
-    version: i64,
-    placed_at: DateTime<Utc>,
-) -> OrderRow {
+fn row_of(order_id: Uuid, state: &OrderState, version: i64, placed_at: DateTime<Utc>) -> OrderRow {
     let status = state.status.unwrap_or(OrderStatus::Pending);
     OrderRow {
         order_id,
