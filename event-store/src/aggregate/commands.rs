@@ -50,8 +50,11 @@ pub struct Commands<A: Aggregate> {
     statement: Option<Arc<CommandSql>>,
     /// Aggregates as this executor's last successful appends left them
     /// ([`Commands::with_cache`]).
-    cache: Option<Arc<Mutex<LruCache<Uuid, LoadedWith<A::State>>>>>,
+    cache: Option<Arc<Cache<A::State>>>,
 }
+
+/// Aggregates by id, the least recently used evicted first.
+type Cache<S> = Mutex<LruCache<Uuid, LoadedWith<S>>>;
 
 impl<A: Aggregate> Clone for Commands<A> {
     fn clone(&self) -> Self {
@@ -353,7 +356,7 @@ impl<A: Aggregate> Commands<A> {
     /// statement). Only a cache: a failure is logged, and the next load folds a few more.
     /// Returns how many events now lie on top of the last snapshot.
     async fn snapshot_when_due(&self, id: Uuid, folded: usize, done: &Loaded<A::State>) -> usize {
-        if !A::SNAPSHOT.is_some_and(|p| folded >= p.every) {
+        if A::SNAPSHOT.is_none_or(|p| folded < p.every) {
             return folded;
         }
         let saved = async {
