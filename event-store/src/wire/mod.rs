@@ -231,6 +231,28 @@ pub fn object(payload: &mut Value) -> Result<&mut serde_json::Map<String, Value>
         .ok_or_else(|| "the payload is not a JSON object".to_owned())
 }
 
+/// An old payload as its version's type, for a step; serde's error (`missing field `x``)
+/// when it does not fit.
+pub fn read_as<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T, String> {
+    serde_json::from_value(payload).map_err(|e| e.to_string())
+}
+
+/// The next version's payload, from its type.
+pub fn write_as(next: impl serde::Serialize) -> Result<Value, String> {
+    serde_json::to_value(next).map_err(|e| e.to_string())
+}
+
+/// `other` (an old payload's fields a step keeps as they are) with `fields` set.
+pub fn with_fields<const N: usize>(
+    mut other: serde_json::Map<String, Value>,
+    fields: [(&str, Value); N],
+) -> Value {
+    for (name, value) in fields {
+        other.insert(name.to_owned(), value);
+    }
+    Value::Object(other)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -7,7 +7,7 @@
 //! the AsyncAPI document gives old versions the schema of the type that actually reads them
 //! (`crate::api::asyncapi`), and a step refuses what serde refuses, naming the field.
 
-use serde::de::DeserializeOwned;
+use event_store::wire::{read_as, with_fields, write_as};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -64,7 +64,7 @@ pub struct PriceChangedV1 {
 /// `OrderPlaced` v1 to v2: each line's `unit_price_cents` becomes `unit_price`, and
 /// `total_cents` becomes `total`, in [`V1_CURRENCY`].
 pub fn order_placed_v1(payload: Value) -> Result<Value, String> {
-    let v1: OrderPlacedV1 = read(payload)?;
+    let v1: OrderPlacedV1 = read_as(payload)?;
     let lines = v1
         .lines
         .into_iter()
@@ -74,7 +74,7 @@ pub fn order_placed_v1(payload: Value) -> Result<Value, String> {
             unit_price: usd(line.unit_price_cents),
         })
         .collect();
-    write(OrderPlaced {
+    write_as(OrderPlaced {
         order_id: v1.order_id,
         customer_id: v1.customer_id,
         lines,
@@ -84,8 +84,8 @@ pub fn order_placed_v1(payload: Value) -> Result<Value, String> {
 
 /// product-service's `ProductCreated` v1 to v2: `price_cents` becomes `price`.
 pub fn product_created_v1(payload: Value) -> Result<Value, String> {
-    let v1: ProductCreatedV1 = read(payload)?;
-    Ok(with(
+    let v1: ProductCreatedV1 = read_as(payload)?;
+    Ok(with_fields(
         v1.other,
         [
             ("product_id", json!(v1.product_id)),
@@ -99,8 +99,8 @@ pub fn product_created_v1(payload: Value) -> Result<Value, String> {
 /// product-service's `PriceChanged` v1 to v2: `old_price_cents` and `price_cents` become
 /// `old_price` and `price`.
 pub fn price_changed_v1(payload: Value) -> Result<Value, String> {
-    let v1: PriceChangedV1 = read(payload)?;
-    Ok(with(
+    let v1: PriceChangedV1 = read_as(payload)?;
+    Ok(with_fields(
         v1.other,
         [
             ("product_id", json!(v1.product_id)),
@@ -115,23 +115,4 @@ fn usd(amount_minor: i64) -> Money {
         amount_minor,
         currency: V1_CURRENCY.to_owned(),
     }
-}
-
-/// An old payload as its version's type; serde's error (`missing field `total_cents``) when
-/// it does not fit.
-fn read<T: DeserializeOwned>(payload: Value) -> Result<T, String> {
-    serde_json::from_value(payload).map_err(|e| e.to_string())
-}
-
-/// The next version's payload.
-fn write(next: impl Serialize) -> Result<Value, String> {
-    serde_json::to_value(next).map_err(|e| e.to_string())
-}
-
-/// `other` with `fields` set.
-fn with<const N: usize>(mut other: Map<String, Value>, fields: [(&str, Value); N]) -> Value {
-    for (name, value) in fields {
-        other.insert(name.to_owned(), value);
-    }
-    Value::Object(other)
 }

@@ -7,7 +7,7 @@
 //! so the AsyncAPI document gives old versions the schema of the type that actually reads
 //! them (`crate::api::asyncapi`), and a step refuses what serde refuses, naming the field.
 
-use serde::de::DeserializeOwned;
+use event_store::wire::{read_as, with_fields, write_as};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -63,8 +63,8 @@ pub struct OrderedLineV1 {
 
 /// `ProductCreated` v1 to v2: `price_cents` becomes `price` in [`V1_CURRENCY`].
 pub fn product_created_v1(payload: Value) -> Result<Value, String> {
-    let v1: ProductCreatedV1 = read(payload)?;
-    write(ProductCreated {
+    let v1: ProductCreatedV1 = read_as(payload)?;
+    write_as(ProductCreated {
         product_id: v1.product_id,
         name: v1.name,
         price: usd(v1.price_cents),
@@ -75,8 +75,8 @@ pub fn product_created_v1(payload: Value) -> Result<Value, String> {
 /// `PriceChanged` v1 to v2: `old_price_cents` and `price_cents` become `old_price` and
 /// `price` in [`V1_CURRENCY`].
 pub fn price_changed_v1(payload: Value) -> Result<Value, String> {
-    let v1: PriceChangedV1 = read(payload)?;
-    write(PriceChanged {
+    let v1: PriceChangedV1 = read_as(payload)?;
+    write_as(PriceChanged {
         product_id: v1.product_id,
         old_price: usd(v1.old_price_cents),
         price: usd(v1.price_cents),
@@ -86,12 +86,12 @@ pub fn price_changed_v1(payload: Value) -> Result<Value, String> {
 /// order-service's `OrderPlaced` v1 to v2: each line's `unit_price_cents` becomes
 /// `unit_price`, and `total_cents` becomes `total`, in [`V1_CURRENCY`].
 pub fn order_placed_v1(payload: Value) -> Result<Value, String> {
-    let v1: OrderPlacedV1 = read(payload)?;
+    let v1: OrderPlacedV1 = read_as(payload)?;
     let lines: Vec<Value> = v1
         .lines
         .into_iter()
         .map(|line| {
-            with(
+            with_fields(
                 line.other,
                 [
                     ("product_id", json!(line.product_id)),
@@ -101,7 +101,7 @@ pub fn order_placed_v1(payload: Value) -> Result<Value, String> {
             )
         })
         .collect();
-    Ok(with(
+    Ok(with_fields(
         v1.other,
         [
             ("order_id", json!(v1.order_id)),
@@ -116,23 +116,4 @@ fn usd(amount_minor: i64) -> Money {
         amount_minor,
         currency: V1_CURRENCY.to_owned(),
     }
-}
-
-/// An old payload as its version's type; serde's error (`missing field `price_cents``) when
-/// it does not fit.
-fn read<T: DeserializeOwned>(payload: Value) -> Result<T, String> {
-    serde_json::from_value(payload).map_err(|e| e.to_string())
-}
-
-/// The next version's payload.
-fn write(next: impl Serialize) -> Result<Value, String> {
-    serde_json::to_value(next).map_err(|e| e.to_string())
-}
-
-/// `other` with `fields` set.
-fn with<const N: usize>(mut other: Map<String, Value>, fields: [(&str, Value); N]) -> Value {
-    for (name, value) in fields {
-        other.insert(name.to_owned(), value);
-    }
-    Value::Object(other)
 }
