@@ -39,6 +39,11 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Database(e) if is_unavailable(e))
     }
+
+    /// A value that could not be encoded for a statement (JSON that does not serialize).
+    pub(crate) fn encode(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Database(sqlx::Error::Encode(Box::new(error)))
+    }
 }
 
 /// True for errors that mean "the database cannot serve this right now" rather than a bug or

@@ -154,6 +154,15 @@ async fn fetch(
     Ok(found)
 }
 
+/// How an insert into `snapshots` treats a stored snapshot of the same stream: replaced by one
+/// of another schema version or a higher stream version, kept otherwise. Shared by [`save`]
+/// and a command's statement (`store::CommandSql`).
+pub(crate) const REPLACE_OLDER: &str = "ON CONFLICT (stream_id) DO UPDATE SET \
+    stream_version = excluded.stream_version, schema_version = excluded.schema_version, \
+    state = excluded.state, taken_at = now() \
+    WHERE snapshots.schema_version <> excluded.schema_version \
+       OR snapshots.stream_version < excluded.stream_version";
+
 /// Stores snapshots (stream, version, state) of `schema_version` in one statement. A stored
 /// snapshot of a higher version of the same schema stays.
 pub async fn save<S: Serialize>(
@@ -169,15 +178,12 @@ pub async fn save<S: Serialize>(
         .map(|(_, _, state)| serde_json::to_value(state))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) \
          SELECT stream_id, stream_version, $3, state \
          FROM unnest($1::text[], $2::int8[], $4::jsonb[]) AS s(stream_id, stream_version, state) \
-         ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version, \
-             schema_version = excluded.schema_version, state = excluded.state, taken_at = now() \
-         WHERE snapshots.schema_version <> excluded.schema_version \
-            OR snapshots.stream_version < excluded.stream_version",
-    )
+         {REPLACE_OLDER}"
+    ))
     .bind(snapshots.iter().map(|(s, _, _)| *s).collect::<Vec<_>>())
     .bind(snapshots.iter().map(|(_, v, _)| *v).collect::<Vec<_>>())
     .bind(schema_version)

@@ -191,6 +191,14 @@ ON CONFLICT (id) DO UPDATE SET total = excluded.total, version = excluded.versio
 WHERE tallies.version < excluded.version";
 }
 
+/// Adds `by` to the tally `on` names, with no key; the answer.
+async fn add(commands: &Commands<Tally>, on: On, by: i64) -> Kept {
+    commands
+        .execute(on, (on.id(), by), &Metadata::default(), None, &answer)
+        .await
+        .unwrap()
+}
+
 fn answer(done: &Loaded<Total>) -> Kept {
     Kept::json(200, None, &(&done.state, done.version))
 }
@@ -253,14 +261,8 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     let id = Uuid::now_v7();
 
     // The row lands with the events, stamped with their recorded_at, as the fold would.
-    commands
-        .execute(On::New(id), (id, 5), &metadata, None, &answer)
-        .await
-        .unwrap();
-    let kept = commands
-        .execute(On::Existing(id), (id, 3), &metadata, None, &answer)
-        .await
-        .unwrap();
+    add(&commands, On::New(id), 5).await;
+    let kept = add(&commands, On::Existing(id), 3).await;
     assert_eq!(state_of(&kept), (Total(8), 2));
     let stored = row(&store, id).await.unwrap();
     assert_eq!((stored.total, stored.version), (8, 2));
@@ -360,14 +362,8 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
         .with_rows(vec![InlineRow::of::<Tallies>()])
         .with_cache(16);
     let warm = Uuid::now_v7();
-    cached
-        .execute(On::New(warm), (warm, 1), &metadata, None, &answer)
-        .await
-        .unwrap();
-    let kept = cached
-        .execute(On::Existing(warm), (warm, 1), &metadata, None, &answer)
-        .await
-        .unwrap();
+    add(&cached, On::New(warm), 1).await;
+    let kept = add(&cached, On::Existing(warm), 1).await;
     assert_eq!(state_of(&kept), (Total(2), 2));
     let behind = NewEvent::new("Added", serde_json::json!({ "id": warm, "by": 100 }));
     store
@@ -378,10 +374,7 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
         )
         .await
         .unwrap();
-    let kept = cached
-        .execute(On::Existing(warm), (warm, 1), &metadata, None, &answer)
-        .await
-        .unwrap();
+    let kept = add(&cached, On::Existing(warm), 1).await;
     assert_eq!(
         state_of(&kept),
         (Total(103), 4),
@@ -389,10 +382,7 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     );
     let stored = row(&store, warm).await.unwrap();
     assert_eq!((stored.total, stored.version), (103, 4));
-    let kept = cached
-        .execute(On::Existing(warm), (warm, 1), &metadata, None, &answer)
-        .await
-        .unwrap();
+    let kept = add(&cached, On::Existing(warm), 1).await;
     assert_eq!(state_of(&kept), (Total(104), 5));
 
     // Without rows for every inline projection, a command appends in a transaction and the
@@ -400,14 +390,8 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     let fallback = Commands::<Tally>::new(store.clone());
     assert!(!fallback.one_statement());
     let other = Uuid::now_v7();
-    fallback
-        .execute(On::New(other), (other, 7), &metadata, None, &answer)
-        .await
-        .unwrap();
-    fallback
-        .execute(On::Existing(other), (other, 2), &metadata, None, &answer)
-        .await
-        .unwrap();
+    add(&fallback, On::New(other), 7).await;
+    add(&fallback, On::Existing(other), 2).await;
     let stored = row(&store, other).await.unwrap();
     assert_eq!((stored.total, stored.version), (9, 2));
     assert_eq!(stored.updated_at, recorded_at(&store, other, 2).await);

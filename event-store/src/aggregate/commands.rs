@@ -92,36 +92,36 @@ impl<A: Aggregate> Commands<A> {
         self
     }
 
-    fn cached(&self, id: Uuid) -> Option<LoadedWith<A::State>> {
+    /// Runs `f` on the cache, if there is one.
+    fn in_cache<R>(
+        &self,
+        f: impl FnOnce(&mut LruCache<Uuid, LoadedWith<A::State>>) -> R,
+    ) -> Option<R> {
         let cache = self.cache.as_ref()?;
         let mut cache = cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(&id).cloned()
+        Some(f(&mut cache))
+    }
+
+    fn cached(&self, id: Uuid) -> Option<LoadedWith<A::State>> {
+        self.in_cache(|cache| cache.get(&id).cloned()).flatten()
     }
 
     fn evict(&self, id: Uuid) {
-        if let Some(cache) = &self.cache {
-            let mut cache = cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            cache.remove(&id);
-        }
+        self.in_cache(|cache| cache.remove(&id));
     }
 
     /// Keeps `done` for `id` unless a newer version is kept already.
     fn remember(&self, id: Uuid, done: LoadedWith<A::State>) {
-        if let Some(cache) = &self.cache {
-            let mut cache = cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if cache
+        self.in_cache(|cache| {
+            let newer = cache
                 .peek(&id)
-                .is_none_or(|kept| kept.loaded.version < done.loaded.version)
-            {
+                .is_some_and(|kept| kept.loaded.version >= done.loaded.version);
+            if !newer {
                 cache.insert(id, done);
             }
-        }
+        });
     }
 
     /// Commands that write these inline read models' rows in their append's statement. Only
@@ -260,8 +260,7 @@ impl<A: Aggregate> Commands<A> {
             let snapshot = match A::SNAPSHOT {
                 Some(p) if folded >= p.every => Some((
                     p.schema_version,
-                    serde_json::to_value(&done.state)
-                        .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?,
+                    serde_json::to_value(&done.state).map_err(StoreError::encode)?,
                 )),
                 _ => None,
             };

@@ -157,10 +157,10 @@ impl CommandSql {
     /// reading its one row from a relation it names `{input}` (a column `data jsonb`).
     pub fn new(upserts: &[&str]) -> Self {
         let mut sql = format!(
-            "WITH {},\nappended AS (\n{}\n){}",
-            append_one_ctes!(),
-            append_one_insert!(),
-            r#", kept AS (
+            r#"WITH {},
+appended AS (
+{}
+), kept AS (
     UPDATE idempotency_keys
     SET status = $10, location = $11, body = $12, locked_until = now()
     WHERE key = $8 AND generation = $9 AND status IS NULL
@@ -169,11 +169,11 @@ impl CommandSql {
     INSERT INTO snapshots (stream_id, stream_version, schema_version, state)
     SELECT $1, (SELECT max(stream_version) FROM appended), $13, $14
     WHERE $14::jsonb IS NOT NULL AND EXISTS (SELECT 1 FROM appended)
-    ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version,
-        schema_version = excluded.schema_version, state = excluded.state, taken_at = now()
-    WHERE snapshots.schema_version <> excluded.schema_version
-       OR snapshots.stream_version < excluded.stream_version
-)"#
+    {}
+)"#,
+            append_one_ctes!(),
+            append_one_insert!(),
+            crate::snapshot::REPLACE_OLDER
         );
         for (i, upsert) in upserts.iter().enumerate() {
             let input = format!("input_{i}");
@@ -189,11 +189,6 @@ impl CommandSql {
             sql,
             rows: upserts.len(),
         }
-    }
-
-    /// How many read model rows the statement writes.
-    pub fn rows(&self) -> usize {
-        self.rows
     }
 }
 
@@ -279,15 +274,11 @@ impl<'a> Columns<'a> {
                 columns.payloads.push(&e.payload);
                 columns
                     .metadata
-                    .push(serde_json::to_value(&e.metadata).map_err(encode)?);
+                    .push(serde_json::to_value(&e.metadata).map_err(StoreError::encode)?);
             }
         }
         Ok(columns)
     }
-}
-
-fn encode(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Database(sqlx::Error::Encode(Box::new(e)))
 }
 
 /// Runs the append statement ([`APPEND_ONE_SQL`] for one stream as the transaction's
@@ -334,7 +325,8 @@ pub(super) async fn attempt_command(
     beside: &Beside<'_>,
 ) -> Result<Attempt, StoreError> {
     if beside.rows.len() != sql.rows {
-        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+        // A caller's bug, not the database's: not one of the errors retried as unavailable.
+        return Err(StoreError::Database(sqlx::Error::InvalidArgument(format!(
             "the command statement writes {} read model rows, {} given",
             sql.rows,
             beside.rows.len()

@@ -136,8 +136,9 @@ impl EventStore {
     }
 
     /// Appends a command's `events` to `stream_id` with everything the command writes beside
-    /// them, in one statement ([`CommandSql`]) and so one round trip: what [`Beside`] holds. Nothing is written unless the events are. The caller answers
-    /// for the rows covering every inline projection (`aggregate::Commands::with_rows`).
+    /// them ([`Beside`]), in one statement ([`CommandSql`]) and so one round trip. Nothing is
+    /// written unless the events are. The caller answers for the rows covering every inline
+    /// projection (`aggregate::Commands::with_rows`).
     ///
     /// No retry here: a command that meets a concurrent append decides again on fresh state.
     /// A conflict is `Conflict`; events whose ids are stored already (an earlier attempt of
