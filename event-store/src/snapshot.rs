@@ -163,6 +163,16 @@ pub(crate) const REPLACE_OLDER: &str = "ON CONFLICT (stream_id) DO UPDATE SET \
     WHERE snapshots.schema_version <> excluded.schema_version \
        OR snapshots.stream_version < excluded.stream_version";
 
+/// A snapshot to store: the stream, the version it reflects, the schema version of its
+/// state, and the state.
+#[derive(Debug, Clone)]
+pub struct BatchSnapshot {
+    pub stream_id: String,
+    pub version: i64,
+    pub schema_version: i32,
+    pub state: serde_json::Value,
+}
+
 /// Stores snapshots (stream, version, state) of `schema_version` in one statement. A stored
 /// snapshot of a higher version of the same schema stays.
 pub async fn save<S: Serialize>(
@@ -170,24 +180,48 @@ pub async fn save<S: Serialize>(
     schema_version: i32,
     snapshots: &[(&str, i64, &S)],
 ) -> Result<(), sqlx::Error> {
+    let snapshots = snapshots
+        .iter()
+        .map(|(stream, version, state)| {
+            Ok(BatchSnapshot {
+                stream_id: (*stream).to_owned(),
+                version: *version,
+                schema_version,
+                state: serde_json::to_value(state)?,
+            })
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    save_batch(conn, &snapshots).await
+}
+
+/// Stores snapshots in one statement, as [`save`] does.
+pub async fn save_batch(
+    conn: &mut PgConnection,
+    snapshots: &[BatchSnapshot],
+) -> Result<(), sqlx::Error> {
     if snapshots.is_empty() {
         return Ok(());
     }
-    let states = snapshots
-        .iter()
-        .map(|(_, _, state)| serde_json::to_value(state))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(&format!(
         "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) \
-         SELECT stream_id, stream_version, $3, state \
-         FROM unnest($1::text[], $2::int8[], $4::jsonb[]) AS s(stream_id, stream_version, state) \
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::jsonb[]) \
          {REPLACE_OLDER}"
     ))
-    .bind(snapshots.iter().map(|(s, _, _)| *s).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|(_, v, _)| *v).collect::<Vec<_>>())
-    .bind(schema_version)
-    .bind(states)
+    .bind(
+        snapshots
+            .iter()
+            .map(|s| s.stream_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
+    .bind(
+        snapshots
+            .iter()
+            .map(|s| s.schema_version)
+            .collect::<Vec<_>>(),
+    )
+    .bind(snapshots.iter().map(|s| &s.state).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

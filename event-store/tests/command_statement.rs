@@ -2,6 +2,8 @@
 //! events, the inline read model's row computed from the decided state, the snapshot and the
 //! kept response land together, and nothing of it lands when the append does not, whether
 //! its checks fail (a stale expected version) or it is decided again after a lost race.
+//! And a reaction's batch as one statement (`store::BatchSql`, `aggregate::BatchAppend`):
+//! events to many streams, their rows and snapshots, together or not at all.
 // Its helpers unwrap too, and clippy.toml's allow-unwrap-in-tests covers test functions only.
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use event_store::aggregate::{Aggregate, Commands, Fold, Loaded, On};
+use event_store::aggregate::{
+    batch_sql, Aggregate, BatchAppend, Commands, Fold, Loaded, On, SnapshotPolicy,
+};
 use event_store::idempotency::{self, Claim, Claimed, Kept};
 use event_store::read_model::{InlineRow, RowModel, StateRow};
 use event_store::store::{Beside, CommandSql};
@@ -50,6 +54,12 @@ struct Tally;
 impl Fold for Tally {
     type State = Total;
     type Event = TallyEvent;
+
+    // Commands never reach it; a reaction's batch snapshots what it appends to.
+    const SNAPSHOT: Option<SnapshotPolicy> = Some(SnapshotPolicy {
+        schema_version: 1,
+        every: 1000,
+    });
 
     fn stream_id(id: Uuid) -> String {
         format!("tally-{id}")
@@ -395,4 +405,138 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     let stored = row(&store, other).await.unwrap();
     assert_eq!((stored.total, stored.version), (9, 2));
     assert_eq!(stored.updated_at, recorded_at(&store, other, 2).await);
+}
+
+/// Another aggregate type, whose streams a batch puts first (though they sort after the
+/// tallies' by id).
+struct Mark;
+
+impl Fold for Mark {
+    type State = Total;
+    type Event = TallyEvent;
+
+    fn stream_id(id: Uuid) -> String {
+        format!("witness-{id}")
+    }
+
+    fn evolve(state: Total, event: &TallyEvent) -> Total {
+        Tally::evolve(state, event)
+    }
+}
+
+fn added(id: Uuid, by: i64) -> TallyEvent {
+    Added { id, by }.into()
+}
+
+async fn snapshot_of(store: &EventStore, id: Uuid) -> Option<(i64, serde_json::Value)> {
+    sqlx::query_as("SELECT stream_version, state FROM snapshots WHERE stream_id = $1")
+        .bind(Tally::stream_id(id))
+        .fetch_optional(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn position(store: &EventStore, stream: &str) -> i64 {
+    sqlx::query_scalar("SELECT max(position) FROM events WHERE stream_id = $1")
+        .bind(stream)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_at_all() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "CREATE TABLE tallies (id uuid PRIMARY KEY, total bigint NOT NULL, \
+         version bigint NOT NULL, updated_at timestamptz NOT NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let store = db.store().with_inline(vec![Arc::new(Tallies)]);
+    let rows = [InlineRow::of::<Tallies>()];
+    let sql = batch_sql(&rows);
+    let metadata = Metadata::default();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let commands = Commands::<Tally>::new(store.clone()).with_rows(rows.to_vec());
+    add(&commands, On::New(a), 1).await;
+
+    // a at 1 gains 2; b is new and gains 5 then 1: one statement, rows and snapshots beside.
+    let mut batch = BatchAppend::new(sql.clone());
+    batch.push::<Tally>(a, 1, &[added(a, 2)], &metadata);
+    batch.push::<Tally>(b, 0, &[added(b, 5)], &metadata);
+    batch.push::<Tally>(b, 0, &[added(b, 1)], &metadata);
+    batch.settle::<Tally>(a, &Total(3), &rows);
+    batch.settle::<Tally>(b, &Total(6), &rows);
+    let mut tx = store.pool().begin().await.unwrap();
+    batch.write(&store, &mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    for (id, total) in [(a, 3), (b, 6)] {
+        let stored = row(&store, id).await.unwrap();
+        assert_eq!((stored.total, stored.version), (total, 2));
+        assert_eq!(stored.updated_at, recorded_at(&store, id, 2).await);
+        assert_eq!(
+            snapshot_of(&store, id).await,
+            Some((2, serde_json::json!(total)))
+        );
+    }
+
+    // One stream stale (a expects 1, is at 2): nothing of the batch lands, not b's event,
+    // row (version 3) or snapshot, which alone would all be newer than what is stored, even
+    // when the caller commits after the failure.
+    let mut batch = BatchAppend::new(sql.clone());
+    batch.push::<Tally>(b, 2, &[added(b, 10)], &metadata);
+    batch.push::<Tally>(a, 1, &[added(a, 10)], &metadata);
+    batch.settle::<Tally>(a, &Total(13), &rows);
+    batch.settle::<Tally>(b, &Total(16), &rows);
+    let mut tx = store.pool().begin().await.unwrap();
+    let stale = batch.write(&store, &mut tx).await;
+    assert!(
+        matches!(&stale, Err(StoreError::Conflict { stream_id, actual: 2, .. })
+            if *stream_id == Tally::stream_id(a)),
+        "{stale:?}"
+    );
+    tx.commit().await.unwrap();
+    for (id, total) in [(a, 3), (b, 6)] {
+        assert_eq!(
+            store.stream_version(&Tally::stream_id(id)).await.unwrap(),
+            2
+        );
+        let stored = row(&store, id).await.unwrap();
+        assert_eq!((stored.total, stored.version), (total, 2));
+        assert_eq!(
+            snapshot_of(&store, id).await,
+            Some((2, serde_json::json!(total)))
+        );
+    }
+
+    // Streams go in the order of their types as put, whatever the order pushed: the mark
+    // before the tally.
+    let mut batch = BatchAppend::new(sql.clone()).then::<Mark>().then::<Tally>();
+    batch.push::<Tally>(a, 2, &[added(a, 1)], &metadata);
+    batch.push::<Mark>(a, 0, &[added(a, 1)], &metadata);
+    batch.settle::<Tally>(a, &Total(4), &rows);
+    let mut tx = store.pool().begin().await.unwrap();
+    batch.write(&store, &mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        position(&store, &Mark::stream_id(a)).await < position(&store, &Tally::stream_id(a)).await
+    );
+
+    // A statement without the rows of every inline projection: the store folds them in the
+    // transaction instead, to the same row, and the snapshots are still written.
+    let mut batch = BatchAppend::new(batch_sql::<Tally>(&[]));
+    batch.push::<Tally>(b, 2, &[added(b, 4)], &metadata);
+    batch.settle::<Tally>(b, &Total(10), &rows);
+    let mut tx = store.pool().begin().await.unwrap();
+    batch.write(&store, &mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let stored = row(&store, b).await.unwrap();
+    assert_eq!((stored.total, stored.version), (10, 3));
+    assert_eq!(stored.updated_at, recorded_at(&store, b, 3).await);
+    assert_eq!(
+        snapshot_of(&store, b).await,
+        Some((3, serde_json::json!(10)))
+    );
 }

@@ -296,6 +296,8 @@ pub fn to_keyed_events<A: Fold>(
         .collect()
 }
 
+mod batch;
 mod commands;
 
+pub use batch::{batch_sql, BatchAppend};
 pub use commands::{Commands, On};

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::idempotency::{Claimed, Kept};
 use crate::metrics;
+use crate::snapshot::BatchSnapshot;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
 /// The first position of the current transaction: `(xid + xid_offset) << 20`, its events at
@@ -27,6 +28,59 @@ macro_rules! position_base {
 /// [`position_base!`] as a constant: what anything that writes `events` by hand (a benchmark's
 /// baseline) draws its positions with.
 pub const POSITION_BASE: &str = position_base!();
+
+/// The common table expressions of [`APPEND_SQL`]: each stream's version and last position,
+/// the position base, the last ordinal an earlier append of the transaction used, the
+/// checks, and the events by stream. Parameters: `$1` the streams, `$2` their expected
+/// versions (NULL: any), `$3` each event's stream (1-based index into `$1`), `$4`..`$8` the
+/// events' ids, types, schema versions, payloads and metadata.
+macro_rules! append_many_ctes {
+    () => {
+        concat!(
+            r#"streams AS (
+    SELECT s.stream_id, s.expected, s.idx,
+           coalesce(l.stream_version, 0) AS version, coalesce(l.position, 0) AS position
+    FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS s(stream_id, expected, idx)
+    LEFT JOIN LATERAL (
+        SELECT e.stream_version, e.position FROM events e WHERE e.stream_id = s.stream_id
+        ORDER BY e.stream_version DESC LIMIT 1
+    ) AS l ON true
+), base AS (
+    SELECT "#,
+            position_base!(),
+            r#" AS position
+), last_used AS (
+    -- Earlier appends in the same transaction already used some ordinals.
+    SELECT coalesce(max(e.position), b.position) AS position
+    FROM base b LEFT JOIN events e ON e.position > b.position AND e.position < b.position + 1048576
+    GROUP BY b.position
+), checked AS (
+    SELECT NOT EXISTS (
+        SELECT 1 FROM streams, last_used
+        WHERE (streams.expected IS NOT NULL AND streams.version <> streams.expected)
+           OR streams.position > last_used.position
+    ) AS ok
+), input AS (
+    SELECT t.*, row_number() OVER (PARTITION BY t.idx ORDER BY t.ord) AS n
+    FROM unnest($3::int8[], $4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[])
+         WITH ORDINALITY AS t(idx, event_id, event_type, schema_version, payload, metadata, ord)
+)"#
+        )
+    };
+}
+
+/// The insert of [`APPEND_SQL`], which inserts nothing unless the checks hold.
+macro_rules! append_many_insert {
+    () => {
+        r#"INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+SELECT last_used.position + i.ord, s.stream_id, s.version + i.n,
+       i.event_id, i.event_type, i.schema_version, i.payload, i.metadata
+FROM input i JOIN streams s ON s.idx = i.idx, last_used, checked
+WHERE checked.ok
+ORDER BY i.ord
+RETURNING position, stream_version, event_id, recorded_at"#
+    };
+}
 
 /// Appends to one or more streams in one statement, drawing positions from the writing
 /// transaction's id plus the database's position offset (see the migrations and
@@ -46,45 +100,8 @@ pub const POSITION_BASE: &str = position_base!();
 ///
 /// Each stream's current version is read with one backward probe of the unique index, so an
 /// append costs the same whatever the length of the stream's history.
-pub(super) const APPEND_SQL: &str = concat!(
-    r#"
-WITH streams AS (
-    SELECT s.stream_id, s.expected, s.idx,
-           coalesce(l.stream_version, 0) AS version, coalesce(l.position, 0) AS position
-    FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS s(stream_id, expected, idx)
-    LEFT JOIN LATERAL (
-        SELECT e.stream_version, e.position FROM events e WHERE e.stream_id = s.stream_id
-        ORDER BY e.stream_version DESC LIMIT 1
-    ) AS l ON true
-), base AS (
-    SELECT "#,
-    position_base!(),
-    r#" AS position
-), last_used AS (
-    -- Earlier appends in the same transaction already used some ordinals.
-    SELECT coalesce(max(e.position), b.position) AS position
-    FROM base b LEFT JOIN events e ON e.position > b.position AND e.position < b.position + 1048576
-    GROUP BY b.position
-), checked AS (
-    SELECT NOT EXISTS (
-        SELECT 1 FROM streams, last_used
-        WHERE (streams.expected IS NOT NULL AND streams.version <> streams.expected)
-           OR streams.position > last_used.position
-    ) AS ok
-), input AS (
-    SELECT t.*, row_number() OVER (PARTITION BY t.idx ORDER BY t.ord) AS n
-    FROM unnest($3::int8[], $4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[])
-         WITH ORDINALITY AS t(idx, event_id, event_type, schema_version, payload, metadata, ord)
-)
-INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-SELECT last_used.position + i.ord, s.stream_id, s.version + i.n,
-       i.event_id, i.event_type, i.schema_version, i.payload, i.metadata
-FROM input i JOIN streams s ON s.idx = i.idx, last_used, checked
-WHERE checked.ok
-ORDER BY i.ord
-RETURNING position, stream_version, event_id, recorded_at
-"#
-);
+pub(super) const APPEND_SQL: &str =
+    concat!("WITH ", append_many_ctes!(), "\n", append_many_insert!());
 
 /// The common table expressions: the stream's last event, and the version,
 /// position and position base the append checks and draws from. Parameters: `$1` the
@@ -175,21 +192,144 @@ appended AS (
             append_one_insert!(),
             crate::snapshot::REPLACE_OLDER
         );
-        for (i, upsert) in upserts.iter().enumerate() {
-            let input = format!("input_{i}");
-            sql.push_str(&format!(
-                ",\n{input} AS (SELECT ${}::jsonb AS data WHERE EXISTS (SELECT 1 FROM appended)),\n\
-                 row_{i} AS (\n{}\n)",
-                FIRST_ROW_PARAM + i,
-                upsert.replace("{input}", &input)
-            ));
-        }
-        sql.push_str("\nSELECT position, stream_version, event_id, recorded_at FROM appended");
+        sql.push_str(&row_ctes(
+            upserts,
+            FIRST_ROW_PARAM,
+            "SELECT ${}::jsonb AS data",
+        ));
         CommandSql {
             sql,
             rows: upserts.len(),
         }
     }
+}
+
+/// One `input_i`/`row_i` pair of common table expressions per upsert: the rows (from
+/// parameter `first_param + i`, read by `input`, a `SELECT` with a `{}` for the parameter's
+/// number) present only when `appended` has rows, and the upsert reading them as `{input}`;
+/// then the statement's answer, the events appended.
+fn row_ctes(upserts: &[&str], first_param: usize, input: &str) -> String {
+    let mut sql = String::new();
+    for (i, upsert) in upserts.iter().enumerate() {
+        let name = format!("input_{i}");
+        let select = input.replace("{}", &(first_param + i).to_string());
+        sql.push_str(&format!(
+            ",\n{name} AS ({select} WHERE EXISTS (SELECT 1 FROM appended)),\n\
+             row_{i} AS (\n{}\n)",
+            upsert.replace("{input}", &name)
+        ));
+    }
+    sql.push_str("\nSELECT position, stream_version, event_id, recorded_at FROM appended");
+    sql
+}
+
+/// The parameter of [`BatchSql`] that holds the first read model's rows.
+const FIRST_ROWS_PARAM: usize = 13;
+
+/// Everything a reaction's batch writes, as one statement on the consumer's transaction: the
+/// multi-stream append of [`APPEND_SQL`], then, each guarded on the append having inserted
+/// its events, the snapshots of the aggregates it took further and the rows of each inline
+/// read model, computed from the states the batch decided on. As with [`CommandSql`], an
+/// append that fails its checks writes nothing, one that loses a race fails as a whole, and
+/// snapshots and rows only replace older versions.
+///
+/// Parameters: `$1`..`$8` as [`APPEND_SQL`]; `$9`..`$12` the snapshots' streams, versions,
+/// schema versions and states; from `$13` on, one JSON array of rows per read model, in the
+/// order the upserts were given.
+#[derive(Debug, Clone)]
+pub struct BatchSql {
+    sql: String,
+    names: Vec<&'static str>,
+}
+
+impl BatchSql {
+    /// The statement for these inline read models, each as its name and an upsert reading
+    /// its rows from a relation it names `{input}` (a column `data jsonb`), as
+    /// [`CommandSql::new`]'s.
+    pub fn new(models: &[(&'static str, &str)]) -> Self {
+        let upserts: Vec<&str> = models.iter().map(|(_, upsert)| *upsert).collect();
+        let mut sql = format!(
+            r#"WITH {},
+appended AS (
+{}
+), snapshot AS (
+    INSERT INTO snapshots (stream_id, stream_version, schema_version, state)
+    SELECT * FROM unnest($9::text[], $10::int8[], $11::int4[], $12::jsonb[])
+    WHERE EXISTS (SELECT 1 FROM appended)
+    {}
+)"#,
+            append_many_ctes!(),
+            append_many_insert!(),
+            crate::snapshot::REPLACE_OLDER
+        );
+        sql.push_str(&row_ctes(
+            &upserts,
+            FIRST_ROWS_PARAM,
+            "SELECT data FROM unnest(${}::jsonb[]) AS t(data)",
+        ));
+        BatchSql {
+            sql,
+            names: models.iter().map(|(name, _)| *name).collect(),
+        }
+    }
+
+    /// The read models it writes rows of, by name, in the order of their upserts.
+    pub fn models(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// Runs a reaction batch's statement ([`BatchSql`]) on the caller's transaction: the append
+/// and the snapshots and rows beside it (`rows`: one list per read model of `sql`), all or
+/// nothing.
+pub(super) async fn attempt_batch(
+    conn: &mut PgConnection,
+    appends: &[Part<'_>],
+    sql: &BatchSql,
+    snapshots: &[BatchSnapshot],
+    rows: &[Vec<serde_json::Value>],
+) -> Result<Attempt, StoreError> {
+    if rows.len() != sql.names.len() {
+        return Err(StoreError::Database(sqlx::Error::InvalidArgument(format!(
+            "the batch statement writes {} read models' rows, {} given",
+            sql.names.len(),
+            rows.len()
+        ))));
+    }
+    let columns = Columns::of(appends)?;
+    let mut query = sqlx::query(&sql.sql)
+        .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
+        .bind(
+            appends
+                .iter()
+                .map(|a| a.expected.required())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&columns.idx)
+        .bind(&columns.ids)
+        .bind(&columns.types)
+        .bind(&columns.schemas)
+        .bind(&columns.payloads)
+        .bind(&columns.metadata)
+        .bind(
+            snapshots
+                .iter()
+                .map(|s| s.stream_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
+        .bind(
+            snapshots
+                .iter()
+                .map(|s| s.schema_version)
+                .collect::<Vec<_>>(),
+        )
+        .bind(snapshots.iter().map(|s| &s.state).collect::<Vec<_>>());
+    for model in rows {
+        query = query.bind(model);
+    }
+    let rows = query.fetch_all(&mut *conn).await;
+    outcome(rows, appends, false)
 }
 
 /// What a command writes beside its events in [`CommandSql`]'s statement.

@@ -18,11 +18,12 @@ mod append;
 mod epoch;
 mod read;
 
+pub use crate::snapshot::BatchSnapshot;
 use append::{
-    attempt, attempt_command, conflict, count_appended, parts, retry_any, retry_pause, summarise,
-    Attempt, Part, ANY_RETRIES,
+    attempt, attempt_batch, attempt_command, conflict, count_appended, parts, retry_any,
+    retry_pause, summarise, Attempt, Part, ANY_RETRIES,
 };
-pub use append::{Beside, CommandSql, POSITION_BASE};
+pub use append::{BatchSql, Beside, CommandSql, POSITION_BASE};
 pub use epoch::PositionsContinued;
 pub(crate) use read::{read_committed_on, EVENT_COLUMNS};
 pub use read::{read_stream_on, read_streams_on};
@@ -241,6 +242,69 @@ impl EventStore {
         Ok(results)
     }
 
+    /// Appends a reaction's batch inside the caller's transaction with the snapshots and read
+    /// model rows it computed from the states it decided on ([`BatchSql`]), in one statement
+    /// whatever the number of streams (each stream at most once). Streams are inserted in the
+    /// order given: writers that share streams give them in one global order, so that they
+    /// wait for each other rather than deadlock. When the rows do not cover every inline
+    /// projection of the store (by name), the append is [`EventStore::append_in_tx`]'s, its
+    /// inline projections folded by the store and the snapshots written after it. Failure as
+    /// for [`EventStore::append_in_tx`].
+    pub async fn append_batch(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[StreamAppend],
+        sql: &BatchSql,
+        snapshots: &[BatchSnapshot],
+        rows: &[Vec<serde_json::Value>],
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        let covered = self.inline.iter().all(|p| sql.models().contains(&p.name()));
+        if !covered {
+            let results = self.append_in_tx(conn, appends).await?;
+            crate::snapshot::save_batch(conn, snapshots).await?;
+            return Ok(results);
+        }
+        self.check_appends(appends)?;
+        match attempt_batch(conn, &parts(appends), sql, snapshots, rows).await? {
+            Attempt::Appended(results, _) => {
+                count_appended(appends);
+                self.appends_in_tx
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(results)
+            }
+            Attempt::VersionMismatch | Attempt::UniqueViolation => {
+                Err(self.failed_append(appends).await?)
+            }
+        }
+    }
+
+    /// Checks a multi-stream append before it runs: not empty, valid ids and types, each
+    /// stream once.
+    fn check_appends(&self, appends: &[StreamAppend]) -> Result<(), StoreError> {
+        if appends.is_empty() {
+            return Err(StoreError::Empty);
+        }
+        for a in appends {
+            validate::append(&a.stream_id, &a.events)?;
+        }
+        let mut streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        streams.sort_unstable();
+        if let Some(twice) = streams.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StoreError::StreamRepeated(twice[0].to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Why a multi-stream append inserted nothing: an event id stored already, or the first
+    /// stream not at its expected version.
+    async fn failed_append(&self, appends: &[StreamAppend]) -> Result<StoreError, StoreError> {
+        let events: Vec<NewEvent> = appends.iter().flat_map(|a| a.events.clone()).collect();
+        if let Some(reused) = self.reused_id(&events).await? {
+            return Ok(StoreError::EventIdReused { event_id: reused });
+        }
+        self.first_conflict(appends).await
+    }
+
     /// How many [`EventStore::append_in_tx`] calls of this process have succeeded so far: a
     /// caller compares it before and after its transaction to know whether to wake readers.
     /// (Another task's append in between only causes a wake-up too many.)
@@ -254,28 +318,14 @@ impl EventStore {
         conn: &mut PgConnection,
         appends: &[StreamAppend],
     ) -> Result<Vec<AppendResult>, StoreError> {
-        if appends.is_empty() {
-            return Err(StoreError::Empty);
-        }
-        for a in appends {
-            validate::append(&a.stream_id, &a.events)?;
-        }
-        let mut streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        streams.sort_unstable();
-        if let Some(twice) = streams.windows(2).find(|w| w[0] == w[1]) {
-            return Err(StoreError::StreamRepeated(twice[0].to_owned()));
-        }
+        self.check_appends(appends)?;
         match attempt(conn, &parts(appends), false, !self.inline.is_empty()).await? {
             Attempt::Appended(results, recorded) => {
                 self.apply_inline(conn, &recorded).await?;
                 Ok(results)
             }
             Attempt::VersionMismatch | Attempt::UniqueViolation => {
-                let events: Vec<NewEvent> = appends.iter().flat_map(|a| a.events.clone()).collect();
-                if let Some(reused) = self.reused_id(&events).await? {
-                    return Err(StoreError::EventIdReused { event_id: reused });
-                }
-                Err(self.first_conflict(appends).await?)
+                Err(self.failed_append(appends).await?)
             }
         }
     }

@@ -3,17 +3,20 @@
 //!
 //! Runs inside the consumer's transaction, a batch of verdicts at once: the orders they name
 //! are loaded in one query on that transaction's connection, decided in order (each decision
-//! seeing the ones before it), and their new events appended in one `append_in_tx`, so the
-//! inbox entries and the orders' events commit together (once in effect), and the `orders`
-//! read model is updated in the same statement batch (inline). A concurrent write to an order
+//! seeing the ones before it), and their new events appended with their `orders` rows in one
+//! statement ([`BatchAppend`]), so the inbox entries, the orders' events and the read model
+//! commit together (once in effect). A concurrent write to an order
 //! (a cancellation over HTTP) makes the append conflict; the consumer then decides again at
 //! once on fresh state.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use event_store::aggregate::{self, to_new_events, Loaded};
+use event_store::aggregate::{self, batch_sql, BatchAppend, Loaded};
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
-use event_store::{EventStore, ExpectedVersion, Metadata, StreamAppend};
+use event_store::read_model::InlineRow;
+use event_store::store::BatchSql;
+use event_store::{EventStore, Metadata};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -21,17 +24,23 @@ use uuid::Uuid;
 use crate::domain::commands::OrderCommand;
 use crate::domain::order::{self, Order, OrderState};
 use crate::domain::product_events::ProductEvent;
+use crate::projections::orders::OrdersProjection;
 
 /// Name of the reaction.
 pub const NAME: &str = "reservation-outcome";
 
 pub struct ReservationOutcome {
     store: EventStore,
+    /// The `orders` rows, written beside the events.
+    rows: Vec<InlineRow<Order>>,
+    sql: Arc<BatchSql>,
 }
 
 impl ReservationOutcome {
     pub fn new(store: EventStore) -> Self {
-        ReservationOutcome { store }
+        let rows = vec![InlineRow::of::<OrdersProjection>()];
+        let sql = batch_sql(&rows);
+        ReservationOutcome { store, rows, sql }
     }
 
     async fn react(
@@ -60,7 +69,7 @@ impl ReservationOutcome {
                 .into_iter()
                 .map(|(id, order)| (id, order.loaded))
                 .collect();
-        let mut appends: BTreeMap<String, StreamAppend> = BTreeMap::new();
+        let mut batch = BatchAppend::new(self.sql.clone());
         for (cause, (order_id, command)) in verdicts {
             let Loaded { state, version } = orders.remove(&order_id).unwrap_or_default();
             // An unknown order or a rejection after a confirmation breaks the contract between
@@ -81,23 +90,16 @@ impl ReservationOutcome {
             }
             tracing::debug!(%order_id, event_type = events[0].event_type(), "order decided");
             let metadata = Metadata::caused_by(&cause.metadata, cause.event_id);
-            let stream_id = order::stream_id(order_id);
-            appends
-                .entry(stream_id.clone())
-                .or_insert_with(|| StreamAppend {
-                    stream_id,
-                    expected: ExpectedVersion::Exact(version),
-                    events: Vec::new(),
-                })
-                .events
-                .extend(to_new_events::<Order>(&events, &metadata));
+            batch.push::<Order>(order_id, version, &events, &metadata);
         }
-        if appends.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
-        let appends: Vec<StreamAppend> = appends.into_values().collect();
-        self.store
-            .append_in_tx(tx, &appends)
+        for (id, order) in &orders {
+            batch.settle::<Order>(*id, &order.state, &self.rows);
+        }
+        batch
+            .write(&self.store, tx)
             .await
             .map_err(|e| HandleError::from_store(e, "appending to the orders"))?;
         Ok(())

@@ -7,13 +7,18 @@
 //! expecting the version it was loaded at: if any product changed meanwhile (a restock over
 //! HTTP, another replica), the whole append conflicts, the consumer rolls back and decides
 //! again on fresh state. So stock never goes negative, however many orders race. The
-//! products' new snapshots are written in the same transaction.
+//! products' new snapshots and `products` rows are written in the same statement
+//! ([`BatchAppend`]), the reservation streams before the product streams, so the verdict
+//! order-service waits for is published first.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use event_store::aggregate::to_new_events;
+use event_store::aggregate::{batch_sql, BatchAppend};
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
-use event_store::{EventStore, Metadata, StreamAppend};
+use event_store::read_model::InlineRow;
+use event_store::store::BatchSql;
+use event_store::{EventStore, Metadata};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -21,17 +26,23 @@ use uuid::Uuid;
 use crate::domain::order_events::OrderEvent;
 use crate::domain::product::{self, Product, ProductState};
 use crate::domain::reservation::{self, Reservation, ReservationState, SagaDecision};
-use crate::streams::{load_for_saga, load_products, save_snapshots, Loaded};
+use crate::projections::products::ProductsProjection;
+use crate::streams::{load_for_saga, load_products, Loaded};
 
 pub const NAME: &str = "stock-reservation";
 
 pub struct StockReservation {
     store: EventStore,
+    /// The `products` rows, written beside the events.
+    rows: Vec<InlineRow<Product>>,
+    sql: Arc<BatchSql>,
 }
 
 impl StockReservation {
     pub fn new(store: EventStore) -> Self {
-        StockReservation { store }
+        let rows = vec![InlineRow::of::<ProductsProjection>()];
+        let sql = batch_sql(&rows);
+        StockReservation { store, rows, sql }
     }
 }
 
@@ -53,9 +64,10 @@ struct Working {
     products: HashMap<Uuid, ProductState>,
     /// Versions the products were loaded at: what their appends expect.
     product_versions: HashMap<Uuid, i64>,
-    /// Events to append, by stream id (sorted, so concurrent batches insert into shared
-    /// product streams in one global order and conflict rather than deadlock).
-    appends: BTreeMap<String, StreamAppend>,
+    /// Events to append: reservation streams first, then products, each sorted by id, so
+    /// concurrent batches insert into shared product streams in one global order and
+    /// conflict rather than deadlock.
+    batch: BatchAppend,
 }
 
 impl StockReservation {
@@ -93,35 +105,23 @@ impl StockReservation {
             };
             working.record(order_event.order_id(), cause, decision)?;
         }
-        if working.appends.is_empty() {
+        let Working {
+            products,
+            mut batch,
+            ..
+        } = working;
+        if batch.is_empty() {
             tracing::debug!("orders already handled; nothing to append");
             return Ok(());
         }
-        let appends: Vec<StreamAppend> =
-            std::mem::take(&mut working.appends).into_values().collect();
-        self.store
-            .append_in_tx(tx, &appends)
+        for (id, state) in &products {
+            batch.settle::<Product>(*id, state, &self.rows);
+        }
+        batch
+            .write(&self.store, tx)
             .await
             .map_err(|e| HandleError::from_store(e, "appending the reservations"))?;
-        let touched: HashSet<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        let snapshots: Vec<(Uuid, &ProductState, i64)> = working
-            .products
-            .iter()
-            .filter(|(id, _)| touched.contains(product::stream_id(**id).as_str()))
-            .map(|(id, state)| {
-                let appended = appends
-                    .iter()
-                    .find(|a| a.stream_id == product::stream_id(*id))
-                    .map_or(0, |a| a.events.len() as i64);
-                (*id, state, working.product_versions[id] + appended)
-            })
-            .collect();
-        save_snapshots(tx, &snapshots).await?;
-        tracing::debug!(
-            orders = decoded.len(),
-            streams = appends.len(),
-            "reservations decided"
-        );
+        tracing::debug!(orders = decoded.len(), "reservations decided");
         Ok(())
     }
 
@@ -166,7 +166,9 @@ impl StockReservation {
             reservations,
             products,
             product_versions,
-            appends: BTreeMap::new(),
+            batch: BatchAppend::new(self.sql.clone())
+                .then::<Reservation>()
+                .then::<Product>(),
         })
     }
 }
@@ -191,23 +193,15 @@ impl Working {
             "reservation decided"
         );
         let reservation = self.reservations.entry(order_id).or_default();
-        let expected = reservation.expected();
-        let stream_id = reservation::stream_id(order_id);
+        self.batch.push::<Reservation>(
+            order_id,
+            reservation.version,
+            &decision.reservation,
+            &metadata,
+        );
         for event in &decision.reservation {
             reservation.state = reservation::evolve(reservation.state.clone(), event);
         }
-        self.appends
-            .entry(stream_id.clone())
-            .or_insert_with(|| StreamAppend {
-                stream_id,
-                expected,
-                events: Vec::new(),
-            })
-            .events
-            .extend(to_new_events::<Reservation>(
-                &decision.reservation,
-                &metadata,
-            ));
         for (product_id, event) in decision.products {
             let Some(state) = self.products.remove(&product_id) else {
                 return Err(HandleError::Poison(format!(
@@ -217,16 +211,8 @@ impl Working {
             self.products
                 .insert(product_id, product::evolve(state, &event));
             let version = self.product_versions.get(&product_id).copied().unwrap_or(0);
-            let stream_id = product::stream_id(product_id);
-            self.appends
-                .entry(stream_id.clone())
-                .or_insert_with(|| StreamAppend {
-                    stream_id,
-                    expected: Loaded { state: (), version }.expected(),
-                    events: Vec::new(),
-                })
-                .events
-                .extend(to_new_events::<Product>(&[event], &metadata));
+            self.batch
+                .push::<Product>(product_id, version, &[event], &metadata);
         }
         Ok(())
     }
