@@ -11,7 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{PgConnection, PgExecutor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use crate::envelope::ForeignEvent;
@@ -83,43 +87,84 @@ pub(crate) async fn insert(
     if events.is_empty() {
         return Ok(());
     }
+    bind_rows(sqlx::query(&insert_sql(1, "")), events)?
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The insert of a batch's inbox rows, its parameters numbered from `first` (eight arrays,
+/// bound by [`bind_rows`]) and its `SELECT` restricted by `condition` (empty: none; else a
+/// `WHERE` clause), drawing `seq` in the order given.
+pub(crate) fn insert_sql(first: usize, condition: &str) -> String {
+    let p: Vec<String> = (first..first + 8).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO inbox (event_id, stream_id, stream_version, event_type, schema_version, \
+                            payload, metadata, source_position) \
+         SELECT event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                metadata, source_position \
+         FROM unnest({}::uuid[], {}::text[], {}::int8[], {}::text[], {}::int4[], {}::jsonb[], \
+                     {}::jsonb[], {}::int8[]) WITH ORDINALITY \
+              AS t(event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                   metadata, source_position, ord) \
+         {condition} ORDER BY ord",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    )
+}
+
+/// Binds `events` as the eight array parameters of [`insert_sql`].
+pub(crate) fn bind_rows<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    events: &'q [&'q ForeignEvent],
+) -> Result<Query<'q, Postgres, PgArguments>, sqlx::Error> {
     let metadata = events
         .iter()
         .map(|e| serde_json::to_value(&e.metadata))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO inbox (event_id, stream_id, stream_version, event_type, schema_version, \
-                            payload, metadata, source_position) \
-         SELECT event_id, stream_id, stream_version, event_type, schema_version, payload, \
-                metadata, source_position \
-         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[], $6::jsonb[], \
-                     $7::jsonb[], $8::int8[]) WITH ORDINALITY \
-              AS t(event_id, stream_id, stream_version, event_type, schema_version, payload, \
-                   metadata, source_position, ord) \
-         ORDER BY ord",
-    )
-    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(
-        events
-            .iter()
-            .map(|e| e.stream_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(events.iter().map(|e| e.stream_version).collect::<Vec<_>>())
-    .bind(
-        events
-            .iter()
-            .map(|e| e.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-    .bind(metadata)
-    .bind(events.iter().map(|e| e.source_position).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
+    Ok(query
+        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.stream_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.stream_version).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+        .bind(metadata)
+        .bind(events.iter().map(|e| e.source_position).collect::<Vec<_>>()))
+}
+
+/// The inbox rows of a batch's applied events, offered to its reactions
+/// ([`crate::consumer::Reaction::handle_recording`]): one that writes its effect in one
+/// statement may record them in that statement ([`crate::store::BatchSql`]) and save the
+/// consumer a round trip. Taken at most once; the consumer inserts them itself otherwise.
+pub struct Recording<'a> {
+    events: &'a [&'a ForeignEvent],
+    taken: AtomicBool,
+}
+
+impl<'a> Recording<'a> {
+    pub(crate) fn new(events: &'a [&'a ForeignEvent]) -> Self {
+        Recording {
+            events,
+            taken: AtomicBool::new(false),
+        }
+    }
+
+    /// The rows, unless taken already: the taker must write them in the statement it runs
+    /// next, or fail the batch. The consumer takes what no reaction took.
+    pub(crate) fn take(&self) -> Option<&'a [&'a ForeignEvent]> {
+        (!self.taken.swap(true, Ordering::AcqRel)).then_some(self.events)
+    }
 }
 
 /// Foreign events recorded after `after_seq` and up to `up_to`, in receipt order, with their

@@ -470,7 +470,7 @@ async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_a
     batch.settle::<Tally>(a, &Total(3), &rows);
     batch.settle::<Tally>(b, &Total(6), &rows);
     let mut tx = store.pool().begin().await.unwrap();
-    batch.write(&store, &mut tx).await.unwrap();
+    batch.write(&store, &mut tx, None).await.unwrap();
     tx.commit().await.unwrap();
     for (id, total) in [(a, 3), (b, 6)] {
         let stored = row(&store, id).await.unwrap();
@@ -491,7 +491,7 @@ async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_a
     batch.settle::<Tally>(a, &Total(13), &rows);
     batch.settle::<Tally>(b, &Total(16), &rows);
     let mut tx = store.pool().begin().await.unwrap();
-    let stale = batch.write(&store, &mut tx).await;
+    let stale = batch.write(&store, &mut tx, None).await;
     assert!(
         matches!(&stale, Err(StoreError::Conflict { stream_id, actual: 2, .. })
             if *stream_id == Tally::stream_id(a)),
@@ -518,7 +518,7 @@ async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_a
     batch.push::<Mark>(a, 0, &[added(a, 1)], &metadata);
     batch.settle::<Tally>(a, &Total(4), &rows);
     let mut tx = store.pool().begin().await.unwrap();
-    batch.write(&store, &mut tx).await.unwrap();
+    batch.write(&store, &mut tx, None).await.unwrap();
     tx.commit().await.unwrap();
     assert!(
         position(&store, &Mark::stream_id(a)).await < position(&store, &Tally::stream_id(a)).await
@@ -530,7 +530,7 @@ async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_a
     batch.push::<Tally>(b, 2, &[added(b, 4)], &metadata);
     batch.settle::<Tally>(b, &Total(10), &rows);
     let mut tx = store.pool().begin().await.unwrap();
-    batch.write(&store, &mut tx).await.unwrap();
+    batch.write(&store, &mut tx, None).await.unwrap();
     tx.commit().await.unwrap();
     let stored = row(&store, b).await.unwrap();
     assert_eq!((stored.total, stored.version), (10, 3));

@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{to_new_events, Fold, Loaded};
+use crate::inbox::Recording;
 use crate::read_model::InlineRow;
 use crate::snapshot::BatchSnapshot;
 use crate::store::BatchSql;
@@ -153,18 +154,27 @@ impl BatchAppend {
     /// Writes the batch on the consumer's transaction: the streams in the order of their
     /// aggregate types ([`BatchAppend::then`]), each type's streams sorted by id (one
     /// global order, so batches sharing streams wait for each other instead of deadlocking),
-    /// with the snapshots and rows settled. Nothing is written unless every stream is at the
-    /// version it was loaded at ([`EventStore::append_batch`]).
+    /// with the snapshots and rows settled, and the consumer's inbox rows when `recording`
+    /// offers them. Nothing is written unless every stream is at the version it was loaded
+    /// at ([`EventStore::append_batch`]).
     pub async fn write(
         self,
         store: &EventStore,
         conn: &mut PgConnection,
+        recording: Option<&Recording<'_>>,
     ) -> Result<Vec<AppendResult>, StoreError> {
         let mut parts = self.parts;
         parts.sort_by(|a, b| (a.kind, &a.append.stream_id).cmp(&(b.kind, &b.append.stream_id)));
         let appends: Vec<StreamAppend> = parts.into_iter().map(|p| p.append).collect();
         store
-            .append_batch(conn, &appends, &self.sql, &self.snapshots, &self.rows)
+            .append_batch(
+                conn,
+                &appends,
+                &self.sql,
+                &self.snapshots,
+                &self.rows,
+                recording,
+            )
             .await
     }
 }

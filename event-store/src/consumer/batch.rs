@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{HandleError, Reaction};
 use crate::envelope::ForeignEvent;
-use crate::{inbox, EventStore};
+use crate::inbox::{self, Recording};
+use crate::EventStore;
 
 /// What becomes of one event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,13 +176,17 @@ pub(crate) async fn record(
     }
     if !plan.apply.is_empty() {
         let applying: Vec<&ForeignEvent> = plan.apply.iter().map(|&i| events[i]).collect();
+        // A reaction that writes in one statement may record the inbox rows in it.
+        let recording = Recording::new(&applying);
         for handler in handlers {
             handler
-                .handle_batch(&mut tx, &applying)
+                .handle_recording(&mut tx, &applying, &recording)
                 .await
                 .map_err(|e| Failure::Handler(handler.name().to_owned(), e))?;
         }
-        inbox::insert(&mut tx, &applying).await?;
+        if let Some(rows) = recording.take() {
+            inbox::insert(&mut tx, rows).await?;
+        }
     }
     tx.commit().await?;
     Ok(Committed { plan, conflicts })

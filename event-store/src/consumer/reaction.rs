@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use super::retry::{is_race, sqlstate};
 use crate::envelope::ForeignEvent;
+use crate::inbox::Recording;
 use crate::wire::DecodeError;
 use crate::StoreError;
 
@@ -113,6 +114,20 @@ pub trait Reaction: Send + Sync + 'static {
             Ok(())
         })
     }
+
+    /// As [`Reaction::handle_batch`], in the consumer's recording transaction, offered the
+    /// batch's inbox rows: a reaction that writes its effect in one statement may take them
+    /// into it ([`crate::aggregate::BatchAppend::write`]), which saves the consumer its own
+    /// insert. By default the rows are left to the consumer.
+    fn handle_recording<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+        recording: &'a Recording<'a>,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        let _ = recording;
+        self.handle_batch(tx, events)
+    }
 }
 
 /// A reaction that works set-based: what it does for one event is what it does for a batch
@@ -129,6 +144,17 @@ pub trait BatchReaction: Send + Sync + 'static {
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
     ) -> BoxFuture<'a, Result<(), HandleError>>;
+
+    /// As [`Reaction::handle_recording`]; by default the rows are left to the consumer.
+    fn handle_recording<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+        recording: &'a Recording<'a>,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        let _ = recording;
+        BatchReaction::handle_batch(self, tx, events)
+    }
 }
 
 impl<T: BatchReaction> Reaction for T {
@@ -157,6 +183,15 @@ impl<T: BatchReaction> Reaction for T {
         events: &'a [&'a ForeignEvent],
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         BatchReaction::handle_batch(self, tx, events)
+    }
+
+    fn handle_recording<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+        recording: &'a Recording<'a>,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        BatchReaction::handle_recording(self, tx, events, recording)
     }
 }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use crate::envelope::ForeignEvent;
 use crate::idempotency::{Claimed, Kept};
 use crate::metrics;
 use crate::snapshot::BatchSnapshot;
@@ -223,19 +224,22 @@ fn row_ctes(upserts: &[&str], first_param: usize, input: &str) -> String {
     sql
 }
 
+/// The parameter of [`BatchSql`] that holds the first of the inbox rows' eight arrays.
+const INBOX_PARAM: usize = 13;
 /// The parameter of [`BatchSql`] that holds the first read model's rows.
-const FIRST_ROWS_PARAM: usize = 13;
+const FIRST_ROWS_PARAM: usize = INBOX_PARAM + 8;
 
 /// Everything a reaction's batch writes, as one statement on the consumer's transaction: the
 /// multi-stream append of [`APPEND_SQL`], then, each guarded on the append having inserted
-/// its events, the snapshots of the aggregates it took further and the rows of each inline
-/// read model, computed from the states the batch decided on. As with [`CommandSql`], an
+/// its events, the snapshots of the aggregates it took further, the inbox rows of the
+/// batch's events (when the consumer's [`crate::consumer::Recording`] offered them) and the
+/// rows of each inline read model, computed from the states the batch decided on. As with [`CommandSql`], an
 /// append that fails its checks writes nothing, one that loses a race fails as a whole, and
 /// snapshots and rows only replace older versions.
 ///
 /// Parameters: `$1`..`$8` as [`APPEND_SQL`]; `$9`..`$12` the snapshots' streams, versions,
-/// schema versions and states; from `$13` on, one JSON array of rows per read model, in the
-/// order the upserts were given.
+/// schema versions and states; `$13`..`$20` the inbox rows (empty: none); from `$21` on, one
+/// JSON array of rows per read model, in the order the upserts were given.
 #[derive(Debug, Clone)]
 pub struct BatchSql {
     sql: String,
@@ -257,10 +261,13 @@ appended AS (
     SELECT * FROM unnest($9::text[], $10::int8[], $11::int4[], $12::jsonb[])
     WHERE EXISTS (SELECT 1 FROM appended)
     {}
+), recorded AS (
+    {}
 )"#,
             append_many_ctes!(),
             append_many_insert!(),
-            crate::snapshot::REPLACE_OLDER
+            crate::snapshot::REPLACE_OLDER,
+            crate::inbox::insert_sql(INBOX_PARAM, "WHERE EXISTS (SELECT 1 FROM appended)")
         );
         sql.push_str(&row_ctes(
             &upserts,
@@ -280,13 +287,14 @@ appended AS (
 }
 
 /// Runs a reaction batch's statement ([`BatchSql`]) on the caller's transaction: the append
-/// and the snapshots and rows beside it (`rows`: one list per read model of `sql`), all or
-/// nothing.
+/// and the snapshots, inbox rows and read model rows beside it (`rows`: one list per read
+/// model of `sql`), all or nothing.
 pub(super) async fn attempt_batch(
     conn: &mut PgConnection,
     appends: &[Part<'_>],
     sql: &BatchSql,
     snapshots: &[BatchSnapshot],
+    inbox: &[&ForeignEvent],
     rows: &[Vec<serde_json::Value>],
 ) -> Result<Attempt, StoreError> {
     if rows.len() != sql.names.len() {
@@ -297,7 +305,7 @@ pub(super) async fn attempt_batch(
         ))));
     }
     let columns = Columns::of(appends)?;
-    let mut query = sqlx::query(&sql.sql)
+    let query = sqlx::query(&sql.sql)
         .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
         .bind(
             appends
@@ -325,6 +333,7 @@ pub(super) async fn attempt_batch(
                 .collect::<Vec<_>>(),
         )
         .bind(snapshots.iter().map(|s| &s.state).collect::<Vec<_>>());
+    let mut query = crate::inbox::bind_rows(query, inbox)?;
     for model in rows {
         query = query.bind(model);
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::inbox::Recording;
 use crate::metrics;
 use crate::projection::Projection;
 use crate::validate;
@@ -246,7 +247,8 @@ impl EventStore {
     /// model rows it computed from the states it decided on ([`BatchSql`]), in one statement
     /// whatever the number of streams (each stream at most once). Streams are inserted in the
     /// order given: writers that share streams give them in one global order, so that they
-    /// wait for each other rather than deadlock. When the rows do not cover every inline
+    /// wait for each other rather than deadlock. With the consumer's `recording`, the batch's
+    /// inbox rows are written in the same statement. When the rows do not cover every inline
     /// projection of the store (by name), the append is [`EventStore::append_in_tx`]'s, its
     /// inline projections folded by the store and the snapshots written after it. Failure as
     /// for [`EventStore::append_in_tx`].
@@ -257,6 +259,7 @@ impl EventStore {
         sql: &BatchSql,
         snapshots: &[BatchSnapshot],
         rows: &[Vec<serde_json::Value>],
+        recording: Option<&Recording<'_>>,
     ) -> Result<Vec<AppendResult>, StoreError> {
         let covered = self.inline.iter().all(|p| sql.models().contains(&p.name()));
         if !covered {
@@ -265,7 +268,8 @@ impl EventStore {
             return Ok(results);
         }
         self.check_appends(appends)?;
-        match attempt_batch(conn, &parts(appends), sql, snapshots, rows).await? {
+        let inbox = recording.and_then(Recording::take).unwrap_or_default();
+        match attempt_batch(conn, &parts(appends), sql, snapshots, inbox, rows).await? {
             Attempt::Appended(results, _) => {
                 count_appended(appends);
                 self.appends_in_tx

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use event_store::aggregate::{self, batch_sql, BatchAppend, Loaded};
-use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
 use event_store::read_model::InlineRow;
 use event_store::store::BatchSql;
 use event_store::{EventStore, Metadata};
@@ -47,6 +47,7 @@ impl ReservationOutcome {
         &self,
         tx: &mut PgConnection,
         incoming: &[&ForeignEvent],
+        recording: Option<&Recording<'_>>,
     ) -> Result<(), HandleError> {
         let mut verdicts = Vec::new();
         for event in incoming {
@@ -99,7 +100,7 @@ impl ReservationOutcome {
             batch.settle::<Order>(*id, &order.state, &self.rows);
         }
         batch
-            .write(&self.store, tx)
+            .write(&self.store, tx, recording)
             .await
             .map_err(|e| HandleError::from_store(e, "appending to the orders"))?;
         Ok(())
@@ -130,6 +131,16 @@ impl BatchReaction for ReservationOutcome {
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(self.react(tx, events))
+        Box::pin(self.react(tx, events, None))
+    }
+
+    /// Records the batch's inbox rows in the statement that appends its events.
+    fn handle_recording<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+        recording: &'a Recording<'a>,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(self.react(tx, events, Some(recording)))
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use event_store::aggregate::{batch_sql, BatchAppend};
-use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
 use event_store::read_model::InlineRow;
 use event_store::store::BatchSql;
 use event_store::{EventStore, Metadata};
@@ -54,7 +54,17 @@ impl BatchReaction for StockReservation {
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(self.react(tx, events))
+        Box::pin(self.react(tx, events, None))
+    }
+
+    /// Records the batch's inbox rows in the statement that appends its events.
+    fn handle_recording<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a ForeignEvent],
+        recording: &'a Recording<'a>,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(self.react(tx, events, Some(recording)))
     }
 }
 
@@ -75,6 +85,7 @@ impl StockReservation {
         &self,
         tx: &mut PgConnection,
         events: &[&ForeignEvent],
+        recording: Option<&Recording<'_>>,
     ) -> Result<(), HandleError> {
         let mut decoded = Vec::with_capacity(events.len());
         for event in events {
@@ -118,7 +129,7 @@ impl StockReservation {
             batch.settle::<Product>(*id, state, &self.rows);
         }
         batch
-            .write(&self.store, tx)
+            .write(&self.store, tx, recording)
             .await
             .map_err(|e| HandleError::from_store(e, "appending the reservations"))?;
         tracing::debug!(orders = decoded.len(), "reservations decided");
