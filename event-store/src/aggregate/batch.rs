@@ -17,10 +17,16 @@ use crate::snapshot::BatchSnapshot;
 use crate::store::BatchSql;
 use crate::{AppendResult, EventStore, Metadata, StoreError, StreamAppend};
 
-/// The statement a reaction writes its batches with: the rows of these inline read models
-/// (`rows`), beside the events. Build it once, when the reaction is built.
-pub fn batch_sql<A: Fold>(rows: &[InlineRow<A>]) -> Arc<BatchSql> {
-    let models: Vec<(&'static str, &str)> = rows.iter().map(|r| (r.name(), r.upsert())).collect();
+/// The statement a reaction on `store` writes its batches with: beside the events, the rows
+/// of those read models of `rows` that are inline projections of the store (the others are
+/// not the store's to write). Build it once, when the reaction is built.
+pub fn batch_sql<A: Fold>(store: &EventStore, rows: &[InlineRow<A>]) -> Arc<BatchSql> {
+    let inline = store.inline_projections();
+    let models: Vec<(&'static str, &str)> = rows
+        .iter()
+        .filter(|r| inline.iter().any(|p| p.name() == r.name()))
+        .map(|r| (r.name(), r.upsert()))
+        .collect();
     Arc::new(BatchSql::new(&models))
 }
 

@@ -39,7 +39,7 @@ pub struct ReservationOutcome {
 impl ReservationOutcome {
     pub fn new(store: EventStore) -> Self {
         let rows = vec![InlineRow::of::<OrdersProjection>()];
-        let sql = batch_sql(&rows);
+        let sql = batch_sql(&store, &rows);
         ReservationOutcome { store, rows, sql }
     }
 

@@ -41,7 +41,7 @@ pub struct StockReservation {
 impl StockReservation {
     pub fn new(store: EventStore) -> Self {
         let rows = vec![InlineRow::of::<ProductsProjection>()];
-        let sql = batch_sql(&rows);
+        let sql = batch_sql(&store, &rows);
         StockReservation { store, rows, sql }
     }
 }
