@@ -13,7 +13,9 @@ use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
 
 use crate::store::read_streams_on;
 use crate::RecordedEvent;
@@ -203,26 +205,35 @@ pub async fn save_batch(
     if snapshots.is_empty() {
         return Ok(());
     }
-    sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) \
          SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::jsonb[]) \
          {REPLACE_OLDER}"
-    ))
-    .bind(
-        snapshots
-            .iter()
-            .map(|s| s.stream_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
-    .bind(
-        snapshots
-            .iter()
-            .map(|s| s.schema_version)
-            .collect::<Vec<_>>(),
-    )
-    .bind(snapshots.iter().map(|s| &s.state).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
+    );
+    bind_batch(sqlx::query(&sql), snapshots)
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// Binds `snapshots` as four array parameters: streams, versions, schema versions, states.
+pub(crate) fn bind_batch<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    snapshots: &'q [BatchSnapshot],
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(
+            snapshots
+                .iter()
+                .map(|s| s.stream_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
+        .bind(
+            snapshots
+                .iter()
+                .map(|s| s.schema_version)
+                .collect::<Vec<_>>(),
+        )
+        .bind(snapshots.iter().map(|s| &s.state).collect::<Vec<_>>())
 }

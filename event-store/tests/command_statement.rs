@@ -252,9 +252,8 @@ async fn recorded_at(store: &EventStore, id: Uuid, version: i64) -> DateTime<Utc
     .unwrap()
 }
 
-// One test, so the statics above are not shared by tests running at once.
-#[tokio::test]
-async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_all() {
+/// A database with the `tallies` table, and a store folding it inline.
+async fn tallies_db() -> (TestDb, EventStore) {
     let db = TestDb::new().await;
     sqlx::query(
         "CREATE TABLE tallies (id uuid PRIMARY KEY, total bigint NOT NULL, \
@@ -264,6 +263,13 @@ async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_al
     .await
     .unwrap();
     let store = db.store().with_inline(vec![Arc::new(Tallies)]);
+    (db, store)
+}
+
+// One test, so the statics above are not shared by tests running at once.
+#[tokio::test]
+async fn a_command_writes_its_events_row_and_kept_response_together_or_not_at_all() {
+    let (db, store) = tallies_db().await;
     let commands =
         Commands::<Tally>::new(store.clone()).with_rows(vec![InlineRow::of::<Tallies>()]);
     assert!(commands.one_statement());
@@ -446,15 +452,7 @@ async fn position(store: &EventStore, stream: &str) -> i64 {
 
 #[tokio::test]
 async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_at_all() {
-    let db = TestDb::new().await;
-    sqlx::query(
-        "CREATE TABLE tallies (id uuid PRIMARY KEY, total bigint NOT NULL, \
-         version bigint NOT NULL, updated_at timestamptz NOT NULL)",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let store = db.store().with_inline(vec![Arc::new(Tallies)]);
+    let (_db, store) = tallies_db().await;
     let rows = [InlineRow::of::<Tallies>()];
     let sql = batch_sql(&store, &rows);
     let metadata = Metadata::default();

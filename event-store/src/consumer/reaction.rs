@@ -138,23 +138,15 @@ pub trait BatchReaction: Send + Sync + 'static {
     /// The tables it writes when it is a projection of foreign events ([`Reaction::tables`]).
     const TABLES: &'static [&'static str] = &[];
 
-    /// As [`Reaction::handle_batch`]: one read and one write for the whole batch.
+    /// As [`Reaction::handle_batch`]: one read and one write for the whole batch. In the
+    /// consumer's recording transaction `recording` offers the batch's inbox rows
+    /// ([`Reaction::handle_recording`]); elsewhere (a rebuild, a test) it is `None`.
     fn handle_batch<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
+        recording: Option<&'a Recording<'a>>,
     ) -> BoxFuture<'a, Result<(), HandleError>>;
-
-    /// As [`Reaction::handle_recording`]; by default the rows are left to the consumer.
-    fn handle_recording<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        events: &'a [&'a ForeignEvent],
-        recording: &'a Recording<'a>,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        let _ = recording;
-        BatchReaction::handle_batch(self, tx, events)
-    }
 }
 
 impl<T: BatchReaction> Reaction for T {
@@ -173,7 +165,7 @@ impl<T: BatchReaction> Reaction for T {
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             let one = [event];
-            BatchReaction::handle_batch(self, tx, &one).await
+            BatchReaction::handle_batch(self, tx, &one, None).await
         })
     }
 
@@ -182,7 +174,7 @@ impl<T: BatchReaction> Reaction for T {
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        BatchReaction::handle_batch(self, tx, events)
+        BatchReaction::handle_batch(self, tx, events, None)
     }
 
     fn handle_recording<'a>(
@@ -191,7 +183,7 @@ impl<T: BatchReaction> Reaction for T {
         events: &'a [&'a ForeignEvent],
         recording: &'a Recording<'a>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        BatchReaction::handle_recording(self, tx, events, recording)
+        BatchReaction::handle_batch(self, tx, events, Some(recording))
     }
 }
 

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use crate::envelope::ForeignEvent;
@@ -305,34 +307,8 @@ pub(super) async fn attempt_batch(
         ))));
     }
     let columns = Columns::of(appends)?;
-    let query = sqlx::query(&sql.sql)
-        .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
-        .bind(
-            appends
-                .iter()
-                .map(|a| a.expected.required())
-                .collect::<Vec<_>>(),
-        )
-        .bind(&columns.idx)
-        .bind(&columns.ids)
-        .bind(&columns.types)
-        .bind(&columns.schemas)
-        .bind(&columns.payloads)
-        .bind(&columns.metadata)
-        .bind(
-            snapshots
-                .iter()
-                .map(|s| s.stream_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
-        .bind(
-            snapshots
-                .iter()
-                .map(|s| s.schema_version)
-                .collect::<Vec<_>>(),
-        )
-        .bind(snapshots.iter().map(|s| &s.state).collect::<Vec<_>>());
+    let query = columns.bind_streams(sqlx::query(&sql.sql), appends);
+    let query = crate::snapshot::bind_batch(query, snapshots);
     let mut query = crate::inbox::bind_rows(query, inbox)?;
     for model in rows {
         query = query.bind(model);
@@ -428,6 +404,40 @@ impl<'a> Columns<'a> {
         }
         Ok(columns)
     }
+
+    /// Binds the events' ids, types, schema versions, payloads and metadata (`$3`..`$7` of
+    /// [`APPEND_ONE_SQL`]).
+    fn bind_events<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.schemas)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+    }
+
+    /// Binds `$1`..`$8` of [`APPEND_SQL`]: the streams, their expected versions, each
+    /// event's stream, then the events.
+    fn bind_streams<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+        appends: &'q [Part<'_>],
+    ) -> Query<'q, Postgres, PgArguments> {
+        self.bind_events(
+            query
+                .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
+                .bind(
+                    appends
+                        .iter()
+                        .map(|a| a.expected.required())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(&self.idx),
+        )
+    }
 }
 
 /// Runs the append statement ([`APPEND_ONE_SQL`] for one stream as the transaction's
@@ -441,27 +451,14 @@ pub(super) async fn attempt(
 ) -> Result<Attempt, StoreError> {
     let columns = Columns::of(appends)?;
     let query = match (first_write, appends) {
-        (true, [one]) => sqlx::query(APPEND_ONE_SQL)
-            .bind(one.stream_id)
-            .bind(one.expected.required()),
-        _ => sqlx::query(APPEND_SQL)
-            .bind(appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
-            .bind(
-                appends
-                    .iter()
-                    .map(|a| a.expected.required())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&columns.idx),
+        (true, [one]) => columns.bind_events(
+            sqlx::query(APPEND_ONE_SQL)
+                .bind(one.stream_id)
+                .bind(one.expected.required()),
+        ),
+        _ => columns.bind_streams(sqlx::query(APPEND_SQL), appends),
     };
-    let rows = query
-        .bind(&columns.ids)
-        .bind(&columns.types)
-        .bind(&columns.schemas)
-        .bind(&columns.payloads)
-        .bind(&columns.metadata)
-        .fetch_all(&mut *conn)
-        .await;
+    let rows = query.fetch_all(&mut *conn).await;
     outcome(rows, appends, keep)
 }
 
@@ -485,14 +482,12 @@ pub(super) async fn attempt_command(
     let columns = Columns::of(appends)?;
     let (claimed, kept) = beside.kept.unzip();
     let (schema_version, state) = beside.snapshot.clone().unzip();
-    let mut query = sqlx::query(&sql.sql)
-        .bind(append.stream_id)
-        .bind(append.expected.required())
-        .bind(&columns.ids)
-        .bind(&columns.types)
-        .bind(&columns.schemas)
-        .bind(&columns.payloads)
-        .bind(&columns.metadata)
+    let mut query = columns
+        .bind_events(
+            sqlx::query(&sql.sql)
+                .bind(append.stream_id)
+                .bind(append.expected.required()),
+        )
         .bind(claimed.map(|c| c.key.as_str()))
         .bind(claimed.map(|c| c.generation))
         .bind(kept.map(|k| i16::try_from(k.status).unwrap_or(500)))

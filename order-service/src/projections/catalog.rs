@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use event_store::consumer::{BatchReaction, ForeignEvent, HandleError};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -67,10 +67,12 @@ impl BatchReaction for CatalogProjection {
     const NAME: &'static str = NAME;
     const TABLES: &'static [&'static str] = &["catalog_products"];
 
+    /// Leaves the inbox rows to the consumer (or to the reservation outcome's statement).
     fn handle_batch<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
+        _recording: Option<&'a Recording<'a>>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(apply_batch(tx, events))
     }

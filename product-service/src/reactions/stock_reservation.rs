@@ -49,22 +49,14 @@ impl StockReservation {
 impl BatchReaction for StockReservation {
     const NAME: &'static str = NAME;
 
+    /// Records the batch's inbox rows, when offered, in the statement that appends.
     fn handle_batch<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
+        recording: Option<&'a Recording<'a>>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(self.react(tx, events, None))
-    }
-
-    /// Records the batch's inbox rows in the statement that appends its events.
-    fn handle_recording<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        events: &'a [&'a ForeignEvent],
-        recording: &'a Recording<'a>,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(self.react(tx, events, Some(recording)))
+        Box::pin(self.react(tx, events, recording))
     }
 }
 
