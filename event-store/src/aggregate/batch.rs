@@ -30,6 +30,41 @@ pub fn batch_sql<A: Fold>(store: &EventStore, rows: &[InlineRow<A>]) -> Arc<Batc
     Arc::new(BatchSql::new(&models))
 }
 
+/// What a reaction writes its batches with, built once with the reaction: its store, the rows
+/// of `A`'s inline read models and the statement ([`batch_sql`]).
+pub struct BatchWriter<A: Fold> {
+    store: EventStore,
+    rows: Vec<InlineRow<A>>,
+    sql: Arc<BatchSql>,
+}
+
+impl<A: Fold> BatchWriter<A> {
+    pub fn new(store: EventStore, rows: Vec<InlineRow<A>>) -> Self {
+        let sql = batch_sql(&store, &rows);
+        BatchWriter { store, rows, sql }
+    }
+
+    /// An empty batch for this writer's statement.
+    pub fn batch(&self) -> BatchAppend {
+        BatchAppend::new(self.sql.clone())
+    }
+
+    /// [`BatchAppend::settle`] with this writer's rows.
+    pub fn settle(&self, batch: &mut BatchAppend, id: Uuid, state: &A::State) {
+        batch.settle::<A>(id, state, &self.rows);
+    }
+
+    /// [`BatchAppend::write`] to this writer's store.
+    pub async fn write(
+        &self,
+        batch: BatchAppend,
+        conn: &mut PgConnection,
+        recording: Option<&Recording<'_>>,
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        batch.write(&self.store, conn, recording).await
+    }
+}
+
 /// One stream's part of the batch.
 struct Part {
     append: StreamAppend,

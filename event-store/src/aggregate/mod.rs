@@ -299,5 +299,5 @@ pub fn to_keyed_events<A: Fold>(
 mod batch;
 mod commands;
 
-pub use batch::{batch_sql, BatchAppend};
+pub use batch::{batch_sql, BatchAppend, BatchWriter};
 pub use commands::{Commands, On};

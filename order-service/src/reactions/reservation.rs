@@ -10,12 +10,10 @@
 //! once on fresh state.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use event_store::aggregate::{self, batch_sql, BatchAppend, Loaded};
+use event_store::aggregate::{self, BatchWriter, Loaded};
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
 use event_store::read_model::InlineRow;
-use event_store::store::BatchSql;
 use event_store::{EventStore, Metadata};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -29,18 +27,15 @@ use crate::projections::orders::OrdersProjection;
 /// Name of the reaction.
 pub const NAME: &str = "reservation-outcome";
 
-pub struct ReservationOutcome {
-    store: EventStore,
-    /// The `orders` rows, written beside the events.
-    rows: Vec<InlineRow<Order>>,
-    sql: Arc<BatchSql>,
-}
+/// Appends the orders' events with their `orders` rows.
+pub struct ReservationOutcome(BatchWriter<Order>);
 
 impl ReservationOutcome {
     pub fn new(store: EventStore) -> Self {
-        let rows = vec![InlineRow::of::<OrdersProjection>()];
-        let sql = batch_sql(&store, &rows);
-        ReservationOutcome { store, rows, sql }
+        ReservationOutcome(BatchWriter::new(
+            store,
+            vec![InlineRow::of::<OrdersProjection>()],
+        ))
     }
 
     async fn react(
@@ -70,7 +65,7 @@ impl ReservationOutcome {
                 .into_iter()
                 .map(|(id, order)| (id, order.loaded))
                 .collect();
-        let mut batch = BatchAppend::new(self.sql.clone());
+        let mut batch = self.0.batch();
         for (cause, (order_id, command)) in verdicts {
             let Loaded { state, version } = orders.remove(&order_id).unwrap_or_default();
             // An unknown order or a rejection after a confirmation breaks the contract between
@@ -97,10 +92,10 @@ impl ReservationOutcome {
             return Ok(());
         }
         for (id, order) in &orders {
-            batch.settle::<Order>(*id, &order.state, &self.rows);
+            self.0.settle(&mut batch, *id, &order.state);
         }
-        batch
-            .write(&self.store, tx, recording)
+        self.0
+            .write(batch, tx, recording)
             .await
             .map_err(|e| HandleError::from_store(e, "appending to the orders"))?;
         Ok(())

@@ -12,12 +12,10 @@
 //! order-service waits for is published first.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use event_store::aggregate::{batch_sql, BatchAppend};
+use event_store::aggregate::{BatchAppend, BatchWriter};
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
 use event_store::read_model::InlineRow;
-use event_store::store::BatchSql;
 use event_store::{EventStore, Metadata};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -31,18 +29,15 @@ use crate::streams::{load_for_saga, load_products, Loaded};
 
 pub const NAME: &str = "stock-reservation";
 
-pub struct StockReservation {
-    store: EventStore,
-    /// The `products` rows, written beside the events.
-    rows: Vec<InlineRow<Product>>,
-    sql: Arc<BatchSql>,
-}
+/// Appends the reservations' and products' events with the `products` rows.
+pub struct StockReservation(BatchWriter<Product>);
 
 impl StockReservation {
     pub fn new(store: EventStore) -> Self {
-        let rows = vec![InlineRow::of::<ProductsProjection>()];
-        let sql = batch_sql(&store, &rows);
-        StockReservation { store, rows, sql }
+        StockReservation(BatchWriter::new(
+            store,
+            vec![InlineRow::of::<ProductsProjection>()],
+        ))
     }
 }
 
@@ -118,10 +113,10 @@ impl StockReservation {
             return Ok(());
         }
         for (id, state) in &products {
-            batch.settle::<Product>(*id, state, &self.rows);
+            self.0.settle(&mut batch, *id, state);
         }
-        batch
-            .write(&self.store, tx, recording)
+        self.0
+            .write(batch, tx, recording)
             .await
             .map_err(|e| HandleError::from_store(e, "appending the reservations"))?;
         tracing::debug!(orders = decoded.len(), "reservations decided");
@@ -169,9 +164,7 @@ impl StockReservation {
             reservations,
             products,
             product_versions,
-            batch: BatchAppend::new(self.sql.clone())
-                .then::<Reservation>()
-                .then::<Product>(),
+            batch: self.0.batch().then::<Reservation>().then::<Product>(),
         })
     }
 }
