@@ -89,7 +89,8 @@ pub trait Reaction: Send + Sync + 'static {
     }
 
     /// Handles one event inside the consumer's transaction. Appends go through
-    /// [`EventStore::append_in_tx`] on the same connection.
+    /// [`EventStore::append_in_tx`] or [`crate::aggregate::BatchAppend`] on the same
+    /// connection.
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,

@@ -3,7 +3,7 @@
 //!
 //! A batch of order events is decided in memory, in order, on the state its streams had when
 //! the batch began (reservations folded whole, products from their snapshots), each decision
-//! seeing the ones before it. Everything it appends goes into ONE `append_in_tx`, every stream
+//! seeing the ones before it. Everything it appends goes into ONE statement, every stream
 //! expecting the version it was loaded at: if any product changed meanwhile (a restock over
 //! HTTP, another replica), the whole append conflicts, the consumer rolls back and decides
 //! again on fresh state. So stock never goes negative, however many orders race. The
