@@ -15,7 +15,7 @@ use event_store::replay::{ProjectionStatus, RebuildError, RebuildStatus, Rebuild
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{resource, EdgeError, ErrorBody};
+use crate::error::{resource, ApiError, ErrorBody};
 use crate::republish::Republisher;
 
 /// What the admin routes reach: the token check and the service's rebuilds.
@@ -61,12 +61,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: AdminState) {
 pub struct Admin;
 
 impl FromRequest for Admin {
-    type Error = EdgeError;
-    type Future = Ready<Result<Admin, EdgeError>>;
+    type Error = ApiError;
+    type Future = Ready<Result<Admin, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<AdminState>>() else {
-            return ready(Err(EdgeError::NotFound(format!(
+            return ready(Err(ApiError::NotFound(format!(
                 "no route for {} {}",
                 req.method(),
                 req.path()
@@ -80,10 +80,10 @@ impl FromRequest for Admin {
             .map(str::trim);
         ready(match presented {
             Some(candidate) if (state.is_token)(candidate) => Ok(Admin),
-            Some(_) => Err(EdgeError::Unauthorized(
+            Some(_) => Err(ApiError::Unauthorized(
                 "the admin token is wrong".to_owned(),
             )),
-            None => Err(EdgeError::Unauthorized(
+            None => Err(ApiError::Unauthorized(
                 "send the admin token as Authorization: Bearer <ADMIN_TOKEN>".to_owned(),
             )),
         })
@@ -187,7 +187,7 @@ impl From<ProjectionStatus> for ProjectionView {
 pub async fn list_projections(
     _admin: Admin,
     state: web::Data<AdminState>,
-) -> Result<HttpResponse, EdgeError> {
+) -> Result<HttpResponse, ApiError> {
     let projections = state.rebuilds.overview().await?;
     Ok(HttpResponse::Ok().json(ProjectionList {
         projections: projections.into_iter().map(ProjectionView::from).collect(),
@@ -216,20 +216,23 @@ pub async fn rebuild_projection(
     _admin: Admin,
     state: web::Data<AdminState>,
     name: web::Path<String>,
-) -> Result<HttpResponse, EdgeError> {
+) -> Result<HttpResponse, ApiError> {
     match state.rebuilds.start(&name).await {
         Ok(status) => Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, "/admin/projections"))
             .json(RebuildView::from(status))),
-        Err(RebuildError::Unknown(name)) => Err(EdgeError::NotFound(format!(
+        Err(RebuildError::Unknown(name)) => Err(ApiError::NotFound(format!(
             "no projection is named {name:?}"
         ))),
-        Err(e @ RebuildError::InProgress(_)) => Err(EdgeError::RebuildInProgress(e.to_string())),
+        Err(e @ RebuildError::InProgress(_)) => Err(ApiError::Conflict {
+            code: "rebuild_in_progress",
+            message: e.to_string(),
+        }),
         Err(RebuildError::Failed(e)) => match e.downcast::<sqlx::Error>() {
             Ok(db) => Err(db.into()),
-            Err(e) => Err(EdgeError::Internal(e)),
+            Err(e) => Err(ApiError::Internal(e)),
         },
-        Err(e) => Err(EdgeError::Internal(e.into())),
+        Err(e) => Err(ApiError::Internal(e.into())),
     }
 }
 
@@ -269,15 +272,15 @@ pub async fn republish(
     _admin: Admin,
     state: web::Data<AdminState>,
     body: web::Json<RepublishRequest>,
-) -> Result<HttpResponse, EdgeError> {
+) -> Result<HttpResponse, ApiError> {
     let from_position = body.from_position;
     if from_position < 0 {
-        return Err(EdgeError::Validation(
+        return Err(ApiError::Validation(
             "from_position must be 0 or more".to_owned(),
         ));
     }
     let Some(republisher) = &state.republisher else {
-        return Err(EdgeError::NotFound(
+        return Err(ApiError::NotFound(
             "republishing is not set up here".to_owned(),
         ));
     };
@@ -286,6 +289,9 @@ pub async fn republish(
             from_position,
             republished,
         })),
-        Err(e) => Err(EdgeError::Unavailable(e)),
+        Err(cause) => Err(ApiError::Unavailable {
+            what: "the database or NATS",
+            cause,
+        }),
     }
 }

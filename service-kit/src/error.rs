@@ -1,7 +1,9 @@
-//! The JSON error contract both services answer in, `{ "error": code, "message": text }`, and
-//! the part of it the shared routes need: [`EdgeError`], and [`resource`], whose other methods
-//! answer 405 in that format. Each service keeps its own error type for its own routes and
-//! reuses [`ErrorBody`], so the two agree on the body.
+//! The one error type of both services' HTTP APIs, [`ApiError`], and the JSON body it answers
+//! in, `{ "error": code, "message": text }`. Every error a client can cause is a 4xx naming the
+//! problem; 5xx are kept for dependencies (503) and bugs (500, with an opaque message). Each
+//! service adds only its `From<DomainError>` mapping; the extractors, the shared routes and the
+//! idempotency middleware answer with the same type, and [`resource`]'s other methods answer
+//! 405 with it.
 
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -9,6 +11,8 @@ use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadEr
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use event_store::aggregate::CommandError;
+use event_store::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -31,92 +35,171 @@ pub struct ErrorBody {
 /// Largest JSON body either service accepts.
 pub const JSON_LIMIT: usize = 64 * 1024;
 
-/// The errors of the routes and extractors in this crate, with the codes and statuses the
-/// services use.
+/// Every error either service's HTTP API answers, with its status and code.
 #[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
-    /// Not JSON at all: syntax, truncation, wrong content type.
+pub enum ApiError {
+    /// 400 `malformed_json`: not JSON at all (syntax, truncation, wrong content type).
     #[error("{0}")]
     MalformedJson(String),
-    /// JSON of the wrong shape, or a query string that does not parse.
+    /// 422 `validation_failed`: JSON of the wrong shape, a query string that does not parse,
+    /// or a value the domain refuses.
     #[error("{0}")]
     Validation(String),
+    /// 422 with a code of the service's own (order-service's `unknown_product`, the
+    /// middleware's `idempotency_key_reused`): well-formed input that cannot be acted on.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// 400 `invalid_idempotency_key`.
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// 413 `payload_too_large`.
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
-    /// The method the request used.
+    /// 405 `method_not_allowed`, naming the method the request used.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
-    /// An admin route without the right bearer token.
+    /// 401 `unauthorized`: an admin route without the right bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// 409 `version_conflict`: the expected version did not hold, or the aggregate kept
+    /// changing while the command was retried.
     #[error("{0}")]
-    RebuildInProgress(String),
-    #[error("the database is unavailable, try again later")]
-    Unavailable(#[source] anyhow::Error),
+    VersionConflict(String),
+    /// 409 with a code of its own (`invalid_transition`, `rebuild_in_progress`,
+    /// `idempotency_key_in_flight`): the request is valid but the state it meets refuses it.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 503 `unavailable`: a dependency (`what`) cannot serve this right now; the cause is
+    /// logged, not answered.
+    #[error("{what} is unavailable, try again later")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        cause: anyhow::Error,
+    },
+    /// 500 `internal`: a bug; the cause is logged, not answered.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
-impl EdgeError {
+impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            EdgeError::MalformedJson(_) => "malformed_json",
-            EdgeError::Validation(_) => "validation_failed",
-            EdgeError::PayloadTooLarge { .. } => "payload_too_large",
-            EdgeError::NotFound(_) => "not_found",
-            EdgeError::MethodNotAllowed(_) => "method_not_allowed",
-            EdgeError::Unauthorized(_) => "unauthorized",
-            EdgeError::RebuildInProgress(_) => "rebuild_in_progress",
-            EdgeError::Unavailable(_) => "unavailable",
-            EdgeError::Internal(_) => "internal",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Unprocessable { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::VersionConflict(_) => "version_conflict",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The body this error answers with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        }
+    }
+
+    /// 503 for the database, with what the database said as the logged cause.
+    pub fn database_unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        ApiError::Unavailable {
+            what: "the database",
+            cause: cause.into(),
         }
     }
 }
 
-impl ResponseError for EdgeError {
+impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            EdgeError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            EdgeError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            EdgeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            EdgeError::NotFound(_) => StatusCode::NOT_FOUND,
-            EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            EdgeError::RebuildInProgress(_) => StatusCode::CONFLICT,
-            EdgeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::MalformedJson(_) | ApiError::InvalidIdempotencyKey(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Validation(_) | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::VersionConflict(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            EdgeError::Internal(cause) => {
+            ApiError::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed")
             }
-            EdgeError::Unavailable(cause) => {
-                tracing::warn!(error = format!("{cause:#}"), "dependency unavailable")
+            ApiError::Unavailable { what, cause } => {
+                tracing::warn!(
+                    dependency = what,
+                    error = format!("{cause:#}"),
+                    "dependency unavailable"
+                )
             }
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let EdgeError::Unauthorized(_) = self {
+        if let ApiError::Unauthorized(_) = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response.json(ErrorBody {
-            error: self.code().to_owned(),
-            message: self.to_string(),
-        })
+        response.json(self.body())
     }
 }
 
-impl From<sqlx::Error> for EdgeError {
+/// The one classification of database errors at the HTTP edge: what
+/// [`event_store::is_unavailable`] names is 503, the rest is a bug (500).
+impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if event_store::is_unavailable(&error) {
-            EdgeError::Unavailable(error.into())
+            ApiError::database_unavailable(error)
         } else {
-            EdgeError::Internal(error.into())
+            ApiError::Internal(error.into())
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict { .. } => ApiError::VersionConflict(format!(
+                "{error}: it changed while this request was applied; retry the request"
+            )),
+            StoreError::Database(e) => e.into(),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// A command's failure: the domain's refusal through the service's own mapping (`E`), the
+/// store's through the one above; a stored event this release cannot read is 500 if it is
+/// corrupt and 503 if a newer release wrote it (this one cannot serve it until it is updated).
+impl<E> From<CommandError<E>> for ApiError
+where
+    E: std::error::Error + Into<ApiError> + 'static,
+{
+    fn from(error: CommandError<E>) -> Self {
+        match error {
+            CommandError::Domain(e) => e.into(),
+            CommandError::Conflict(e) | CommandError::Store(e) => e.into(),
+            CommandError::Corrupt(e) => ApiError::Internal(e),
+            CommandError::NewerSchema(cause) => ApiError::Unavailable {
+                what: "a record written by a newer release of this service",
+                cause,
+            },
         }
     }
 }
@@ -136,32 +219,32 @@ pub fn extractors(cfg: &mut web::ServiceConfig) {
 }
 
 fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let edge = match error {
+    let error = match error {
         JsonPayloadError::OverflowKnownLength { limit, .. }
-        | JsonPayloadError::Overflow { limit } => EdgeError::PayloadTooLarge { limit },
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
         JsonPayloadError::Payload(PayloadError::Overflow) => {
-            EdgeError::PayloadTooLarge { limit: JSON_LIMIT }
+            ApiError::PayloadTooLarge { limit: JSON_LIMIT }
         }
-        JsonPayloadError::ContentType => EdgeError::MalformedJson(
+        JsonPayloadError::ContentType => ApiError::MalformedJson(
             "the body must be sent as Content-Type: application/json".into(),
         ),
         JsonPayloadError::Deserialize(e) if e.is_data() => {
-            EdgeError::Validation(format!("invalid body: {e}"))
+            ApiError::Validation(format!("invalid body: {e}"))
         }
         JsonPayloadError::Deserialize(e) => {
-            EdgeError::MalformedJson(format!("the body is not valid JSON: {e}"))
+            ApiError::MalformedJson(format!("the body is not valid JSON: {e}"))
         }
-        other => EdgeError::MalformedJson(format!("cannot read the body: {other}")),
+        other => ApiError::MalformedJson(format!("cannot read the body: {other}")),
     };
-    edge.into()
+    error.into()
 }
 
 fn path_error(error: PathError, req: &HttpRequest) -> actix_web::Error {
-    EdgeError::NotFound(format!("nothing at {}: {error}", req.path())).into()
+    ApiError::NotFound(format!("nothing at {}: {error}", req.path())).into()
 }
 
 fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    EdgeError::Validation(format!("invalid query string: {error}")).into()
+    ApiError::Validation(format!("invalid query string: {error}")).into()
 }
 
 /// A resource whose other methods answer 405 with the JSON error body and the `Allow` header
@@ -185,7 +268,7 @@ pub fn resource(
 /// naming the methods that are routed; this keeps the header and gives the JSON body.
 fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let (req, res) = res.into_parts();
-    let mut response = EdgeError::MethodNotAllowed(req.method().to_string()).error_response();
+    let mut response = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
     if let Some(allow) = res.headers().get(header::ALLOW) {
         response.headers_mut().insert(header::ALLOW, allow.clone());
     }
@@ -200,10 +283,47 @@ mod tests {
 
     #[test]
     fn an_exhausted_pool_is_unavailable_and_an_unexpected_error_is_opaque() {
-        let unavailable = EdgeError::from(sqlx::Error::PoolTimedOut);
+        let unavailable = ApiError::from(sqlx::Error::PoolTimedOut);
         assert_eq!(unavailable.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(unavailable.code(), "unavailable");
-        let internal = EdgeError::Internal(anyhow::anyhow!("password=secret"));
+        let internal = ApiError::Internal(anyhow::anyhow!("password=secret"));
         assert_eq!(internal.to_string(), "internal error");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused")]
+    struct Refused;
+
+    impl From<Refused> for ApiError {
+        fn from(_: Refused) -> Self {
+            ApiError::Conflict {
+                code: "refused",
+                message: "refused".to_owned(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_command_error_answers_with_the_domain_mapping_or_the_store_classification() {
+        let answer = |error: CommandError<Refused>| {
+            let error = ApiError::from(error);
+            (error.status_code().as_u16(), error.code())
+        };
+        assert_eq!(answer(CommandError::Domain(Refused)), (409, "refused"));
+        let conflict = StoreError::Conflict {
+            stream_id: "order-1".to_owned(),
+            expected: event_store::ExpectedVersion::Exact(1),
+            actual: 2,
+        };
+        assert_eq!(
+            answer(CommandError::Conflict(conflict)),
+            (409, "version_conflict")
+        );
+        let gone = StoreError::Database(sqlx::Error::PoolClosed);
+        assert_eq!(answer(CommandError::Store(gone)), (503, "unavailable"));
+        let newer = CommandError::NewerSchema(anyhow::anyhow!("schema 9"));
+        assert_eq!(answer(newer), (503, "unavailable"));
+        let corrupt = CommandError::Corrupt(anyhow::anyhow!("not JSON"));
+        assert_eq!(answer(corrupt), (500, "internal"));
     }
 }

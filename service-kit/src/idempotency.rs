@@ -19,12 +19,12 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue, LOCATION};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use event_store::idempotency::{self, Claim, Claimed, Kept};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::ErrorBody;
+use crate::error::ApiError;
 use crate::tasks::Tasks;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -63,13 +63,6 @@ pub fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String
         .to_string()
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorBody {
-        error: code.to_owned(),
-        message,
-    })
-}
-
 /// Marks a response the command executor kept for the request's key already (in its
 /// append's transaction), so the middleware does not write it a second time.
 #[derive(Debug, Clone, Copy)]
@@ -105,11 +98,11 @@ pub async fn middleware(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let Some(key) = header.to_str().ok().filter(|k| valid_key(k)) else {
-        return Ok(req.into_response(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
-            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
-        )));
+        return Ok(
+            req.into_response(answer(ApiError::InvalidIdempotencyKey(format!(
+                "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+            )))),
+        );
     };
     let key = key.to_owned();
     let body = match read_body(&mut req).await {
@@ -127,24 +120,22 @@ pub async fn middleware(
         Ok(Claim::Claimed(claimed)) => claimed,
         Ok(Claim::Replay(kept)) => return Ok(req.into_response(respond(kept))),
         Ok(Claim::InFlight) => {
-            return Ok(req.into_response(error(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_flight",
-                format!(
+            return Ok(req.into_response(answer(ApiError::Conflict {
+                code: "idempotency_key_in_flight",
+                message: format!(
                     "a request with Idempotency-Key {key:?} is still being processed; retry later"
                 ),
-            )))
+            })))
         }
         Ok(Claim::Mismatch) => {
-            return Ok(req.into_response(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                format!(
+            return Ok(req.into_response(answer(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: format!(
                     "Idempotency-Key {key:?} was used for another request (another route or body)"
                 ),
-            )))
+            })))
         }
-        Err(e) => return Ok(req.into_response(database_error(e))),
+        Err(e) => return Ok(req.into_response(answer(e.into()))),
     };
     req.extensions_mut().insert(claimed.clone());
     // Runs to its end even when the client goes away (which drops this future), so the key
@@ -164,40 +155,21 @@ async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, HttpResponse>
     use futures::StreamExt as _;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("cannot read the body: {e}"),
-            )
+            answer(ApiError::MalformedJson(format!(
+                "cannot read the body: {e}"
+            )))
         })?;
         if body.len() + chunk.len() > BODY_LIMIT {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than the {BODY_LIMIT} bytes allowed"),
-            ));
+            return Err(answer(ApiError::PayloadTooLarge { limit: BODY_LIMIT }));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
 }
 
-fn database_error(e: sqlx::Error) -> HttpResponse {
-    if event_store::is_unavailable(&e) {
-        tracing::warn!(error = %e, "idempotency keys unavailable");
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the database is unavailable, try again later".to_owned(),
-        )
-    } else {
-        tracing::error!(error = %e, "idempotency keys failed");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error".to_owned(),
-        )
-    }
+/// The middleware answers before any handler runs, so it builds the response itself.
+fn answer(error: ApiError) -> HttpResponse {
+    error.error_response()
 }
 
 /// Keeps a success's response for the key (unless the command executor kept it in its

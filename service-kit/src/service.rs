@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Cli, Command, Common, Config, EventNames, LogFormat};
-use crate::error::{self, EdgeError};
+use crate::error::{self, ApiError};
 use crate::health::{self, Health};
 use crate::idempotency::{self, Idempotency};
 use crate::prometheus::{self, Scrape};
@@ -248,8 +248,8 @@ impl Service {
 }
 
 /// Any path no route matches.
-async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, EdgeError> {
-    Err(EdgeError::NotFound(format!(
+async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),
         req.path()

@@ -35,12 +35,9 @@ pub async fn run_audit(
     match audit::run(&state.pool, &state.product_service).await {
         Ok(audit) => Ok(HttpResponse::Ok().json(audit)),
         Err(AuditError::Catalogue(e)) => Err(e.into()),
-        Err(AuditError::ProductService(e)) => {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "the audit cannot read product-service"
-            );
-            Err(ApiError::Unavailable("product-service"))
-        }
+        Err(AuditError::ProductService(cause)) => Err(ApiError::Unavailable {
+            what: "product-service",
+            cause,
+        }),
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{unknown_products, ApiError, ErrorBody};
 use super::request_id::RequestContext;
 use super::{resource, AppState};
 use crate::domain::commands::OrderCommand;
@@ -193,7 +193,7 @@ pub async fn place_order(
         }
     }
     if !unknown.is_empty() {
-        return Err(ApiError::UnknownProduct(unknown));
+        return Err(unknown_products(&unknown));
     }
     // With a key, every attempt names the same order.
     let order_id = key.new_id("order-id");

@@ -147,7 +147,7 @@ async fn upsert(conn: &mut PgConnection, rows: Vec<CatalogRow>) -> Result<(), sq
 }
 
 fn db_error(error: sqlx::Error) -> HandleError {
-    crate::reactions::database_error(error, "writing the catalogue")
+    HandleError::database(error, "writing the catalogue")
 }
 
 /// One product of the catalogue.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{product_not_found, ApiError, ErrorBody};
 use super::{resource, AppState};
 use crate::domain::product;
 
@@ -73,7 +73,7 @@ pub async fn history(
         .read_stream(&product::stream_id(id.into_inner()), 1)
         .await?;
     if events.is_empty() {
-        return Err(ApiError::product_not_found());
+        return Err(product_not_found());
     }
     let body: Vec<StoredEvent> = events.into_iter().map(StoredEvent::from).collect();
     Ok(HttpResponse::Ok().json(body))

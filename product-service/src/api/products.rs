@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{product_not_found, ApiError, ErrorBody};
 use super::request_id::RequestContext;
 use super::{resource, AppState};
 use crate::domain::commands::ProductCommand;
@@ -235,7 +235,7 @@ pub async fn get(
         || async { Ok::<_, ApiError>(products::get(&state.pool, id).await?) },
     )
     .await?;
-    let (row, stale) = fresh.found(ApiError::product_not_found)?;
+    let (row, stale) = fresh.found(product_not_found)?;
     let mut response = HttpResponse::Ok();
     mark_stale(&mut response, stale);
     Ok(response.json(Product::from(row)))
