@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use event_store::aggregate::{self, Fold, LoadError, LoadedWith};
+use event_store::aggregate::{self, Fold, FoldError, LoadError, LoadedWith};
 use event_store::{snapshot, RecordedEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -22,11 +22,11 @@ pub use event_store::aggregate::Loaded;
 pub type LoadedProduct = LoadedWith<ProductState>;
 
 /// A product folded from its events alone, ignoring any snapshot.
-pub fn fold_product(events: &[RecordedEvent]) -> anyhow::Result<Loaded<ProductState>> {
+pub fn fold_product(events: &[RecordedEvent]) -> Result<Loaded<ProductState>, FoldError> {
     aggregate::fold::<Product>(Loaded::default(), events)
 }
 
-pub fn fold_reservation(events: &[RecordedEvent]) -> anyhow::Result<Loaded<ReservationState>> {
+pub fn fold_reservation(events: &[RecordedEvent]) -> Result<Loaded<ReservationState>, FoldError> {
     aggregate::fold::<Reservation>(Loaded::default(), events)
 }
 

@@ -10,13 +10,11 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::consumer::HandleError;
 use crate::idempotency::Claimed;
 use crate::wire::{DecodeError, WireEvent};
 use crate::{snapshot, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
@@ -134,14 +132,11 @@ pub enum LoadError {
 impl LoadError {
     /// A fold that failed on a stored event ([`fold`]'s error), classified once: newer than
     /// this code reads, or never readable.
-    pub fn unreadable(error: anyhow::Error) -> LoadError {
-        let too_new = error
-            .downcast_ref::<DecodeError>()
-            .is_some_and(DecodeError::is_too_new);
-        if too_new {
-            LoadError::NewerSchema(error)
+    pub fn unreadable(error: FoldError) -> LoadError {
+        if error.source.is_too_new() {
+            LoadError::NewerSchema(error.into())
         } else {
-            LoadError::Corrupt(error)
+            LoadError::Corrupt(error.into())
         }
     }
 }
@@ -156,16 +151,14 @@ impl<E: std::error::Error + 'static> From<LoadError> for CommandError<E> {
     }
 }
 
-impl From<LoadError> for HandleError {
-    /// Inside a consumer: a corrupt stream fails the same way on every delivery (poison); a
-    /// database error is classified as every other one is.
-    fn from(e: LoadError) -> Self {
-        match e {
-            LoadError::Database(e) => HandleError::database(e, "loading aggregates"),
-            LoadError::Corrupt(e) => HandleError::Poison(format!("{e:#}")),
-            LoadError::NewerSchema(e) => HandleError::NewerSchema(format!("{e:#}")),
-        }
-    }
+/// A stored event a fold could not decode, and where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("decoding version {version} of {stream_id}")]
+pub struct FoldError {
+    pub stream_id: String,
+    pub version: i64,
+    #[source]
+    pub source: DecodeError,
 }
 
 /// Folds stored events onto `start`. Types the aggregate does not know are skipped (they
@@ -173,18 +166,17 @@ impl From<LoadError> for HandleError {
 pub fn fold<A: Fold>(
     start: Loaded<A::State>,
     events: &[RecordedEvent],
-) -> anyhow::Result<Loaded<A::State>> {
+) -> Result<Loaded<A::State>, FoldError> {
     let Loaded {
         mut state,
         mut version,
     } = start;
     for stored in events {
         // A type this code does not know is skipped; it still counts for the version.
-        let decoded = A::Event::decode(stored).with_context(|| {
-            format!(
-                "decoding version {} of {}",
-                stored.stream_version, stored.stream_id
-            )
+        let decoded = A::Event::decode(stored).map_err(|source| FoldError {
+            stream_id: stored.stream_id.clone(),
+            version: stored.stream_version,
+            source,
         })?;
         if let Some(event) = decoded {
             state = A::evolve(state, &event);

@@ -30,8 +30,8 @@ mod batch;
 mod dead_letter;
 mod parking;
 mod reaction;
+mod record;
 mod repair;
-mod retry;
 mod settle;
 
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ use tracing::Instrument;
 
 use self::dead_letter::Kind;
 use self::parking::Parking;
-use self::retry::{describe, Recorded};
+use self::record::{describe, Recorded};
 use crate::repair::{watermark_subject, Gaps, Watermark};
 use crate::retry::Backoff;
 use crate::{envelope, metrics, nats, EventStore};

@@ -6,7 +6,8 @@ use sqlx::PgConnection;
 
 use tracing::Instrument;
 
-use super::retry::{is_race, sqlstate};
+use super::record::{is_race, sqlstate};
+use crate::aggregate::LoadError;
 use crate::envelope::ForeignEvent;
 use crate::inbox::Recording;
 use crate::wire::DecodeError;
@@ -72,6 +73,18 @@ impl HandleError {
             }
             Some(code) if is_race(code) => HandleError::Conflict(format!("{doing}: {error}")),
             _ => HandleError::Transient(anyhow::Error::new(error).context(doing.to_owned())),
+        }
+    }
+}
+
+impl From<LoadError> for HandleError {
+    /// Inside a consumer: a corrupt stream fails the same way on every delivery (poison); a
+    /// database error is classified as every other one is.
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Database(e) => HandleError::database(e, "loading aggregates"),
+            LoadError::Corrupt(e) => HandleError::Poison(format!("{e:#}")),
+            LoadError::NewerSchema(e) => HandleError::NewerSchema(format!("{e:#}")),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{Committed, Failure, Verdict};
 use super::dead_letter::Kind;
 use super::parking::Parking;
-use super::retry::describe;
+use super::record::describe;
 use super::{Consumer, Delivery, HandleError, ACK_WAIT, PARK_LIMIT};
 use crate::metrics;
 

@@ -314,7 +314,7 @@ pub(super) async fn attempt_batch(
         query = query.bind(model);
     }
     let rows = query.fetch_all(&mut *conn).await;
-    outcome(rows, appends, false)
+    outcome(rows, appends, Returning::Results)
 }
 
 /// What a command writes beside its events in [`CommandSql`]'s statement.
@@ -440,18 +440,35 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Runs the append statement ([`APPEND_ONE_SQL`] for one stream as the transaction's
-/// `first_write`). The events as stored come back only when `keep` (inline projections need
-/// them); otherwise only each stream's result.
+/// Where an append stands in its transaction, which decides the statement it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum InTransaction {
+    /// The transaction's first write (an append on its own): one stream runs
+    /// [`APPEND_ONE_SQL`], which needs no look for earlier ordinals.
+    FirstWrite,
+    /// After other writes of the caller's transaction: [`APPEND_SQL`], with its position check.
+    AfterOtherWrites,
+}
+
+/// What an append hands back besides each stream's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Returning {
+    /// Only each stream's result.
+    Results,
+    /// The events as stored too, for the inline projections to apply.
+    StoredEvents,
+}
+
+/// Runs the append statement for the appends, as [`InTransaction`] says.
 pub(super) async fn attempt(
     conn: &mut PgConnection,
     appends: &[Part<'_>],
-    first_write: bool,
-    keep: bool,
+    place: InTransaction,
+    returning: Returning,
 ) -> Result<Attempt, StoreError> {
     let columns = Columns::of(appends)?;
-    let query = match (first_write, appends) {
-        (true, [one]) => columns.bind_events(
+    let query = match (place, appends) {
+        (InTransaction::FirstWrite, [one]) => columns.bind_events(
             sqlx::query(APPEND_ONE_SQL)
                 .bind(one.stream_id)
                 .bind(one.expected.required()),
@@ -459,7 +476,7 @@ pub(super) async fn attempt(
         _ => columns.bind_streams(sqlx::query(APPEND_SQL), appends),
     };
     let rows = query.fetch_all(&mut *conn).await;
-    outcome(rows, appends, keep)
+    outcome(rows, appends, returning)
 }
 
 /// Runs a command's statement ([`CommandSql`]) for one stream, in autocommit: the append and
@@ -499,7 +516,7 @@ pub(super) async fn attempt_command(
         query = query.bind(row);
     }
     let rows = query.fetch_all(&mut *conn).await;
-    outcome(rows, appends, false)
+    outcome(rows, appends, Returning::Results)
 }
 
 /// What an append statement's answer says: the events stored, none (a check failed), or a
@@ -507,8 +524,9 @@ pub(super) async fn attempt_command(
 fn outcome(
     rows: Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>,
     appends: &[Part<'_>],
-    keep: bool,
+    returning: Returning,
 ) -> Result<Attempt, StoreError> {
+    let keep = returning == Returning::StoredEvents;
     let rows = match rows {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {

@@ -22,7 +22,7 @@ mod read;
 pub use crate::snapshot::BatchSnapshot;
 use append::{
     attempt, attempt_batch, attempt_command, conflict, count_appended, parts, retry_any,
-    retry_pause, summarise, Attempt, Part, ANY_RETRIES,
+    retry_pause, summarise, Attempt, InTransaction, Part, Returning, ANY_RETRIES,
 };
 pub use append::{BatchSql, Beside, CommandSql, POSITION_BASE};
 pub use epoch::PositionsContinued;
@@ -106,10 +106,22 @@ impl EventStore {
             let mut conn = self.pool.acquire().await?;
             let attempted = if self.inline.is_empty() {
                 // One statement, its own transaction.
-                attempt(&mut conn, &appends, true, false).await?
+                attempt(
+                    &mut conn,
+                    &appends,
+                    InTransaction::FirstWrite,
+                    Returning::Results,
+                )
+                .await?
             } else {
                 let mut tx = conn.begin().await?;
-                let attempted = attempt(&mut tx, &appends, true, true).await?;
+                let attempted = attempt(
+                    &mut tx,
+                    &appends,
+                    InTransaction::FirstWrite,
+                    Returning::StoredEvents,
+                )
+                .await?;
                 if let Attempt::Appended(_, recorded) = &attempted {
                     self.apply_inline(&mut tx, recorded).await?;
                     tx.commit().await?;
@@ -323,7 +335,19 @@ impl EventStore {
         appends: &[StreamAppend],
     ) -> Result<Vec<AppendResult>, StoreError> {
         self.check_appends(appends)?;
-        match attempt(conn, &parts(appends), false, !self.inline.is_empty()).await? {
+        let returning = if self.inline.is_empty() {
+            Returning::Results
+        } else {
+            Returning::StoredEvents
+        };
+        match attempt(
+            conn,
+            &parts(appends),
+            InTransaction::AfterOtherWrites,
+            returning,
+        )
+        .await?
+        {
             Attempt::Appended(results, recorded) => {
                 self.apply_inline(conn, &recorded).await?;
                 Ok(results)

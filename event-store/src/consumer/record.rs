@@ -1,5 +1,6 @@
-//! How a failed batch is retried: in place while the database is unreachable, at once on
-//! fresh state after a race, otherwise split into single messages (and a single one settled).
+//! Recording a batch, and how a failed one is retried: in place while the database is
+//! unreachable, at once on fresh state after a race, otherwise split into single messages (and a
+//! single one settled).
 
 use std::time::Duration;
 
