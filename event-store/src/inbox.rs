@@ -147,9 +147,15 @@ pub(crate) fn bind_rows<'q>(
 /// ([`crate::consumer::Reaction::handle_recording`]): one that writes its effect in one
 /// statement may record them in that statement ([`crate::store::BatchSql`]) and save the
 /// consumer a round trip. Taken at most once; the consumer inserts them itself otherwise.
+///
+/// It also carries back whether a reaction appended events in the batch's transaction, so
+/// the consumer wakes the relay after the commit only then:
+/// [`crate::aggregate::BatchAppend::write`] says so itself; a reaction that appends another
+/// way calls [`Recording::appended`] (or its events wait for the relay's next poll).
 pub struct Recording<'a> {
     events: &'a [&'a ForeignEvent],
     taken: AtomicBool,
+    appended: AtomicBool,
 }
 
 impl<'a> Recording<'a> {
@@ -157,7 +163,18 @@ impl<'a> Recording<'a> {
         Recording {
             events,
             taken: AtomicBool::new(false),
+            appended: AtomicBool::new(false),
         }
+    }
+
+    /// Says that a reaction appended events in the batch's transaction.
+    pub fn appended(&self) {
+        self.appended.store(true, Ordering::Release);
+    }
+
+    /// Whether a reaction said it appended.
+    pub(crate) fn has_appended(&self) -> bool {
+        self.appended.load(Ordering::Acquire)
     }
 
     /// The rows, unless taken already: the taker must write them in the statement it runs

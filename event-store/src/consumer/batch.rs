@@ -134,12 +134,13 @@ impl From<sqlx::Error> for Failure {
     }
 }
 
-/// A committed batch: the plan it carried out, and for each conflicting event the id that
-/// holds its stream version.
+/// A committed batch: the plan it carried out, for each conflicting event the id that holds
+/// its stream version, and whether a reaction appended events ([`Recording::appended`]).
 #[derive(Debug)]
 pub(crate) struct Committed {
     pub plan: Plan,
     pub conflicts: HashMap<usize, Option<Uuid>>,
+    pub appended: bool,
 }
 
 /// Records a batch in one transaction and runs the handlers on the events that are next in
@@ -174,6 +175,7 @@ pub(crate) async fn record(
             conflicts.insert(i, holder);
         }
     }
+    let mut appended = false;
     if !plan.apply.is_empty() {
         let applying: Vec<&ForeignEvent> = plan.apply.iter().map(|&i| events[i]).collect();
         // A reaction that writes in one statement may record the inbox rows in it.
@@ -187,9 +189,14 @@ pub(crate) async fn record(
         if let Some(rows) = recording.take() {
             inbox::insert(&mut tx, rows).await?;
         }
+        appended = recording.has_appended();
     }
     tx.commit().await?;
-    Ok(Committed { plan, conflicts })
+    Ok(Committed {
+        plan,
+        conflicts,
+        appended,
+    })
 }
 
 #[cfg(test)]
@@ -283,5 +290,105 @@ mod tests {
         let plan = planned(&events, &[], &[("a", 1)]);
         assert_eq!(plan.apply, [2, 0]);
         assert_eq!(plan.verdicts[1], Verdict::Conflict);
+    }
+}
+
+/// [`record`] against a real database: whether the committed batch says a reaction appended,
+/// which is what wakes the relay after the commit.
+#[cfg(test)]
+mod recording_tests {
+    use futures::future::BoxFuture;
+    use sqlx::PgConnection;
+
+    use super::*;
+    use crate::consumer::BatchReaction;
+    use crate::store::BatchSql;
+    use crate::testing::TestDb;
+    use crate::{ExpectedVersion, Metadata, NewEvent, StreamAppend};
+
+    /// Appends one event per handled event, in the statement that may take the inbox rows.
+    struct Appends(EventStore);
+
+    impl BatchReaction for Appends {
+        const NAME: &'static str = "appends";
+
+        fn handle_batch<'a>(
+            &'a self,
+            tx: &'a mut PgConnection,
+            events: &'a [&'a ForeignEvent],
+            recording: Option<&'a Recording<'a>>,
+        ) -> BoxFuture<'a, Result<(), HandleError>> {
+            Box::pin(async move {
+                let appends: Vec<StreamAppend> = events
+                    .iter()
+                    .map(|e| StreamAppend {
+                        stream_id: format!("echo-{}", e.event_id.simple()),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![NewEvent::new("Echoed", serde_json::json!({}))],
+                    })
+                    .collect();
+                let sql = BatchSql::new(&[]);
+                self.0
+                    .append_batch(tx, &appends, &sql, &[], &[], recording)
+                    .await
+                    .map_err(|e| HandleError::from_store(e, "echoing"))?;
+                Ok(())
+            })
+        }
+    }
+
+    /// Writes nothing of its own (as a projection into a table of its own would not append).
+    struct Reads;
+
+    impl BatchReaction for Reads {
+        const NAME: &'static str = "reads";
+
+        fn handle_batch<'a>(
+            &'a self,
+            _tx: &'a mut PgConnection,
+            _events: &'a [&'a ForeignEvent],
+            _recording: Option<&'a Recording<'a>>,
+        ) -> BoxFuture<'a, Result<(), HandleError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn event(stream: &str) -> ForeignEvent {
+        ForeignEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "Happened".to_owned(),
+            stream_id: stream.to_owned(),
+            stream_version: 1,
+            source_position: 1,
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_says_it_appended_only_when_a_reaction_appended() {
+        let db = TestDb::new().await;
+        let store = db.store();
+        let appends: Vec<Arc<dyn Reaction>> =
+            vec![Arc::new(Reads), Arc::new(Appends(store.clone()))];
+        let reads: Vec<Arc<dyn Reaction>> = vec![Arc::new(Reads)];
+
+        let first = event("order-1");
+        let committed = record(&store, &appends, &[&first]).await.unwrap();
+        assert!(committed.appended, "the echo was appended");
+        let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(recorded, 1, "the inbox row went in the append's statement");
+
+        let second = event("order-2");
+        let committed = record(&store, &reads, &[&second]).await.unwrap();
+        assert!(!committed.appended, "nothing was appended");
+
+        // A duplicate is applied by no reaction, so nothing is appended either.
+        let committed = record(&store, &appends, &[&first]).await.unwrap();
+        assert!(!committed.appended, "a duplicate appends nothing");
     }
 }

@@ -103,7 +103,6 @@ impl Consumer {
         deliveries: &[Delivery],
         shutdown: &CancellationToken,
     ) -> Recorded {
-        let appends_before = self.store.appends_in_tx();
         let events: Vec<&ForeignEvent> = deliveries.iter().map(|d| &d.event).collect();
         let span = tracing::debug_span!("batch", messages = events.len());
         let mut backoff = Backoff::default();
@@ -114,7 +113,7 @@ impl Consumer {
                 .await
             {
                 Ok(committed) => {
-                    if self.store.appends_in_tx() != appends_before {
+                    if committed.appended {
                         // The handlers appended events: wake the relay.
                         self.store.notify_appended();
                     } else if !committed.plan.apply.is_empty() {

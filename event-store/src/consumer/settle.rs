@@ -52,7 +52,9 @@ impl Consumer {
         parking: &mut Parking<Delivery>,
         shutdown: &CancellationToken,
     ) -> HashMap<String, i64> {
-        let Committed { plan, conflicts } = committed;
+        let Committed {
+            plan, conflicts, ..
+        } = committed;
         let durable = &self.config.durable;
         let mut advanced = HashMap::new();
         for (i, delivery) in deliveries.into_iter().enumerate() {

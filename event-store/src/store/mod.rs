@@ -36,7 +36,6 @@ pub struct EventStore {
     pub(crate) wakeup: Arc<Wakeup>,
     /// Appends made through [`EventStore::append_in_tx`] by this process, so a caller can
     /// tell whether its transaction appended anything (and readers need waking).
-    appends_in_tx: Arc<std::sync::atomic::AtomicU64>,
     /// Projections updated in every appending transaction (see [`EventStore::with_inline`]).
     inline: Arc<[Arc<dyn Projection>]>,
 }
@@ -46,7 +45,6 @@ impl EventStore {
         EventStore {
             pool,
             wakeup: Arc::new(Wakeup::default()),
-            appends_in_tx: Arc::default(),
             inline: Arc::new([]),
         }
     }
@@ -241,8 +239,9 @@ impl EventStore {
     /// entry and its checkpoint atomically. The inline projections are applied on the same
     /// transaction. On failure the transaction may be aborted: the caller rolls back, reloads
     /// and decides again. Readers are woken once the caller commits and calls
-    /// [`EventStore::notify_appended`]. The appended-events counter counts them when the
-    /// statements succeed, before the caller commits.
+    /// [`EventStore::notify_appended`] (a reaction tells the consumer, which does:
+    /// [`Recording::appended`]). The appended-events metric counts them when the statement
+    /// succeeds, before the caller commits.
     pub async fn append_in_tx(
         &self,
         conn: &mut PgConnection,
@@ -250,8 +249,6 @@ impl EventStore {
     ) -> Result<Vec<AppendResult>, StoreError> {
         let results = self.append_uncounted(conn, appends).await?;
         count_appended(appends);
-        self.appends_in_tx
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(results)
     }
 
@@ -262,8 +259,9 @@ impl EventStore {
     /// wait for each other rather than deadlock. With the consumer's `recording`, the batch's
     /// inbox rows are written in the same statement. When the rows do not cover every inline
     /// projection of the store (by name), the append is [`EventStore::append_in_tx`]'s, its
-    /// inline projections folded by the store and the snapshots written after it. Failure as
-    /// for [`EventStore::append_in_tx`].
+    /// inline projections folded by the store and the snapshots written after it. Once it has
+    /// appended, it tells the `recording` ([`Recording::appended`]). Failure as for
+    /// [`EventStore::append_in_tx`].
     pub async fn append_batch(
         &self,
         conn: &mut PgConnection,
@@ -277,6 +275,9 @@ impl EventStore {
         if !covered {
             let results = self.append_in_tx(conn, appends).await?;
             crate::snapshot::save_batch(conn, snapshots).await?;
+            if let Some(recording) = recording {
+                recording.appended();
+            }
             return Ok(results);
         }
         self.check_appends(appends)?;
@@ -284,8 +285,9 @@ impl EventStore {
         match attempt_batch(conn, &parts(appends), sql, snapshots, inbox, rows).await? {
             Attempt::Appended(results, _) => {
                 count_appended(appends);
-                self.appends_in_tx
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(recording) = recording {
+                    recording.appended();
+                }
                 Ok(results)
             }
             Attempt::VersionMismatch | Attempt::UniqueViolation => {
@@ -319,14 +321,6 @@ impl EventStore {
             return Ok(StoreError::EventIdReused { event_id: reused });
         }
         self.first_conflict(appends).await
-    }
-
-    /// How many [`EventStore::append_in_tx`] calls of this process have succeeded so far: a
-    /// caller compares it before and after its transaction to know whether to wake readers.
-    /// (Another task's append in between only causes a wake-up too many.)
-    pub fn appends_in_tx(&self) -> u64 {
-        self.appends_in_tx
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn append_uncounted(
