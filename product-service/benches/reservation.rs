@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use event_store::consumer::{ForeignEvent, Reaction as _};
 use event_store::testing::TestDb;
+use event_store::wire::WireEvent as _;
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use product_service::domain::events::{
     Money, PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReleased,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use event_store::wire::DecodeError;
+use event_store::wire::{DecodeError, WireEvent as _};
 use order_service::domain as orders;
 use product_service::domain as products;
 use uuid::Uuid;

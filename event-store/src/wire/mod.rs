@@ -16,6 +16,7 @@
 //! dead-letter at once. A version it can never read is [`DecodeError::Unreadable`].
 //!
 //! ```
+//! use event_store::wire::WireEvent as _;
 //! use serde::{Deserialize, Serialize};
 //! use serde_json::{json, Value};
 //!

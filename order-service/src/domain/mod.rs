@@ -15,11 +15,13 @@ pub mod order;
 pub mod product_events;
 pub mod upcast;
 
+use event_store::wire::WireEvent;
+
 #[cfg(test)]
 mod tests;
 
 /// Every event type name this service writes.
-pub const EVENT_TYPES: &[&str] = events::OrderEvent::TYPES;
+pub const EVENT_TYPES: &[&str] = <events::OrderEvent as WireEvent>::TYPES;
 
 /// Every event type name of product-service that this service reads.
-pub const CONSUMED_EVENT_TYPES: &[&str] = product_events::ProductEvent::TYPES;
+pub const CONSUMED_EVENT_TYPES: &[&str] = <product_events::ProductEvent as WireEvent>::TYPES;

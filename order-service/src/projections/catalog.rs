@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
+use event_store::wire::WireEvent as _;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;

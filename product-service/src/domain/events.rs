@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use event_store::wire::DecodeError;
+use event_store::wire::{DecodeError, WireEvent};
 use event_store::wire_events;
 
 use super::upcast;

@@ -15,6 +15,8 @@ pub mod product;
 pub mod reservation;
 pub mod upcast;
 
+use event_store::wire::WireEvent;
+
 #[cfg(test)]
 mod tests;
 
@@ -31,4 +33,4 @@ pub const EVENT_TYPES: &[&str] = &[
 ];
 
 /// Every event type name of order-service that this service reads.
-pub const CONSUMED_EVENT_TYPES: &[&str] = order_events::OrderEvent::TYPES;
+pub const CONSUMED_EVENT_TYPES: &[&str] = <order_events::OrderEvent as WireEvent>::TYPES;

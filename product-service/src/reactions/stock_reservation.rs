@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use event_store::aggregate::{BatchAppend, BatchWriter};
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
 use event_store::read_model::InlineRow;
+use event_store::wire::WireEvent as _;
 use event_store::{EventStore, Metadata};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;

@@ -1,3 +1,4 @@
+use event_store::wire::WireEvent as _;
 use serde_json::json;
 use uuid::Uuid;
 
