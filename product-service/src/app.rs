@@ -2,8 +2,9 @@
 //!
 //! - inline: the `products` read model, written in the transaction of every append to a
 //!   product, whether a command or the saga appended;
+//! - a projector: `product_sales_daily`, kept from its own checkpoint;
 //! - the consumer of order-service's events: the stock reservation saga;
-//! - replay: `products` from the store (`crate::replay`);
+//! - replay: `products` and `product_sales_daily` from the store (`crate::replay`);
 //! - the HTTP routes of `crate::api`, and the AsyncAPI document they serve.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::domain::product::Product;
 use crate::projections::products::ProductsProjection;
+use crate::projections::sales::SalesProjection;
 use crate::reactions::StockReservation;
 use crate::replay;
 
@@ -45,7 +47,8 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 }
 
 /// Prepares the database, connects NATS (in the background: HTTP comes up and takes writes
-/// while NATS is down), starts the relay, the consumer and the notifier, and binds the HTTP
+/// while NATS is down), starts the projector, the relay, the consumer and the notifier, and
+/// binds the HTTP
 /// listener (`port 0` picks a free port).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let asyncapi = web::Data::new(api::asyncapi::document(&config)?);
@@ -56,6 +59,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     })
     .await?;
     let store = service.store().clone();
+    service.run_projectors(vec![Arc::new(SalesProjection)]);
     service.run_messaging(vec![Arc::new(StockReservation::new(store.clone()))]);
     let state = web::Data::new(AppState {
         pool: service.pool().clone(),

@@ -21,7 +21,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use event_store::consumer::{Consumer, ConsumerConfig, Reaction};
-use event_store::projection::Projection;
+use event_store::projection::{Projection, Projector};
 use event_store::repair::Gaps;
 use event_store::replay::{rebuild_if_missing, Rebuilds, Target};
 use event_store::retry::Backoff;
@@ -160,6 +160,17 @@ impl Service {
             .with_gaps(gaps);
             tasks.spawn("consumer", consumer.run(tasks.shutdown().clone()));
         });
+    }
+
+    /// Runs a [`Projector`] for each projection of the service's own events that is kept
+    /// from its own checkpoint rather than in the append's statement: one replica at a time
+    /// applies it (leadership keyed by the checkpoint), the others stand by.
+    pub fn run_projectors(&self, projections: Vec<Arc<dyn Projection>>) {
+        for projection in projections {
+            let projector = Projector::new(self.store.clone(), projection);
+            self.tasks
+                .spawn("projector", projector.run(self.tasks.shutdown().clone()));
+        }
     }
 
     /// Binds the configured address and serves the service's `routes` (its handlers and

@@ -16,6 +16,7 @@ pub mod events;
 pub mod openapi;
 pub mod products;
 pub mod request_id;
+pub mod sales;
 
 use actix_web::web;
 use event_store::aggregate::Commands;
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(products::routes)
         .configure(changes::routes)
         .configure(events::routes)
+        .configure(sales::routes)
         .configure(openapi::routes)
         .configure(asyncapi::routes);
 }

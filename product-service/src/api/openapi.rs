@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use service_kit::admin;
 
-use super::{changes, error, events, products, resource};
+use super::{changes, error, events, products, resource, sales};
 use service_kit::health;
 
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use service_kit::health;
         changes::change_price,
         changes::restock,
         events::history,
+        sales::daily,
         health::live,
         health::ready,
         admin::list_projections,
@@ -40,6 +41,7 @@ use service_kit::health;
         changes::ChangePrice,
         changes::Restock,
         events::StoredEvent,
+        crate::projections::sales::SalesDay,
         error::ErrorBody,
         health::Live,
         health::Ready,

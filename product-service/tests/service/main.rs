@@ -8,6 +8,7 @@ mod observability;
 mod products;
 mod replay;
 mod saga;
+mod sales;
 mod snapshots;
 mod support;
 mod versions;

@@ -170,7 +170,11 @@ async fn the_replay_command_lists_the_projections() {
 
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.trim(), "products\tevents -> products");
+    assert_eq!(
+        stdout.trim(),
+        "products\tevents -> products\n\
+         product_sales_daily\tevents -> product_sales_daily"
+    );
 }
 
 #[tokio::test]
