@@ -16,7 +16,7 @@
 //!   [`PARK_LIMIT`] are they handed back;
 //! - [`settle`]: ack, nak, keep-alive, and what becomes of each message once its batch
 //!   committed or failed; [`dead_letter`]: poison and conflicting events;
-//! - [`retry`]: the batch's transaction retried in place (unreachable database, a race);
+//! - [`record`]: the batch's transaction run, and retried in place (unreachable database, a race);
 //! - [`reaction`]: what a service plugs in ([`Reaction`], [`HandleError`]);
 //! - [`repair`]: holes and watermarks noticed, and the producer asked to send events again.
 //!
