@@ -38,7 +38,8 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies a page of events in position order, with the same result as `apply` on each
     /// in turn. A rebuild ([`crate::replay`]) hands over pages of hundreds of events, so a
     /// projection whose rows fold many events may override this with set-based SQL (one read
-    /// and one write per page instead of per event); the live projector keeps using `apply`.
+    /// and one write per page instead of per event); the live projector hands over each
+    /// batch it applies the same way.
     fn apply_batch<'a>(
         &'a self,
         tx: &'a mut PgConnection,
@@ -65,31 +66,33 @@ pub fn checkpoint_name(projection: &str) -> String {
 
 /// Applies the events of `batch` the checkpoint has not passed, and advances it, in one
 /// transaction. Returns the checkpoint afterwards.
+///
+/// The events go to [`Projection::apply_batch`] together, so a set-based projection writes
+/// once per batch. The commit does not wait for its WAL flush (`synchronous_commit = off`):
+/// the rows and the checkpoint commit together, so a batch a crash takes back is simply
+/// applied again from the checkpoint it did not advance.
 pub(crate) async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     name: &str,
     batch: &[RecordedEvent],
 ) -> anyhow::Result<i64> {
-    let mut tx = conn.begin().await.context("beginning a transaction")?;
+    let mut tx = conn
+        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+        .await
+        .context("beginning a transaction")?;
     let stored = checkpoint::lock(&mut tx, name)
         .await
         .context("locking the checkpoint")?;
-    let mut last = stored;
-    for event in batch.iter().filter(|e| e.position > stored) {
-        projection.apply(&mut tx, event).await.with_context(|| {
-            format!(
-                "applying event {} ({} {}@{})",
-                event.position, event.event_type, event.stream_id, event.stream_version
-            )
-        })?;
-        last = event.position;
-    }
-    if last > stored {
-        checkpoint::save(&mut *tx, name, last)
-            .await
-            .context("saving the checkpoint")?;
-    }
+    // The batch is in position order.
+    let fresh = &batch[batch.partition_point(|e| e.position <= stored)..];
+    let Some(last) = fresh.last().map(|e| e.position) else {
+        return Ok(stored);
+    };
+    projection.apply_batch(&mut tx, fresh).await?;
+    checkpoint::save(&mut *tx, name, last)
+        .await
+        .context("saving the checkpoint")?;
     tx.commit().await.context("committing")?;
     Ok(last)
 }
