@@ -19,8 +19,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 const MAX_DAYS: i64 = 366;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Days {
     /// How many of the most recent days with sales to answer (1 to 366; 30 if absent).
+    #[param(minimum = 1, maximum = 366)]
     pub days: Option<i64>,
 }
 
