@@ -3,18 +3,28 @@
 //! the already-recorded ids found in one query, every stream's recorded version in another,
 //! the events that are next in their stream handed to every handler at once, and all their
 //! inbox rows inserted in one statement. [`plan`] decides, without IO, what becomes of each
-//! event; [`record`] runs the transaction.
+//! event; [`record`] runs the transaction, and [`record_retrying`] runs it again while
+//! [`fate::retry_now`] says so.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{HandleError, Reaction};
+use super::fate::{self, Now};
+use super::{Delivery, HandleError, Reaction};
 use crate::envelope::ForeignEvent;
 use crate::inbox::{self, Recording};
+use crate::retry::Backoff;
 use crate::EventStore;
+
+/// Immediate retries of a batch whose reaction met a concurrent write, before the batch is
+/// split into single messages (and a single one is handed back).
+const CONFLICT_RETRIES: u32 = 8;
 
 /// What becomes of one event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +207,73 @@ pub(crate) async fn record(
         conflicts,
         appended,
     })
+}
+
+/// How recording a batch ended, after the retries in place.
+pub(super) enum Recorded {
+    Committed(Committed),
+    /// Rolled back by a handler's failure or the consumer's own SQL.
+    Failed(Failure),
+    /// Shut down while the database was unreachable: nothing was recorded.
+    Stopped,
+}
+
+/// Runs the batch's transaction, and runs it again while [`fate::retry_now`] says so: in place
+/// while the database is unreachable (keeping the messages from redelivery), at once after a
+/// race. After a commit, wakes the relay if a reaction appended events, and parked messages
+/// (here or at a replica) otherwise.
+pub(super) async fn record_retrying(
+    store: &EventStore,
+    handlers: &[Arc<dyn Reaction>],
+    deliveries: &[Delivery],
+    shutdown: &CancellationToken,
+) -> Recorded {
+    let events: Vec<&ForeignEvent> = deliveries.iter().map(|d| &d.event).collect();
+    let span = tracing::debug_span!("batch", messages = events.len());
+    let mut backoff = Backoff::default();
+    let mut races = 0;
+    loop {
+        let failure = match record(store, handlers, &events)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(committed) => {
+                if committed.appended {
+                    store.notify_appended();
+                } else if !committed.plan.apply.is_empty() {
+                    // Recorded only: a replica may hold the successors parked.
+                    store.wakeup.recorded();
+                }
+                return Recorded::Committed(committed);
+            }
+            Err(failure) => failure,
+        };
+        match fate::retry_now(&failure, races, CONFLICT_RETRIES) {
+            Some(Now::InPlace(error)) => {
+                tracing::warn!(error, "consumer cannot reach the database; retrying");
+                for delivery in deliveries {
+                    fate::in_progress(&delivery.message).await;
+                }
+                backoff.wait(shutdown).await;
+                if shutdown.is_cancelled() {
+                    return Recorded::Stopped;
+                }
+            }
+            Some(Now::FreshState(error)) => {
+                races += 1;
+                tracing::debug!(races, error, "a concurrent write; recording again");
+                // Short, growing and jittered, so two writers racing on one stream stop
+                // colliding in lockstep.
+                crate::retry::race_pause(
+                    races,
+                    Duration::from_micros(100),
+                    Duration::from_micros(500),
+                )
+                .await;
+            }
+            None => return Recorded::Failed(failure),
+        }
+    }
 }
 
 #[cfg(test)]

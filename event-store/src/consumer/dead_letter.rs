@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
-use super::{settle, ConsumerConfig};
+use super::{fate, ConsumerConfig};
 use crate::retry::Backoff;
 use crate::{envelope, metrics, validate, EventStore};
 
@@ -98,7 +98,7 @@ pub(crate) async fn dead_letter(
             Ok(done) if done.rows_affected() == 0 => {
                 tracing::info!("this event was dead-lettered before (sent again by a repair)");
                 metrics::consumed(&config.durable, "duplicate");
-                settle::ack(message).await;
+                fate::ack(message).await;
                 return;
             }
             Ok(_) => break,
@@ -129,7 +129,7 @@ pub(crate) async fn dead_letter(
     }
     metrics::dead_lettered(&config.durable, kind.as_str());
     metrics::consumed(&config.durable, "dead_lettered");
-    settle::ack(message).await;
+    fate::ack(message).await;
 }
 
 /// The most recent `limit` version conflicts dead-lettered (two different events claiming one

@@ -9,14 +9,14 @@
 //!
 //! - [`crate::envelope`]: the message contract, and decoding (a message that does not decode
 //!   is poison);
-//! - [`batch`]: what becomes of each event of a batch ([`batch::plan`], pure) and the batch's
-//!   transaction;
+//! - [`batch`]: the verdict on each event of a batch ([`batch::plan`], pure), the batch's
+//!   transaction, and its retries in place (unreachable database, a race);
+//! - [`fate`]: what becomes of each message once its batch committed or failed, decided in one
+//!   place (pure), and carried out in one place, [`Consumer::carry_out`];
 //! - [`parking`]: events that arrived before their stream's predecessor, held unacknowledged
 //!   and applied as soon as it is recorded, by this process or a replica; only after
 //!   [`PARK_LIMIT`] are they handed back;
-//! - [`settle`]: ack, nak, keep-alive, and what becomes of each message once its batch
-//!   committed or failed; [`dead_letter`]: poison and conflicting events;
-//! - [`record`]: the batch's transaction run, and retried in place (unreachable database, a race);
+//! - [`dead_letter`]: poison and conflicting events, recorded and published;
 //! - [`reaction`]: what a service plugs in ([`Reaction`], [`HandleError`]);
 //! - [`repair`]: holes and watermarks noticed, and the producer asked to send events again.
 //!
@@ -28,11 +28,10 @@
 
 mod batch;
 mod dead_letter;
+mod fate;
 mod parking;
 mod reaction;
-mod record;
 mod repair;
-mod settle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,9 +42,11 @@ use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use self::batch::{Committed, Recorded};
 use self::dead_letter::Kind;
+use self::fate::{Facts, Fate, Later, NAK_DELAY};
 use self::parking::Parking;
-use self::record::{describe, Recorded};
+use self::repair::Repairs;
 use crate::repair::{watermark_subject, Gaps, Watermark};
 use crate::retry::Backoff;
 use crate::{envelope, metrics, nats, EventStore};
@@ -90,9 +91,6 @@ const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// Consecutive errors from the message stream after which the consumer is recreated.
 const STREAM_ERRORS_BEFORE_RECREATE: u32 = 3;
-/// Immediate retries of a batch whose reaction met a concurrent write, before the batch is
-/// split into single messages (and a single one is nak'd).
-const CONFLICT_RETRIES: u32 = 8;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -119,10 +117,7 @@ pub struct Consumer {
     js: async_nats::jetstream::Context,
     config: ConsumerConfig,
     handlers: Vec<Arc<dyn Reaction>>,
-    /// Gaps noticed and not yet repaired (shared with readiness).
-    gaps: Gaps,
-    /// The producer's watermark position up to which everything is accounted for.
-    verified: std::sync::Mutex<i64>,
+    repairs: Repairs,
 }
 
 /// A decoded message on its way through the consumer.
@@ -143,6 +138,13 @@ impl Delivery {
     fn sequence(&self) -> u64 {
         self.message.info().map(|i| i.stream_sequence).unwrap_or(0)
     }
+
+    fn position(&self) -> fate::Event<'_> {
+        fate::Event {
+            stream: &self.event.stream_id,
+            version: self.event.stream_version,
+        }
+    }
 }
 
 impl Consumer {
@@ -152,19 +154,19 @@ impl Consumer {
         config: ConsumerConfig,
         handlers: Vec<Arc<dyn Reaction>>,
     ) -> Self {
+        let repairs = Repairs::new(js.clone(), store.pool().clone(), &config.subject_prefix);
         Consumer {
             store,
             js,
             config,
             handlers,
-            gaps: Gaps::default(),
-            verified: std::sync::Mutex::new(0),
+            repairs,
         }
     }
 
     /// Records gaps in `gaps`, a book the service's readiness reads too.
     pub fn with_gaps(mut self, gaps: Gaps) -> Self {
-        self.gaps = gaps;
+        self.repairs.gaps = gaps;
         self
     }
 
@@ -244,13 +246,13 @@ impl Consumer {
                         last_retry = Instant::now();
                         continue;
                     }
-                    _ = asks.tick(), if !self.gaps.is_empty() => {
-                        self.ask_for_gaps().await;
+                    _ = asks.tick(), if !self.repairs.gaps.is_empty() => {
+                        self.repairs.ask_for_gaps().await;
                         continue;
                     }
                     Some(message) = next_watermark(&mut watermarks) => {
                         match serde_json::from_slice::<Watermark>(&message.payload) {
-                            Ok(watermark) => self.check_watermark(watermark, &consumer).await,
+                            Ok(watermark) => self.repairs.check_watermark(watermark, &consumer).await,
                             Err(e) => tracing::debug!(error = %e, "not a watermark"),
                         }
                         continue;
@@ -386,7 +388,7 @@ impl Consumer {
         while !pending.is_empty() {
             let (started, messages) = (Instant::now(), pending.len());
             let advanced = self.record_and_settle(pending, parking, shutdown).await;
-            self.recorded(&advanced);
+            self.repairs.recorded(&advanced);
             metrics::batch_recorded(
                 &self.config.durable,
                 messages,
@@ -403,62 +405,202 @@ impl Consumer {
         }
     }
 
-    /// Records one batch and settles every message of it; a failed batch is run again one
-    /// message at a time. Returns the streams whose recorded version advanced, with it.
+    /// Records one batch and settles every message of it; a batch that rolled back is
+    /// recorded again one message at a time, so only the bad message meets its failure.
+    /// Returns the streams whose recorded version advanced, with it.
     async fn record_and_settle(
         &self,
         deliveries: Vec<Delivery>,
         parking: &mut Parking<Delivery>,
         shutdown: &CancellationToken,
     ) -> HashMap<String, i64> {
-        match self.record(&deliveries, shutdown).await {
-            Recorded::Committed(committed) => {
-                self.settle(deliveries, committed, parking, shutdown).await
-            }
-            Recorded::Stopped => {
-                for delivery in &deliveries {
-                    settle::nak(&delivery.message).await;
-                }
-                HashMap::new()
-            }
-            Recorded::Failed(failure) if deliveries.len() == 1 => {
-                if let Some(delivery) = deliveries.into_iter().next() {
-                    self.settle_failure(delivery, failure, shutdown).await;
-                }
-                HashMap::new()
-            }
-            Recorded::Failed(failure) => {
+        let store = &self.store;
+        match batch::record_retrying(store, &self.handlers, &deliveries, shutdown).await {
+            Recorded::Failed(failure) if deliveries.len() > 1 => {
                 tracing::info!(
                     messages = deliveries.len(),
-                    error = %describe(&failure),
+                    error = %fate::describe(&failure),
                     "batch rolled back; recording its messages one at a time"
                 );
                 let mut advanced = HashMap::new();
                 for delivery in deliveries {
                     let span = consume_span(&delivery.event);
-                    let single = match self.record(std::slice::from_ref(&delivery), shutdown).await
-                    {
-                        Recorded::Committed(committed) => {
-                            self.settle(vec![delivery], committed, parking, shutdown)
-                                .instrument(span)
-                                .await
-                        }
-                        Recorded::Stopped => {
-                            settle::nak(&delivery.message).await;
-                            HashMap::new()
-                        }
-                        Recorded::Failed(failure) => {
-                            self.settle_failure(delivery, failure, shutdown)
-                                .instrument(span)
-                                .await;
-                            HashMap::new()
-                        }
-                    };
-                    advanced.extend(single);
+                    let one = std::slice::from_ref(&delivery);
+                    let recorded = batch::record_retrying(store, &self.handlers, one, shutdown)
+                        .instrument(span.clone())
+                        .await;
+                    let settled = self.settle(vec![delivery], recorded, parking, shutdown);
+                    advanced.extend(settled.instrument(span).await);
                 }
                 advanced
             }
+            recorded => self.settle(deliveries, recorded, parking, shutdown).await,
         }
+    }
+
+    /// Decides each message's [`Fate`] from how its batch ended, and carries it out. Returns
+    /// the streams whose recorded version advanced, with it.
+    async fn settle(
+        &self,
+        deliveries: Vec<Delivery>,
+        recorded: Recorded,
+        parking: &mut Parking<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> HashMap<String, i64> {
+        let mut advanced = HashMap::new();
+        for (i, delivery) in deliveries.into_iter().enumerate() {
+            let facts = self.facts(&delivery, parking);
+            let fate = match &recorded {
+                Recorded::Committed(Committed {
+                    plan, conflicts, ..
+                }) => {
+                    let holder = conflicts.get(&i).copied().flatten();
+                    let fate =
+                        Fate::committed(plan.verdicts[i], holder, delivery.position(), facts);
+                    if fate == Fate::Applied {
+                        let stream = &delivery.event.stream_id;
+                        if let Some(version) = plan.recorded.get(stream) {
+                            advanced.insert(stream.clone(), *version);
+                        }
+                    }
+                    fate
+                }
+                Recorded::Failed(failure) => Fate::failed(failure, facts),
+                Recorded::Stopped => Fate::RetryLater {
+                    delay: NAK_DELAY,
+                    why: Later::ShuttingDown,
+                },
+            };
+            self.carry_out(delivery, fate, parking, shutdown).await;
+        }
+        advanced
+    }
+
+    /// What deciding a message's fate needs to know about the message.
+    fn facts(&self, delivery: &Delivery, parking: &Parking<Delivery>) -> Facts {
+        let delivered = delivery.delivered();
+        Facts {
+            delivered,
+            last_delivery: self.config.max_deliver > 0 && delivered >= self.config.max_deliver,
+            may_park: delivery.may_park && parking.has_room(),
+            newer_schema_delay: self.config.newer_schema_delay,
+        }
+    }
+
+    /// Carries out a message's fate: the one place a message is acknowledged, parked, handed
+    /// back or dead-lettered, and counted as such.
+    async fn carry_out(
+        &self,
+        delivery: Delivery,
+        fate: Fate,
+        parking: &mut Parking<Delivery>,
+        shutdown: &CancellationToken,
+    ) {
+        let durable = &self.config.durable;
+        let event = &delivery.event;
+        match fate {
+            Fate::Applied => {
+                metrics::consumed(durable, "applied");
+                fate::ack(&delivery.message).await;
+            }
+            Fate::Duplicate => {
+                metrics::consumed(durable, "duplicate");
+                fate::ack(&delivery.message).await;
+            }
+            Fate::Park { recorded } => {
+                self.repairs.hole(&event.stream_id, recorded + 1);
+                tracing::debug!(recorded, "predecessor not recorded yet; parked");
+                metrics::consumed(durable, "parked");
+                let since = delivery.parked_at.unwrap_or_else(Instant::now);
+                let (stream, version) = (event.stream_id.clone(), event.stream_version);
+                parking.park(&stream, version, delivery.sequence(), delivery, since);
+            }
+            Fate::RetryLater { delay, why } => {
+                let delivered = delivery.delivered();
+                match &why {
+                    Later::Early { recorded } => {
+                        self.repairs.hole(&event.stream_id, recorded + 1);
+                        tracing::debug!(
+                            recorded,
+                            "predecessor not recorded yet; redelivering later"
+                        );
+                    }
+                    Later::Failed(error) => {
+                        tracing::warn!(delivered, error, "handling failed; redelivering later");
+                    }
+                    // A rolling upgrade: the other service already writes a version this one
+                    // does not read. Held for as long as its deliveries last, slowly, and
+                    // alerted on.
+                    Later::NewerSchema(error) => tracing::warn!(
+                        delivered,
+                        error,
+                        "an event is newer than this service reads; upgrade it. Redelivering later"
+                    ),
+                    Later::ShuttingDown => {}
+                }
+                if let Some(outcome) = why.outcome() {
+                    metrics::consumed(durable, outcome);
+                }
+                fate::nak_after(&delivery.message, delay).await;
+            }
+            Fate::DeadLetter { kind, error } => {
+                self.dead_letter(&delivery.message, kind, &error, shutdown)
+                    .await;
+                if kind == Kind::OutOfOrder {
+                    // Nothing waits for the hole's predecessor any more.
+                    self.repairs.hole_abandoned(&event.stream_id);
+                }
+            }
+            Fate::Conflict { holder } => {
+                let (stream, version) = (&event.stream_id, event.stream_version);
+                let producer = self
+                    .repairs
+                    .which(stream, version, holder, event.event_id)
+                    .await;
+                let holder =
+                    holder.map_or_else(|| "another event".to_owned(), |id| format!("event {id}"));
+                let error = format!(
+                    "version {version} of {stream} is already recorded as {holder}; this message \
+                     carries event {}; {producer}",
+                    event.event_id
+                );
+                self.dead_letter(&delivery.message, Kind::VersionConflict, &error, shutdown)
+                    .await;
+            }
+        }
+    }
+
+    /// Hands back messages parked too long, retries the head of every parked stream (another
+    /// replica may have recorded its predecessor), and keeps the rest from being redelivered.
+    async fn retry_parked(&self, parking: &mut Parking<Delivery>, shutdown: &CancellationToken) {
+        let now = Instant::now();
+        let expired = parking.take_expired(now, PARK_LIMIT);
+        let heads = parking.take_heads();
+        for item in parking.keep_alive(now, ACK_WAIT / 3) {
+            fate::in_progress(&item.message).await;
+        }
+        let expired = expired.into_iter().map(|p| Delivery {
+            parked_at: Some(p.parked_at),
+            may_park: false,
+            ..p.item
+        });
+        let heads = heads.into_iter().map(|p| Delivery {
+            parked_at: Some(p.parked_at),
+            ..p.item
+        });
+        self.apply(expired.chain(heads).collect(), parking, shutdown)
+            .await;
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        kind: Kind,
+        error: &str,
+        shutdown: &CancellationToken,
+    ) {
+        let (store, js, config) = (&self.store, &self.js, &self.config);
+        dead_letter::dead_letter(store, js, config, message, kind, error, shutdown).await;
     }
 }
 

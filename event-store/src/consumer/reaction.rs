@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use tracing::Instrument;
 
-use super::record::{is_race, sqlstate};
+use super::fate::{is_race, sqlstate};
 use crate::aggregate::LoadError;
 use crate::envelope::ForeignEvent;
 use crate::inbox::Recording;

@@ -3,12 +3,12 @@
 //! accounts for, and asking which of two events claiming one stream version is real.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
 
-use super::Consumer;
-use crate::repair::gaps::{hole_key, WATERMARK_KEY};
+use crate::repair::gaps::{hole_key, Gaps, WATERMARK_KEY};
 use crate::repair::responder::WHICH_TIMEOUT;
 use crate::repair::{self, Reply, Request, Watermark};
 
@@ -16,7 +16,33 @@ use crate::repair::{self, Reply, Request, Watermark};
 /// it: long enough for ordinary reordering (a redelivery, a replica's batch) to resolve itself.
 const HOLE_GRACE: Duration = Duration::from_secs(1);
 
-impl Consumer {
+/// What the consumer knows of gaps in what it received, and how it asks for them.
+pub(super) struct Repairs {
+    js: async_nats::jetstream::Context,
+    pool: sqlx::PgPool,
+    /// The producer's subjects (`<prefix>.>`); repairs are asked for under it.
+    subject_prefix: String,
+    /// Gaps noticed and not yet repaired (shared with readiness).
+    pub gaps: Gaps,
+    /// The producer's watermark position up to which everything is accounted for.
+    verified: Mutex<i64>,
+}
+
+impl Repairs {
+    pub fn new(
+        js: async_nats::jetstream::Context,
+        pool: sqlx::PgPool,
+        subject_prefix: &str,
+    ) -> Self {
+        Repairs {
+            js,
+            pool,
+            subject_prefix: subject_prefix.to_owned(),
+            gaps: Gaps::default(),
+            verified: Mutex::new(0),
+        }
+    }
+
     /// `stream` has an event waiting whose predecessor, `missing_from`, is not recorded.
     pub(super) fn hole(&self, stream: &str, missing_from: i64) {
         let ask = Request::Stream {
@@ -51,7 +77,7 @@ impl Consumer {
     /// Sends the requests for gaps due now. Fire and forget: the answer is the events
     /// arriving, and a gap still open is asked for again later.
     pub(super) async fn ask_for_gaps(&self) {
-        let subject = repair::repair_subject(&self.config.subject_prefix);
+        let subject = repair::repair_subject(&self.subject_prefix);
         for request in self.gaps.due(Instant::now()) {
             let kind = match &request {
                 Request::Stream { .. } => "stream",
@@ -84,7 +110,7 @@ impl Consumer {
                        AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.event_id = d.event_id))",
         )
         .bind(watermark.position)
-        .fetch_one(self.store.pool())
+        .fetch_one(&self.pool)
         .await;
         let accounted = match accounted {
             Ok(n) => n,
@@ -139,7 +165,7 @@ impl Consumer {
             version,
         };
         repair::metrics::requested("which");
-        let subject = repair::repair_subject(&self.config.subject_prefix);
+        let subject = repair::repair_subject(&self.subject_prefix);
         let body = serde_json::to_vec(&request).unwrap_or_default();
         let client = self.js.client();
         let asked = client.request(subject, body.into());
