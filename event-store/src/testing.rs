@@ -210,6 +210,76 @@ pub async fn publish_stored(
     }
 }
 
+/// How long a test waits for something asynchronous (a consumer, a projector, the relay)
+/// before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `check` every 50 ms until it yields a value; fails the test after [`PATIENCE`],
+/// saying it gave up waiting for `what`.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what} after {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `event` as `service`'s relay sends it (the CloudEvents envelope, without the old headers),
+/// with a `Nats-Msg-Id`: the headers and body a test publishes to play the other service.
+pub fn as_relayed(
+    service: &str,
+    event: &crate::RecordedEvent,
+) -> (async_nats::HeaderMap, bytes::Bytes) {
+    let producer = crate::envelope::Producer {
+        service: service.to_owned(),
+        legacy_headers: false,
+    };
+    let (mut headers, body) = crate::envelope::encode(&producer, event, None).expect("encoding");
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        event.event_id.to_string().as_str(),
+    );
+    (headers, body)
+}
+
+/// Deletes `streams` from the NATS server at `url`, so a test leaves nothing behind. Blocking
+/// (a test app's `Drop` calls it); a server that does not answer within seconds is left alone.
+pub fn delete_streams(url: &str, streams: Vec<String>) {
+    let url = url.to_owned();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let connect = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(1))
+                .connect(url);
+            let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await else {
+                return;
+            };
+            let js = async_nats::jetstream::new(client);
+            for stream in streams {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream)).await;
+            }
+        });
+    })
+    .join();
+}
+
 /// A nats-server of a test's own, on a free port with its own store directory, killed on drop.
 /// The binary is `NATS_SERVER_BIN`, by default `nats-server` on the PATH.
 pub struct NatsServer {

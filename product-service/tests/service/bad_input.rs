@@ -405,7 +405,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_never_a_5xx() {
 
     let mut failures = Vec::new();
     for c in &cases {
-        let mut request = app.client.request(c.method.clone(), app.url(&c.path));
+        let mut request = app.http.request(c.method.clone(), app.url(&c.path));
         if let Some(body) = &c.body {
             request = request
                 .header("Content-Type", c.content_type)
@@ -437,7 +437,7 @@ async fn a_whole_number_written_with_a_fraction_or_exponent_is_an_integer() {
     // JSON Schema, which the OpenAPI document uses, counts 250.0 as the integer 250.
     let app = TestApp::spawn().await;
     let response = app
-        .client
+        .http
         .post(app.url("/products"))
         .header("Content-Type", "application/json")
         .body(r#"{"name":"Whole","price_cents":250.0,"stock":1e1}"#)
@@ -459,7 +459,7 @@ async fn a_method_a_resource_does_not_take_gets_405_naming_the_ones_it_does() {
         (Method::TRACE, "/openapi.json", "GET"),
     ] {
         let response = app
-            .client
+            .http
             .request(method.clone(), app.url(path))
             .send()
             .await

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::support::{order_key, order_placed, TestApp};
 
 async fn post_keyed(app: &TestApp, path: &str, key: &str, body: &Value) -> Response {
-    app.client
+    app.http
         .post(app.url(path))
         .header("Idempotency-Key", key)
         .json(body)

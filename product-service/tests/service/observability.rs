@@ -1,32 +1,12 @@
 //! `/metrics`, and readiness that fails while a reader is stuck.
 
 use service_kit::prometheus::sample;
-use std::future::Future;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::support::{order_placed, TestApp};
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Polls `check` until it returns something, for at most `PATIENCE`.
-async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::support::{eventually, order_placed, TestApp};
 
 async fn scrape(app: &TestApp) -> String {
     let response = app.get("/metrics").await;
@@ -38,7 +18,7 @@ async fn scrape(app: &TestApp) -> String {
 async fn metrics_count_appends_time_requests_by_route_and_show_the_readers_caught_up() {
     let app = TestApp::spawn().await;
     let created = app.create_product("Kettle", 4000, 5).await;
-    app.post_json(
+    app.post(
         &format!("/products/{}/restock", created.id),
         &json!({ "quantity": 3 }),
     )
@@ -164,7 +144,7 @@ async fn a_second_event_claiming_a_recorded_version_is_dead_lettered_counted_and
     let placed = order_placed(order_id, &[(product.id, 1)]);
     app.publish_order_event(order_id, 1, "OrderPlaced", &placed)
         .await;
-    app.wait_for_product(product.id, PATIENCE, |p| p.stock_reserved == 1)
+    app.wait_for_product(product.id, |p| p.stock_reserved == 1)
         .await;
 
     // Another event at version 1 of the same stream: a forged message, or order-service

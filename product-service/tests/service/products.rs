@@ -11,7 +11,7 @@ async fn a_created_product_answers_201_with_its_state_location_and_version_1() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .post_json(
+        .post(
             "/products",
             &json!({ "name": "  Espresso cup ", "price_cents": 1250, "stock": 10 }),
         )
@@ -39,7 +39,7 @@ async fn a_created_product_answers_201_with_its_state_location_and_version_1() {
 async fn a_product_keeps_the_currency_it_was_created_in_through_price_changes() {
     let app = TestApp::spawn().await;
     let body = json!({ "name": "Moka pot", "price_cents": 3900, "currency": "EUR", "stock": 2 });
-    let response = app.post_json("/products", &body).await;
+    let response = app.post("/products", &body).await;
     assert_eq!(response.status(), 201);
     let created: Product = response.json().await.expect("a product body");
     assert_eq!(
@@ -48,7 +48,7 @@ async fn a_product_keeps_the_currency_it_was_created_in_through_price_changes() 
     );
 
     let path = format!("/products/{}/price", created.id);
-    let response = app.post_json(&path, &json!({ "price_cents": 3500 })).await;
+    let response = app.post(&path, &json!({ "price_cents": 3500 })).await;
     assert_eq!(response.status(), 200);
     let read = app.product(created.id, 2).await;
     assert_eq!((read.price_cents, read.currency.as_str()), (3500, "EUR"));
@@ -101,7 +101,7 @@ async fn changing_the_price_answers_with_the_new_price_and_version() {
     let created = app.create_product("Mug", 900, 3).await;
 
     let response = app
-        .post_json(
+        .post(
             &format!("/products/{}/price", created.id),
             &json!({ "price_cents": 1100 }),
         )
@@ -120,7 +120,7 @@ async fn setting_the_current_price_again_changes_nothing() {
     let created = app.create_product("Mug", 900, 3).await;
 
     let response = app
-        .post_json(
+        .post(
             &format!("/products/{}/price", created.id),
             &json!({ "price_cents": 900 }),
         )
@@ -137,7 +137,7 @@ async fn restocking_adds_to_the_available_stock() {
     let created = app.create_product("Saucer", 400, 2).await;
 
     let response = app
-        .post_json(
+        .post(
             &format!("/products/{}/restock", created.id),
             &json!({ "quantity": 5 }),
         )
@@ -155,7 +155,7 @@ async fn the_history_lists_every_event_with_its_request_id_as_correlation() {
     let app = TestApp::spawn().await;
     let created = app.create_product("Kettle", 5000, 1).await;
     let response = app
-        .client
+        .http
         .post(app.url(&format!("/products/{}/restock", created.id)))
         .header("X-Request-Id", "req-42")
         .json(&json!({ "quantity": 2 }))
@@ -247,7 +247,7 @@ async fn concurrent_restocks_each_count_exactly_once_or_answer_409() {
     let path = format!("/products/{}/restock", created.id);
     let body = json!({ "quantity": 1 });
 
-    let responses = futures::future::join_all((0..10).map(|_| app.post_json(&path, &body))).await;
+    let responses = futures::future::join_all((0..10).map(|_| app.post(&path, &body))).await;
 
     let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
     assert!(

@@ -15,9 +15,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{order_placed, TestApp};
+use crate::support::{order_placed, TestApp, PATIENCE};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const TOKEN: &str = "test-admin-token";
 
 /// Every row of `products`, every column, in id order.
@@ -43,7 +42,7 @@ async fn rebuild(app: &TestApp) -> Report {
 }
 
 async fn post_ok(app: &TestApp, path: &str, body: Value) -> Product {
-    let response = app.post_json(path, &body).await;
+    let response = app.post(path, &body).await;
     assert_eq!(response.status(), 200, "POST {path}");
     response.json().await.expect("a product")
 }
@@ -77,10 +76,8 @@ async fn scripted_history(app: &TestApp) -> [Uuid; 3] {
         app.publish_order_event(order, 1, "OrderPlaced", &order_placed(order, &lines))
             .await;
     }
-    app.wait_for_product(cup, PATIENCE, |p| p.stock_reserved == 5)
-        .await;
-    app.wait_for_product(tray, PATIENCE, |p| p.stock_reserved == 1)
-        .await;
+    app.wait_for_product(cup, |p| p.stock_reserved == 5).await;
+    app.wait_for_product(tray, |p| p.stock_reserved == 1).await;
     app.publish_order_event(
         cancelled,
         2,
@@ -88,12 +85,9 @@ async fn scripted_history(app: &TestApp) -> [Uuid; 3] {
         &json!({ "order_id": cancelled }),
     )
     .await;
-    let cup_now = app
-        .wait_for_product(cup, PATIENCE, |p| p.version == 5)
-        .await;
+    let cup_now = app.wait_for_product(cup, |p| p.version == 5).await;
     assert_eq!((cup_now.stock_available, cup_now.stock_reserved), (7, 3));
-    app.wait_for_product(tray, PATIENCE, |p| p.version == 4)
-        .await;
+    app.wait_for_product(tray, |p| p.version == 4).await;
     [cup, pot, tray]
 }
 
@@ -250,7 +244,7 @@ async fn reads_and_writes_go_on_during_rebuilds_and_the_result_equals_a_replay_f
         "{} of {reads} reads failed: {failures:?}",
         failures.len()
     );
-    app.wait_for_product(cup, PATIENCE, |p| p.stock_reserved == orders)
+    app.wait_for_product(cup, |p| p.stock_reserved == orders)
         .await;
     let live = dump(&app).await;
     rebuild(&app).await;
@@ -284,7 +278,7 @@ async fn admin_routes_need_the_bearer_token_and_report_checkpoint_lag_and_rebuil
 
     let anonymous = app.get("/admin/projections").await;
     let wrong = app
-        .client
+        .http
         .get(app.url("/admin/projections"))
         .bearer_auth("not-the-token")
         .send()
@@ -369,7 +363,7 @@ async fn a_rebuild_already_running_anywhere_is_refused_with_409() {
 }
 
 async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
-    app.client
+    app.http
         .get(app.url(path))
         .bearer_auth(TOKEN)
         .send()
@@ -378,7 +372,7 @@ async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
 }
 
 async fn admin_post(app: &TestApp, path: &str) -> reqwest::Response {
-    app.client
+    app.http
         .post(app.url(path))
         .bearer_auth(TOKEN)
         .send()

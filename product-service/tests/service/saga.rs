@@ -6,9 +6,7 @@ use product_service::reactions::StockReservation;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::support::{order_placed, TestApp};
-
-const SAGA_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::support::{order_placed, TestApp, PATIENCE};
 
 #[tokio::test]
 async fn an_order_placed_reserves_its_stock_and_its_cancellation_releases_it() {
@@ -24,9 +22,7 @@ async fn an_order_placed_reserves_its_stock_and_its_cancellation_releases_it() {
     )
     .await;
 
-    let reserved = app
-        .wait_for_product(product.id, SAGA_TIMEOUT, |p| p.version >= 2)
-        .await;
+    let reserved = app.wait_for_product(product.id, |p| p.version >= 2).await;
     assert_eq!((reserved.stock_available, reserved.stock_reserved), (3, 2));
     let reservation = format!("reservation-{order_id}");
     assert_eq!(
@@ -56,9 +52,7 @@ async fn an_order_placed_reserves_its_stock_and_its_cancellation_releases_it() {
     )
     .await;
 
-    let released = app
-        .wait_for_product(product.id, SAGA_TIMEOUT, |p| p.version >= 3)
-        .await;
+    let released = app.wait_for_product(product.id, |p| p.version >= 3).await;
     assert_eq!((released.stock_available, released.stock_reserved), (5, 0));
     assert_eq!(
         app.event_types(&reservation).await,
@@ -115,9 +109,7 @@ async fn the_same_order_delivered_twice_reserves_once() {
     .await;
     wait_for_reservation(&app, marker).await;
 
-    let product = app
-        .wait_for_product(product.id, SAGA_TIMEOUT, |p| p.version >= 3)
-        .await;
+    let product = app.wait_for_product(product.id, |p| p.version >= 3).await;
     assert_eq!((product.stock_available, product.stock_reserved), (2, 3));
     assert_eq!(
         app.event_types(&format!("reservation-{order_id}")).await,
@@ -152,7 +144,7 @@ async fn a_malformed_order_event_is_dead_lettered_and_does_not_stop_the_saga() {
     )
     .await;
 
-    let dead = tokio::time::timeout(SAGA_TIMEOUT, dead_letters.next())
+    let dead = tokio::time::timeout(PATIENCE, dead_letters.next())
         .await
         .expect("a dead letter in time")
         .expect("a message");
@@ -225,7 +217,7 @@ async fn racing_orders_never_take_more_than_the_stock() {
 /// Waits for the first event of the order's reservation stream.
 async fn wait_for_reservation(app: &TestApp, order_id: Uuid) -> event_store::RecordedEvent {
     let stream = format!("reservation-{order_id}");
-    let deadline = tokio::time::Instant::now() + SAGA_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let events = app.db.store().read_stream(&stream, 1).await.expect("read");
         if let Some(first) = events.into_iter().next() {

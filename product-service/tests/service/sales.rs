@@ -3,33 +3,25 @@
 //! and a rebuild from the store gives the rows the projector wrote.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use chrono::Utc;
 use event_store::replay::{self, Options};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{order_placed, TestApp};
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::support::{eventually, order_placed, TestApp};
 
 /// Polls `GET /products/{id}/sales` until `done` holds for its answer.
 async fn sales_until(app: &TestApp, id: Uuid, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let response = app.get(&format!("/products/{id}/sales")).await;
+    let path = format!("/products/{id}/sales");
+    eventually("the sales to reach the expected figures", || async {
+        let response = app.get(&path).await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
-        if done(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "sales never reached it: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        done(&body).then_some(body)
+    })
+    .await
 }
 
 /// Every row of `product_sales_daily`, in key order.

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use event_store::envelope::{self, Producer};
 use event_store::testing::{self, TestDb};
+pub use event_store::testing::{eventually, PATIENCE};
 use event_store::{Metadata, RecordedEvent};
 use product_service::api::products::Product;
-use product_service::config::{AdminToken, Common};
+use product_service::config::{AdminToken, Common, EventNames};
 use product_service::Config;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -16,12 +16,14 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub address: String,
-    pub client: reqwest::Client,
-    pub db: TestDb,
-    pub namespace: String,
+    pub http: reqwest::Client,
     pub js: jetstream::Context,
     pub nats: async_nats::Client,
+    pub names: EventNames,
+    pub namespace: String,
     shutdown: CancellationToken,
+    // Dropped last: the app's connections go with it.
+    pub db: TestDb,
 }
 
 impl TestApp {
@@ -49,6 +51,7 @@ impl TestApp {
             ..Config::defaults()
         };
         adjust(&mut config);
+        let names = config.nats_names();
         let app = product_service::build(config)
             .await
             .expect("the app starts");
@@ -59,15 +62,16 @@ impl TestApp {
         let js = jetstream::new(nats.clone());
         TestApp {
             address,
-            client: reqwest::Client::builder()
+            http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("a client"),
-            db,
-            namespace,
             js,
             nats,
+            names,
+            namespace,
             shutdown,
+            db,
         }
     }
 
@@ -76,15 +80,15 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
+        self.http
             .get(self.url(path))
             .send()
             .await
             .expect("request sent")
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
             .post(self.url(path))
             .json(body)
             .send()
@@ -95,7 +99,7 @@ impl TestApp {
     /// Creates a product through the API and returns the 201 body.
     pub async fn create_product(&self, name: &str, price_cents: i64, stock: i64) -> Product {
         let response = self
-            .post_json(
+            .post(
                 "/products",
                 &json!({ "name": name, "price_cents": price_cents, "stock": stock }),
             )
@@ -117,32 +121,21 @@ impl TestApp {
         response.json().await.expect("a product body")
     }
 
-    /// Polls the read model until `done` holds for the product, for at most `timeout`.
-    pub async fn wait_for_product(
-        &self,
-        id: Uuid,
-        timeout: Duration,
-        done: impl Fn(&Product) -> bool,
-    ) -> Product {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let response = self.get(&format!("/products/{id}")).await;
-            if response.status() == 200 {
-                let product: Product = response.json().await.expect("a product body");
-                if done(&product) {
-                    return product;
+    /// Polls the read model until `done` holds for the product.
+    pub async fn wait_for_product(&self, id: Uuid, done: impl Fn(&Product) -> bool) -> Product {
+        let path = format!("/products/{id}");
+        eventually(
+            &format!("product {id} to reach the expected state"),
+            || async {
+                let response = self.get(&path).await;
+                if response.status() != 200 {
+                    return None;
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "product never reached the expected state; last seen {product:?}"
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "product never appeared"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                let product: Product = response.json().await.expect("a product body");
+                done(&product).then_some(product)
+            },
+        )
+        .await
     }
 
     /// The types of the events in `stream_id`, straight from the store.
@@ -236,9 +229,8 @@ impl TestApp {
         schema_version: i32,
         payload: &Value,
     ) -> (String, async_nats::HeaderMap, bytes::Bytes) {
-        let stream = format!("{}_order_events", self.namespace);
-        let prefix = format!("{}.order.events", self.namespace);
-        event_store::nats::ensure_stream(&self.js, &stream, &prefix)
+        let (stream, prefix) = (&self.names.other_stream, &self.names.other_subjects);
+        event_store::nats::ensure_stream(&self.js, stream, prefix)
             .await
             .expect("the order events stream exists");
         let stream_id = format!("order-{order_id}");
@@ -260,16 +252,7 @@ impl TestApp {
             },
             recorded_at: chrono::Utc::now(),
         };
-        // As order-service's relay encodes it, with the old headers off.
-        let producer = Producer {
-            service: "order-service".to_owned(),
-            legacy_headers: false,
-        };
-        let (mut headers, body) = envelope::encode(&producer, &event, None).expect("encoding");
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            event_id.to_string().as_str(),
-        );
+        let (headers, body) = testing::as_relayed("order-service", &event);
         (format!("{prefix}.{stream_id}.{event_type}"), headers, body)
     }
 }
@@ -277,26 +260,11 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        // Leave nothing behind on the shared NATS server.
-        let namespace = self.namespace.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let Ok(client) = async_nats::connect(testing::nats_url()).await else {
-                    return;
-                };
-                let js = jetstream::new(client);
-                for stream in ["product_events", "order_events"] {
-                    let _ = js.delete_stream(format!("{namespace}_{stream}")).await;
-                }
-            });
-        })
-        .join();
+        let streams = vec![
+            self.names.own_stream.clone(),
+            self.names.other_stream.clone(),
+        ];
+        testing::delete_streams(&testing::nats_url(), streams);
     }
 }
 

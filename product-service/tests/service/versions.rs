@@ -2,14 +2,10 @@
 //! order-service: `OrderPlaced` version 1 (`unit_price_cents`, `total_cents`) and version 2
 //! (`Money`) reserve stock alike, in the order they were written.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::support::TestApp;
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::support::{eventually, TestApp};
 
 fn placed_v1(order_id: Uuid, lines: &[(Uuid, i64)]) -> Value {
     let lines: Vec<Value> = lines
@@ -66,19 +62,11 @@ async fn reservation(
     count: usize,
 ) -> Vec<event_store::RecordedEvent> {
     let stream = format!("reservation-{order_id}");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually(&format!("{stream} to hold {count} events"), || async {
         let events = app.db.store().read_stream(&stream, 1).await.expect("read");
-        if events.len() >= count {
-            return events;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{stream} has {} events, not {count}",
-            events.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (events.len() >= count).then_some(events)
+    })
+    .await
 }
 
 fn types(events: &[event_store::RecordedEvent]) -> Vec<&str> {
@@ -131,12 +119,8 @@ async fn orders_placed_at_versions_1_and_2_interleaved_reserve_stock_in_the_orde
         (json!(5), json!(2))
     );
 
-    let beans_now = app
-        .wait_for_product(beans, PATIENCE, |p| p.version >= 5)
-        .await;
-    let grinder_now = app
-        .wait_for_product(grinder, PATIENCE, |p| p.version >= 4)
-        .await;
+    let beans_now = app.wait_for_product(beans, |p| p.version >= 5).await;
+    let grinder_now = app.wait_for_product(grinder, |p| p.version >= 4).await;
     assert_eq!(
         (beans_now.stock_available, beans_now.stock_reserved),
         (6, 4)
@@ -206,7 +190,7 @@ async fn a_command_on_a_stream_holding_a_newer_version_it_cannot_read_is_503() {
         .expect("appended");
 
     let path = format!("/products/{}/restock", created.id);
-    let response = app.post_json(&path, &json!({ "quantity": 1 })).await;
+    let response = app.post(&path, &json!({ "quantity": 1 })).await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.expect("a JSON error");
     assert_eq!(body["error"], "unavailable");

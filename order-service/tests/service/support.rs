@@ -1,13 +1,11 @@
 //! `TestApp`: order-service on a free port with a database of its own and a unique NATS
 //! namespace, plus typed helpers to play product-service's part by publishing its events.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use async_nats::jetstream;
-use event_store::envelope::{self, Producer};
 use event_store::testing::{self, TestDb};
+pub use event_store::testing::{eventually, PATIENCE};
 use event_store::{EventStore, Metadata, RecordedEvent};
 use order_service::config::{AdminToken, Common, EventNames};
 use order_service::Config;
@@ -16,9 +14,6 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// How long a test waits for something asynchronous (consumer, projector, relay).
-pub const PATIENCE: Duration = Duration::from_secs(15);
 
 pub struct TestApp {
     pub address: String,
@@ -181,18 +176,9 @@ impl TestApp {
             },
             recorded_at: chrono::Utc::now(),
         };
-        // As product-service's relay encodes it, with the old headers off.
-        let producer = Producer {
-            service: "product-service".to_owned(),
-            legacy_headers: false,
-        };
-        let (mut h, payload) = envelope::encode(&producer, &event, None).expect("encoding");
-        h.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            event_id.to_string().as_str(),
-        );
+        let (headers, body) = testing::as_relayed("product-service", &event);
         let subject = format!("{}.{stream_id}.{event_type}", self.names.other_subjects);
-        testing::publish_stored(&self.js, subject, h, payload).await;
+        testing::publish_stored(&self.js, subject, headers, body).await;
         event_id
     }
 
@@ -214,7 +200,7 @@ impl TestApp {
     /// The catalogue entry once it has reached `version`.
     pub async fn catalogue_entry(&self, product_id: Uuid, version: i64) -> Value {
         let path = format!("/catalog/products/{product_id}?min_version={version}");
-        eventually(|| async {
+        eventually("the catalogue entry", || async {
             let response = self.get(&path).await;
             let fresh = response.status() == StatusCode::OK && !is_stale(&response);
             fresh.then_some(response)
@@ -228,7 +214,7 @@ impl TestApp {
     /// The order from the read model once `ready` holds for it.
     pub async fn order_when(&self, order_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/orders/{order_id}");
-        eventually(|| async {
+        eventually("the order", || async {
             let response = self.get(&path).await;
             if response.status() != StatusCode::OK {
                 return None;
@@ -273,31 +259,11 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        // Remove the namespace's JetStream streams so test runs leave nothing behind.
-        let (url, names) = (self.nats_url.clone(), self.names.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let connect = async_nats::ConnectOptions::new()
-                    .connection_timeout(Duration::from_secs(1))
-                    .connect(url);
-                if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await
-                {
-                    let js = jetstream::new(client);
-                    for stream in [&names.own_stream, &names.other_stream] {
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream))
-                                .await;
-                    }
-                }
-            });
-        })
-        .join();
+        let streams = vec![
+            self.names.own_stream.clone(),
+            self.names.other_stream.clone(),
+        ];
+        testing::delete_streams(&self.nats_url, streams);
     }
 }
 
@@ -306,25 +272,6 @@ pub fn is_stale(response: &Response) -> bool {
         .headers()
         .get("x-stale")
         .is_some_and(|v| v == "true")
-}
-
-/// Polls `check` until it yields a value, failing the test after [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// An id taken from an order body.

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{id_of, TestApp};
+use crate::support::{id_of, TestApp};
 
 #[tokio::test]
 async fn a_product_created_in_product_service_appears_in_the_catalogue() {

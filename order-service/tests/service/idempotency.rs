@@ -8,7 +8,7 @@ use service_kit::config::Retention;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, id_of, TestApp};
+use crate::support::{eventually, id_of, TestApp};
 
 fn order_body(customer: &str, product: Uuid, quantity: i64) -> Value {
     json!({ "customer_id": customer, "lines": [{ "product_id": product, "quantity": quantity }] })
@@ -64,10 +64,13 @@ async fn a_retry_after_the_client_gave_up_names_the_same_order_and_places_it_onc
     socket.write_all(request.as_bytes()).await.unwrap();
     drop(socket);
     // The server carried on: the order is placed.
-    eventually(|| async { (count(&app, "OrderPlaced").await == 1).then_some(()) }).await;
+    eventually("the order to be placed", || async {
+        (count(&app, "OrderPlaced").await == 1).then_some(())
+    })
+    .await;
 
     // The retry: the first answer, and the same order.
-    let retry = eventually(|| async {
+    let retry = eventually("the first request to finish", || async {
         let r = post_keyed(&app, "/orders", &key, &serde_json::from_str(&body).unwrap()).await;
         (r.status() != StatusCode::CONFLICT).then_some(r)
     })
@@ -86,7 +89,10 @@ async fn a_retry_after_the_client_gave_up_names_the_same_order_and_places_it_onc
     assert_eq!(stored[0].metadata.idempotency_key.as_deref(), Some(&*key));
     assert_eq!(count(&app, "OrderPlaced").await, 1);
     // One event published, so product-service reserves once.
-    eventually(|| async { (published(&app).await == 1).then_some(()) }).await;
+    eventually("one event published", || async {
+        (published(&app).await == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -121,7 +127,10 @@ async fn fifty_concurrent_identical_requests_with_one_key_place_one_order() {
     let later = post_keyed(&app, "/orders", &key, &body).await;
     assert!(replayed(&later));
     assert_eq!(&later.json::<Value>().await.unwrap(), placed[0]);
-    eventually(|| async { (published(&app).await == 1).then_some(()) }).await;
+    eventually("one event published", || async {
+        (published(&app).await == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

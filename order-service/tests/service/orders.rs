@@ -2,7 +2,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{id_of, TestApp};
+use crate::support::{id_of, TestApp};
 
 #[tokio::test]
 async fn placing_an_order_prices_it_from_the_catalogue() {

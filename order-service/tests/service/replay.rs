@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{id_of, TestApp, PATIENCE};
+use crate::support::{id_of, TestApp, PATIENCE};
 
 const TOKEN: &str = "test-admin-token";
 

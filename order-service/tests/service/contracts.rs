@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::TestApp;
+use crate::support::TestApp;
 
 #[tokio::test]
 async fn the_asyncapi_document_describes_every_event_published_and_consumed() {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use service_kit::prometheus::sample;
 use sqlx::Connection;
 
-use crate::helpers::{eventually, id_of, TestApp};
+use crate::support::{eventually, id_of, TestApp};
 
 async fn scrape(app: &TestApp) -> String {
     let response = app.get("/metrics").await;
@@ -31,7 +31,7 @@ async fn metrics_count_appends_time_requests_by_route_and_show_the_readers_caugh
     let read = app.get(&format!("/orders/{}", ids[0])).await;
     assert_eq!(read.status(), 200);
 
-    let text = eventually(|| async {
+    let text = eventually("the relay and projections to catch up", || async {
         let text = scrape(&app).await;
         let caught_up = [
             ("es_relay_lag_events", vec![]),
@@ -92,7 +92,10 @@ async fn readiness_fails_while_the_relay_is_stuck_and_recovers_after() {
     })
     .await;
     let widget = app.create_product("Widget", 100, 10).await;
-    eventually(|| async { (app.get("/health/ready").await.status() == 200).then_some(()) }).await;
+    eventually("readiness", || async {
+        (app.get("/health/ready").await.status() == 200).then_some(())
+    })
+    .await;
 
     // Holds every checkpoint where it is: readers may read, no reader may advance.
     let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
@@ -103,7 +106,7 @@ async fn readiness_fails_while_the_relay_is_stuck_and_recovers_after() {
         .unwrap();
     app.placed("alice", &[(widget, 1)]).await;
 
-    let body: Value = eventually(|| async {
+    let body: Value = eventually("readiness to fail", || async {
         let response = app.get("/health/ready").await;
         if response.status() != StatusCode::SERVICE_UNAVAILABLE {
             return None;
@@ -126,7 +129,10 @@ async fn readiness_fails_while_the_relay_is_stuck_and_recovers_after() {
     assert!(body["message"].as_str().unwrap().contains("behind"));
 
     hold.rollback().await.unwrap();
-    eventually(|| async { (app.get("/health/ready").await.status() == 200).then_some(()) }).await;
+    eventually("readiness to return", || async {
+        (app.get("/health/ready").await.status() == 200).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{id_of, TestApp, PATIENCE};
+use crate::support::{id_of, TestApp, PATIENCE};
 
 async fn confirm(app: &TestApp, order: &Value) -> Uuid {
     let id = id_of(order);
@@ -99,7 +99,7 @@ async fn a_confirmation_after_a_cancellation_leaves_the_order_cancelled() {
         json!({ "order_id": id, "lines": [] }),
     )
     .await;
-    crate::helpers::eventually(|| async {
+    crate::support::eventually("the reservation to be recorded", || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE stream_id = $1")
             .bind(format!("reservation-{id}"))
             .fetch_one(&app.db.pool)

@@ -2,7 +2,7 @@ use event_store::testing::NatsServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, id_of, TestApp};
+use crate::support::{eventually, id_of, TestApp};
 
 #[tokio::test]
 async fn the_service_is_live_and_ready_with_its_dependencies_up() {
@@ -10,7 +10,7 @@ async fn the_service_is_live_and_ready_with_its_dependencies_up() {
 
     let live = app.get("/health/live").await;
     assert_eq!(live.status(), StatusCode::OK);
-    let ready = eventually(|| async {
+    let ready = eventually("readiness", || async {
         let response = app.get("/health/ready").await;
         (response.status() == StatusCode::OK).then_some(response)
     })
@@ -58,7 +58,7 @@ async fn orders_are_taken_while_nats_is_down_and_published_when_it_returns() {
     let widget = app.create_product("Widget", 100, 10).await;
 
     nats.stop();
-    let unready = eventually(|| async {
+    let unready = eventually("readiness to fail", || async {
         let response = app.get("/health/ready").await;
         (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
     })
@@ -74,7 +74,7 @@ async fn orders_are_taken_while_nats_is_down_and_published_when_it_returns() {
 
     let id = id_of(&order);
     let subject = format!("{}.order-{id}.OrderPlaced", app.names.own_subjects);
-    eventually(|| async {
+    eventually("the order to be published", || async {
         let mut stream = app.js.get_stream(&app.names.own_stream).await.ok()?;
         stream.info().await.ok()?;
         stream.get_last_raw_message_by_subject(&subject).await.ok()

@@ -2,7 +2,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::support::TestApp;
 
 /// One request a client might get wrong, and the answer it must get.
 struct Case {

@@ -11,7 +11,7 @@ use service_kit::config::Retention;
 use service_kit::prometheus::sample;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, id_of, TestApp};
+use crate::support::{eventually, id_of, TestApp};
 
 fn money(amount_minor: i64, currency: &str) -> Value {
     json!({ "amount_minor": amount_minor, "currency": currency })
@@ -292,7 +292,7 @@ async fn a_newer_version_lacking_a_needed_field_is_redelivered_then_dead_lettere
 
     // The consumer goes on with other streams while the event waits.
     app.catalogue_entry(readable, 1).await;
-    let (kind, error) = eventually(|| async {
+    let (kind, error) = eventually("the newer event to be dead-lettered", || async {
         let dead = dead_letters(&app).await;
         dead.into_iter()
             .find(|(_, _, payload)| *payload == without_price)
@@ -363,7 +363,7 @@ async fn a_version_no_release_reads_is_dead_lettered_at_once_as_poison() {
     .await;
 
     app.catalogue_entry(control, 1).await;
-    let dead = eventually(|| async {
+    let dead = eventually("every case to be dead-lettered", || async {
         let dead = dead_letters(&app).await;
         (dead.len() >= cases.len()).then_some(dead)
     })
