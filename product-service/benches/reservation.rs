@@ -12,7 +12,7 @@
 //! cost is printed). After a few unmeasured reservations, M per product are measured,
 //! interleaved between the products, each in its own transaction as the consumer runs them
 //! one at a time: begin, `StockReservation::handle` on a fresh `OrderPlaced`, commit. For
-//! contrast, the full fold of each stream (`read_stream` + `fold_product`), once.
+//! contrast, the full fold of each stream (`read_stream` + `aggregate::fold`), once.
 //!
 //! The store is built as the service builds it (the `products` read model applied inline);
 //! the events table is vacuumed and analysed once written, as autovacuum would do before long.
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use event_store::aggregate::{self, Loaded};
 use event_store::consumer::{ForeignEvent, Reaction as _};
 use event_store::testing::TestDb;
 use event_store::wire::WireEvent as _;
@@ -30,10 +31,9 @@ use product_service::domain::events::{
     Money, PriceChanged, ProductCreated, ProductEvent, ProductRestocked, StockReleased,
     StockReserved,
 };
-use product_service::domain::product::{self, ProductState};
+use product_service::domain::product::{self, Product, ProductState};
 use product_service::projections::products::ProductsProjection;
 use product_service::reactions::StockReservation;
-use product_service::streams::{fold_product, load_products};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -435,7 +435,8 @@ async fn main() {
         let started = Instant::now();
         let events = store.read_stream(&stream, 1).await.expect("reading");
         let read = started.elapsed();
-        let full = fold_product(&events).expect("the stream folds");
+        let full =
+            aggregate::fold::<Product>(Loaded::default(), &events).expect("the stream folds");
         let folded = started.elapsed() - read;
         assert_eq!(full.version, (length + per_product) as i64);
         assert_eq!(
@@ -445,13 +446,15 @@ async fn main() {
         );
         let started = Instant::now();
         let mut conn = db.pool.acquire().await.expect("a connection");
-        let mut loaded = load_products(&mut conn, &[*id]).await.expect("loading");
+        let mut loaded = aggregate::load_many::<Product>(&mut conn, &[*id])
+            .await
+            .expect("loading");
         let snapshot_load = started.elapsed();
         let loaded = loaded.remove(id).expect("the product");
         assert_eq!(loaded.loaded, full, "the snapshot path gives the full fold");
         println!(
             "full fold of the {length}-event product ({} events now): read_stream {:.1} ms \
-             + fold_product {:.1} ms = {:.1} ms; load_products from its snapshot \
+             + fold {:.1} ms = {:.1} ms; load_many from its snapshot \
              ({} events folded on top): {:.2} ms",
             events.len(),
             ms(read),

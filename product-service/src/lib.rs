@@ -7,8 +7,6 @@
 //!   decide, append with the loaded version, retry on conflict); reads come from the read model.
 //! - [`projections`]: the `products` read model, updated inline: in the transaction of every
 //!   append to a product stream, whether a command or a reaction appended.
-//! - [`streams`]: loading products and reservations (from their snapshots and the events
-//!   after them) and writing snapshots.
 //! - [`reactions`]: order-service's `OrderPlaced`/`OrderCancelled`, received through a JetStream
 //!   `Consumer` and its inbox, reserve and release stock atomically across products.
 //! - [`replay`]: rebuilds `products` from the store, online (the `replay` command and
@@ -27,7 +25,6 @@ pub mod domain;
 pub mod projections;
 pub mod reactions;
 pub mod replay;
-pub mod streams;
 
 pub use app::{build, Application};
 pub use config::Config;

@@ -10,14 +10,19 @@
 //! products' new snapshots and `products` rows are written in the same statement
 //! ([`BatchAppend`]), the reservation streams before the product streams, so the verdict
 //! order-service waits for is published first.
+//!
+//! Products are loaded from their snapshot and the events after it (a product stream gains an
+//! event per order forever, so reading it whole would grow without end); reservations, a few
+//! events per order, are folded whole; both in one query ([`load_for_saga`]).
+//! `tests/service/snapshots.rs` checks that the snapshot path decides as the full fold does.
 
 use std::collections::{HashMap, HashSet};
 
-use event_store::aggregate::{BatchAppend, BatchWriter};
+use event_store::aggregate::{self, BatchAppend, BatchWriter, Fold, LoadError, Loaded, LoadedWith};
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
 use event_store::read_model::InlineRow;
 use event_store::wire::WireEvent as _;
-use event_store::{EventStore, Metadata};
+use event_store::{snapshot, EventStore, Metadata};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -26,7 +31,6 @@ use crate::domain::order_events::OrderEvent;
 use crate::domain::product::{self, Product, ProductState};
 use crate::domain::reservation::{self, Reservation, ReservationState, SagaDecision};
 use crate::projections::products::ProductsProjection;
-use crate::streams::{load_for_saga, load_products, Loaded};
 
 pub const NAME: &str = "stock-reservation";
 
@@ -150,7 +154,7 @@ impl StockReservation {
         .filter(|id| !loaded.contains_key(id))
         .collect();
         if !released.is_empty() {
-            loaded.extend(load_products(tx, &released).await?);
+            loaded.extend(aggregate::load_many::<Product>(tx, &released).await?);
         }
         let product_versions = loaded
             .iter()
@@ -213,6 +217,52 @@ impl Working {
         }
         Ok(())
     }
+}
+
+/// The reservations of `order_ids` and the products `product_ids` in ONE query: what a batch
+/// of the saga decides on. Products come from their snapshots and the events after them;
+/// reservations (a few events each, never snapshotted) are folded whole. Every id asked for
+/// is in the answer; one without events is the default (not existing) state.
+#[allow(clippy::type_complexity)]
+async fn load_for_saga(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+    product_ids: &[Uuid],
+) -> Result<
+    (
+        HashMap<Uuid, Loaded<ReservationState>>,
+        HashMap<Uuid, LoadedWith<ProductState>>,
+    ),
+    LoadError,
+> {
+    let reservation_streams: Vec<String> = order_ids
+        .iter()
+        .map(|id| Reservation::stream_id(*id))
+        .collect();
+    let product_streams: Vec<String> = product_ids
+        .iter()
+        .map(|id| Product::stream_id(*id))
+        .collect();
+    let all: Vec<&str> = reservation_streams
+        .iter()
+        .chain(&product_streams)
+        .map(String::as_str)
+        .collect();
+    // Only product streams have snapshots (of `ProductState`'s schema).
+    let schema_version = Product::SNAPSHOT.map_or(-1, |p| p.schema_version);
+    let mut found = snapshot::load::<ProductState>(conn, &all, schema_version).await?;
+    let mut take = |stream: &str| found.remove(stream).unwrap_or_default();
+    let mut reservations = HashMap::with_capacity(order_ids.len());
+    for (id, stream) in order_ids.iter().zip(&reservation_streams) {
+        let folded = aggregate::fold::<Reservation>(Loaded::default(), &take(stream).events)
+            .map_err(LoadError::unreadable)?;
+        reservations.insert(*id, folded);
+    }
+    let mut products = HashMap::with_capacity(product_ids.len());
+    for (id, stream) in product_ids.iter().zip(&product_streams) {
+        products.insert(*id, aggregate::fold_snapshot::<Product>(take(stream))?);
+    }
+    Ok((reservations, products))
 }
 
 /// The distinct values, in order of first appearance.

@@ -1,5 +1,5 @@
-//! Products load from their snapshot and the events after it (`streams::load_products`); this
-//! must give exactly what folding the whole stream gives (`fold_product` over `read_stream`),
+//! Products load from their snapshot and the events after it (`aggregate::load_many`); this
+//! must give exactly what folding the whole stream gives (`aggregate::fold` over `read_stream`),
 //! whatever snapshot is stored: none, one in the middle, one at the head, one of an old schema
 //! version, one that no longer decodes. And the reaction, which writes the snapshots, must
 //! write them at the versions its appends produced.
@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use event_store::aggregate::{Commands, On};
+use event_store::aggregate::{self, Commands, Loaded, LoadedWith, On};
 use event_store::consumer::{ForeignEvent, Reaction as _};
 use event_store::idempotency::Kept;
 use event_store::testing::{self, TestDb};
@@ -24,9 +24,6 @@ use product_service::domain::product::{self, ProductState, SNAPSHOT_SCHEMA_VERSI
 use product_service::domain::reservation::{reserve_order, ReservationState, SagaDecision};
 use product_service::projections::products::ProductsProjection;
 use product_service::reactions::StockReservation;
-use product_service::streams::{
-    fold_product, load_products, save_snapshots, Loaded, LoadedProduct,
-};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -203,12 +200,12 @@ impl Fixture {
             .read_stream(&product::stream_id(product_id), 1)
             .await
             .expect("reading the stream");
-        fold_product(&events).expect("the stream folds")
+        aggregate::fold::<Product>(Loaded::default(), &events).expect("the stream folds")
     }
 
-    async fn load(&self, ids: &[Uuid]) -> HashMap<Uuid, LoadedProduct> {
+    async fn load(&self, ids: &[Uuid]) -> HashMap<Uuid, LoadedWith<ProductState>> {
         let mut conn = self.db.pool.acquire().await.expect("a connection");
-        load_products(&mut conn, ids)
+        aggregate::load_many::<Product>(&mut conn, ids)
             .await
             .expect("the products load")
     }
@@ -266,9 +263,11 @@ impl Fixture {
                     .into_iter()
                     .take_while(|e| e.stream_version <= version)
                     .collect();
-                let state = fold_product(&prefix).expect("the prefix folds").state;
+                let state = aggregate::fold::<Product>(Loaded::default(), &prefix)
+                    .expect("the prefix folds")
+                    .state;
                 let mut conn = self.db.pool.acquire().await.expect("a connection");
-                save_snapshots(&mut conn, &[(product_id, &state, version)])
+                aggregate::save_snapshots::<Product>(&mut conn, &[(product_id, &state, version)])
                     .await
                     .expect("saving the snapshot");
             }
@@ -334,7 +333,7 @@ async fn assert_loads_as_full_fold(
     fixture: &Fixture,
     product_id: Uuid,
     snapshot: Snapshot,
-    loaded: &LoadedProduct,
+    loaded: &LoadedWith<ProductState>,
 ) {
     let truth = fixture.full_fold(product_id).await;
     assert!(truth.state.exists, "{snapshot:?}: the product exists");
