@@ -222,23 +222,10 @@ struct StreamGuard(String);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let stream = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let client = connect_nats().await;
-                match jetstream::new(client).delete_stream(&stream).await {
-                    Ok(_) => println!("deleted JetStream stream {stream}"),
-                    Err(e) => eprintln!("cannot delete JetStream stream {stream}: {e}"),
-                }
-            });
-        })
-        .join();
+        event_store::testing::delete_streams(
+            &event_store::testing::nats_url(),
+            vec![self.0.clone()],
+        );
     }
 }
 

@@ -130,26 +130,15 @@ impl Drop for TestDb {
         // Drop may run on the test's runtime thread, so the cleanup gets a thread and runtime of
         // its own. FORCE closes the pool's connections; closing the pool from here would wait
         // on the blocked runtime.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                // A private server may be gone already, so the attempt is bounded.
-                let connect = PgConnection::connect(&admin_url);
-                if let Ok(Ok(mut admin)) =
-                    tokio::time::timeout(Duration::from_secs(5), connect).await
-                {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
+        on_own_runtime(async move {
+            // A private server may be gone already, so the attempt is bounded.
+            let connect = PgConnection::connect(&admin_url);
+            if let Ok(Ok(mut admin)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        });
     }
 }
 
@@ -256,26 +245,30 @@ pub fn as_relayed(
 /// (a test app's `Drop` calls it); a server that does not answer within seconds is left alone.
 pub fn delete_streams(url: &str, streams: Vec<String>) {
     let url = url.to_owned();
-    let _ = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
+    on_own_runtime(async move {
+        let connect = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(1))
+            .connect(url);
+        let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await else {
             return;
         };
-        rt.block_on(async move {
-            let connect = async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(1))
-                .connect(url);
-            let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await else {
-                return;
-            };
-            let js = async_nats::jetstream::new(client);
-            for stream in streams {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream)).await;
-            }
-        });
+        let js = async_nats::jetstream::new(client);
+        for stream in streams {
+            let _ = tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream)).await;
+        }
+    });
+}
+
+/// Runs `work` to its end on a thread and runtime of its own, and waits for it: a `Drop` may
+/// run on the test's runtime thread, which is blocked in the drop, so cleanup cannot use it.
+pub fn on_own_runtime(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
     })
     .join();
 }

@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use event_store::consumer::{Consumer, ConsumerConfig, ForeignEvent, HandleError, Reaction};
-use event_store::testing::{connect_nats, init_tracing, unique, TestDb};
+use event_store::testing::{self, connect_nats, init_tracing, unique, TestDb};
 use futures::future::BoxFuture;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
@@ -219,20 +219,7 @@ impl Drop for Fixture {
     /// Deletes the test's stream, also when the test panicked. Like `TestDb`, on a thread and
     /// runtime of its own, since the test's runtime may be blocked in this drop.
     fn drop(&mut self) {
-        let stream = self.config.stream.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let client = connect_nats().await;
-                let _ = jetstream::new(client).delete_stream(&stream).await;
-            });
-        })
-        .join();
+        testing::delete_streams(&testing::nats_url(), vec![self.config.stream.clone()]);
     }
 }
 
