@@ -110,6 +110,17 @@ impl ApiError {
         }
     }
 
+    /// Refuses text Postgres cannot store (a NUL character, in `text` or `jsonb`) as a
+    /// validation error naming `field`, before it fails the write as a 500.
+    pub fn storable(field: &str, value: &str) -> Result<(), ApiError> {
+        if event_store::validate::text_has_nul(value) {
+            return Err(ApiError::Validation(format!(
+                "{field} must not contain NUL characters"
+            )));
+        }
+        Ok(())
+    }
+
     /// 503 for the database, with what the database said as the logged cause.
     pub fn database_unavailable(cause: impl Into<anyhow::Error>) -> Self {
         ApiError::Unavailable {

@@ -130,16 +130,6 @@ pub struct ListOrders {
     pub limit: Option<i64>,
 }
 
-/// Postgres keeps no NUL character in text or jsonb; refused here, it would fail the write.
-fn storable(field: &str, value: &str) -> Result<(), ApiError> {
-    if event_store::validate::text_has_nul(value) {
-        return Err(ApiError::Validation(format!(
-            "{field} must not contain NUL characters"
-        )));
-    }
-    Ok(())
-}
-
 /// Place an order. Lines are checked against the local catalogue, which also gives the prices.
 /// The order starts `pending`; product-service then reserves its stock or rejects it.
 #[utoipa::path(
@@ -173,7 +163,7 @@ pub async fn place_order(
     body: web::Json<PlaceOrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    storable("customer_id", &body.customer_id)?;
+    ApiError::storable("customer_id", &body.customer_id)?;
     let ids: Vec<Uuid> = body.lines.iter().map(|l| l.product_id).collect();
     let catalogue = catalog::find_many(&state.pool, &ids).await?;
     let mut unknown: Vec<Uuid> = Vec::new();
@@ -281,7 +271,7 @@ pub async fn list_orders(
         .map(str::trim)
         .filter(|c| !c.is_empty());
     if let Some(customer) = customer {
-        storable("customer_id", customer)?;
+        ApiError::storable("customer_id", customer)?;
     }
     let rows = orders::list(&state.pool, customer, limit).await?;
     let orders = rows

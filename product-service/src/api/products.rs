@@ -143,12 +143,7 @@ pub async fn create(
     body: web::Json<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    // Postgres keeps no NUL character in jsonb: refused here, it would fail the append.
-    if event_store::validate::text_has_nul(&body.name) {
-        return Err(ApiError::Validation(
-            "name must not contain NUL characters".to_owned(),
-        ));
-    }
+    ApiError::storable("name", &body.name)?;
     // With a key, every attempt names the same product.
     let product_id = key.new_id("product-id");
     let command = ProductCommand::CreateProduct {
