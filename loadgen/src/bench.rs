@@ -68,6 +68,8 @@ pub struct Bench {
     pub order_products: Vec<Uuid>,
     /// Orders placed so far; the reads use them.
     pub orders: Vec<Uuid>,
+    /// The Postgres backend of the table probe in use, set apart in the CPU figures.
+    probe_backend: std::sync::Mutex<Option<u32>>,
 }
 
 impl Bench {
@@ -96,6 +98,7 @@ impl Bench {
             probe_products: Vec::new(),
             order_products: Vec::new(),
             orders: Vec::new(),
+            probe_backend: std::sync::Mutex::new(None),
             args,
         };
         bench.client_products = bench.create_products("client", bench.args.clients).await?;
@@ -142,7 +145,16 @@ impl Bench {
 
     /// Where the CPU went so far (see [`cpu`]).
     pub fn cpu_snapshot(&self) -> cpu::Snapshot {
-        cpu::snapshot(&self.pids, &self.databases)
+        let mut processes = self.pids.clone();
+        let probe = *self.probe_backend.lock().unwrap_or_else(|e| e.into_inner());
+        processes.extend(probe.map(|pid| (cpu::POSTGRES_PROBE, pid)));
+        cpu::snapshot(&processes, &self.databases)
+    }
+
+    /// The table probe now queries on the backend `pid`: its CPU is counted apart from the
+    /// services' backends from the next snapshot on.
+    pub fn set_probe_backend(&self, pid: u32) {
+        *self.probe_backend.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
     }
 
     pub fn closed_loop(&self) -> ClosedLoop {

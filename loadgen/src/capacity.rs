@@ -134,7 +134,7 @@ impl Step {
     }
 
     /// The step's line of the capacity table.
-    fn cells(&self) -> [String; 16] {
+    fn cells(&self) -> [String; 17] {
         let p = &self.propagation;
         let (v, c) = (p.visible.summary(), p.command.summary());
         let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
@@ -162,6 +162,7 @@ impl Step {
             num(costs.and_then(|c| c.commits_per_order()), 1),
             num(costs.and_then(|c| c.net_commits_per_order()), 1),
             num(costs.and_then(|c| c.postgres_ms_per_order()), 2),
+            num(costs.and_then(|c| c.probe_ms_per_order()), 2),
             format!("{:.2}", self.usage.cores(POSTGRES_OURS)),
             if self.verdict.held() {
                 "held"
@@ -181,7 +182,7 @@ impl Step {
 }
 
 /// The capacity table's columns.
-const HEADER: [&str; 16] = [
+const HEADER: [&str; 17] = [
     "rate",
     "sent",
     "confirmed",
@@ -196,19 +197,20 @@ const HEADER: [&str; 16] = [
     "commits/order",
     "net",
     "pg ms/order",
+    "probe ms",
     "pg cores",
     "verdict",
 ];
 /// Their widths (the last one is left as long as it is).
-const WIDTHS: [usize; 15] = [7, 6, 10, 8, 8, 8, 7, 8, 8, 8, 7, 14, 6, 12, 9];
+const WIDTHS: [usize; 16] = [7, 6, 10, 8, 8, 8, 7, 8, 8, 8, 7, 14, 6, 12, 9, 9];
 
 /// One line of the table, right-aligned under [`HEADER`].
-fn row(cells: [String; 16]) -> String {
+fn row(cells: [String; 17]) -> String {
     let mut line = " ".to_owned();
     for (cell, width) in cells.iter().zip(WIDTHS) {
         let _ = write!(line, " {cell:>width$}");
     }
-    line + "  " + &cells[15] + "\n"
+    line + "  " + &cells[HEADER.len() - 1] + "\n"
 }
 
 /// The whole phase.

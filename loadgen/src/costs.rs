@@ -9,13 +9,16 @@
 //! (the table probe's on order-service's database, or its GETs, which each cost one query
 //! there; the horizon watch's on product-service's) are given apart: the raw figure and the
 //! figure net of them. What the services do while idle (a tailer's fallback poll) is in both.
+//! The CPU figure is the services' backends only: the table probe queries on a backend of its
+//! own, whose CPU is given apart ([`POSTGRES_PROBE`]); a GET of the HTTP probes is
+//! service work and stays in.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::bench::Bench;
-use super::cpu::{Usage, POSTGRES_OURS};
+use super::cpu::{Usage, POSTGRES_OURS, POSTGRES_PROBE};
 use super::pipeline::{self, STATS_FLUSHED_AFTER};
 
 /// The costs of one measurement's orders.
@@ -28,8 +31,11 @@ pub struct Costs {
     pub commits: i64,
     /// Of those, the load generator's own queries.
     pub own_queries: u64,
-    /// CPU time of the Postgres backends serving this run's databases during the measurement.
+    /// CPU time of the Postgres backends serving this run's databases for the services
+    /// during the measurement.
     pub postgres_cpu: Duration,
+    /// CPU time of the table probe's backend, which is not in `postgres_cpu`.
+    pub probe_cpu: Duration,
 }
 
 impl Costs {
@@ -42,9 +48,14 @@ impl Costs {
         self.per_order(self.commits as f64 - self.own_queries as f64)
     }
 
-    /// Postgres CPU per order, in milliseconds.
+    /// Postgres CPU per order, in milliseconds: the services' backends.
     pub fn postgres_ms_per_order(&self) -> Option<f64> {
         self.per_order(self.postgres_cpu.as_secs_f64() * 1e3)
+    }
+
+    /// The table probe's backend's CPU per order, in milliseconds (not in the figure above).
+    pub fn probe_ms_per_order(&self) -> Option<f64> {
+        self.per_order(self.probe_cpu.as_secs_f64() * 1e3)
     }
 
     fn per_order(&self, total: f64) -> Option<f64> {
@@ -57,12 +68,13 @@ impl Costs {
         };
         format!(
             "per order ({} placed): {} commits across both databases ({} net of the load \
-             generator's {} queries), Postgres CPU {} ms",
+             generator's {} queries), Postgres CPU {} ms (the probe's backend {} ms more)",
             self.orders,
             figure(self.commits_per_order(), 1),
             figure(self.net_commits_per_order(), 1),
             self.own_queries,
             figure(self.postgres_ms_per_order(), 2),
+            figure(self.probe_ms_per_order(), 2),
         )
     }
 }
@@ -88,6 +100,7 @@ pub async fn measure(
         commits: after - commits_before,
         own_queries,
         postgres_cpu: usage.cpu_time(POSTGRES_OURS),
+        probe_cpu: usage.cpu_time(POSTGRES_PROBE),
     })
 }
 
@@ -102,6 +115,7 @@ mod tests {
             commits: 31_000,
             own_queries: 1_000,
             postgres_cpu: Duration::from_millis(2_500),
+            probe_cpu: Duration::from_millis(900),
         };
         assert_eq!(costs.commits_per_order(), Some(31.0));
         assert_eq!(costs.net_commits_per_order(), Some(30.0));
@@ -111,7 +125,10 @@ mod tests {
             line.contains("31.0 commits") && line.contains("30.0 net of the load generator's 1000"),
             "{line}"
         );
-        assert!(line.contains("Postgres CPU 2.50 ms"), "{line}");
+        assert!(
+            line.contains("Postgres CPU 2.50 ms (the probe's backend 0.90 ms more)"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -121,6 +138,7 @@ mod tests {
             commits: 40,
             own_queries: 3,
             postgres_cpu: Duration::from_millis(10),
+            probe_cpu: Duration::ZERO,
         };
         assert_eq!(costs.commits_per_order(), None);
         assert!(costs.line().contains("n/a commits"), "{}", costs.line());

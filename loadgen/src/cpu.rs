@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// The group of the Postgres backends serving this run's databases.
+/// The group of the Postgres backends serving this run's databases for the services.
 pub const POSTGRES_OURS: &str = "postgres (this run's databases)";
+/// The backend the load generator's table probe queries on: it serves one of this run's
+/// databases, but its work is the measurement's, not the system's.
+pub const POSTGRES_PROBE: &str = "postgres (the probe)";
 const POSTGRES_REST: &str = "postgres (other databases, background)";
 
 /// `/proc` reports CPU times in USER_HZ ticks, 100 per second on Linux.

@@ -48,7 +48,7 @@ pub async fn price_changes(
     price_base: i64,
 ) -> anyhow::Result<Propagation> {
     let schedule = Schedule::for_samples(rate, bench.args.samples);
-    let watch = Watch::new(bench, Table::Catalog);
+    let watch = Watch::new(bench, Table::Catalog).await?;
     let (api, products, probe) = (
         bench.api.clone(),
         bench.probe_products.clone(),
@@ -124,7 +124,7 @@ pub async fn order_loop(
     drain: Option<Duration>,
 ) -> anyhow::Result<OrderRun> {
     let before = bench.cpu_snapshot();
-    let watch = Watch::new(bench, Table::Orders);
+    let watch = Watch::new(bench, Table::Orders).await?;
     let (api, products, probe) = (
         bench.api.clone(),
         bench.order_products.clone(),

@@ -2,7 +2,9 @@
 //! read-model tables order-service serves its GETs from (no cache in between), so the moment a
 //! row shows there is the moment `GET /catalog/products/{id}` or `GET /orders/{id}` serves it.
 //! Its cost is one small query per period whatever the rate or the backlog, where per-request
-//! HTTP polling would add thousands of GETs per second to the service being measured.
+//! HTTP polling would add thousands of GETs per second to the service being measured. It
+//! queries on a connection of its own, whose backend the CPU figures set apart
+//! ([`crate::cpu::POSTGRES_PROBE`]), so a per-order cost is the services' alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -83,15 +85,29 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn spawn(pool: PgPool, table: Table, period: Duration) -> Watcher {
+    /// Connects to the database at `url` and watches `table` every `period` on that one
+    /// connection; returns the watcher and its backend's pid.
+    pub async fn connect(
+        url: &str,
+        table: Table,
+        period: Duration,
+    ) -> anyhow::Result<(Watcher, u32)> {
+        let mut conn = PgConnection::connect(url)
+            .await
+            .context("connecting the probe")?;
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .context("asking the probe's backend pid")?;
         let waiting: Waiting = Arc::default();
         let queries = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(watch(pool, table, period, waiting.clone(), queries.clone()));
-        Watcher {
+        let task = tokio::spawn(watch(conn, table, period, waiting.clone(), queries.clone()));
+        let watcher = Watcher {
             waiting,
             queries,
             task,
-        }
+        };
+        Ok((watcher, u32::try_from(backend).unwrap_or_default()))
     }
 
     /// Waits until the row `id` is at `min_version` or later, at most `give_up`.
@@ -136,7 +152,7 @@ impl Drop for Watcher {
 }
 
 async fn watch(
-    pool: PgPool,
+    mut conn: PgConnection,
     table: Table,
     period: Duration,
     waiting: Waiting,
@@ -150,7 +166,7 @@ async fn watch(
         };
         next += period_for(period, ids.len());
         if !ids.is_empty() {
-            match look(&pool, table, &ids).await {
+            match look(&mut conn, table, &ids).await {
                 Ok(rows) => resolve(&waiting, rows, Instant::now()),
                 Err(e) => eprintln!("watcher query failed: {e:#}"),
             }
@@ -176,13 +192,13 @@ fn period_for(base: Duration, awaited: usize) -> Duration {
 }
 
 async fn look(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     table: Table,
     ids: &[Uuid],
 ) -> anyhow::Result<Vec<(Uuid, i64, Option<String>)>> {
     sqlx::query_as(table.query())
         .bind(ids)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
         .context("watching the read model")
 }

@@ -91,6 +91,7 @@ fn the_table_has_every_step_under_its_columns_and_the_result() {
                 commits: 3_100,
                 own_queries: 100,
                 postgres_cpu: Duration::from_millis(250),
+                probe_cpu: Duration::from_millis(90),
             }),
         },
         late: 0,

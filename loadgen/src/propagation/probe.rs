@@ -23,14 +23,15 @@ pub(super) enum Watch {
 }
 
 impl Watch {
-    pub(super) fn new(bench: &Bench, table: Table) -> Watch {
+    pub(super) async fn new(bench: &Bench, table: Table) -> anyhow::Result<Watch> {
         let interval = bench.args.poll_interval();
-        match bench.args.probe {
-            Probe::Table => Watch::Table(Arc::new(Watcher::spawn(
-                bench.system.orders_db.pool.clone(),
-                table,
-                interval,
-            ))),
+        Ok(match bench.args.probe {
+            Probe::Table => {
+                let url = &bench.system.orders_db.url;
+                let (watcher, backend) = Watcher::connect(url, table, interval).await?;
+                bench.set_probe_backend(backend);
+                Watch::Table(Arc::new(watcher))
+            }
             Probe::Http => Watch::Http {
                 long_poll: false,
                 interval,
@@ -39,7 +40,7 @@ impl Watch {
                 long_poll: true,
                 interval,
             },
-        }
+        })
     }
 
     pub(super) fn describe(&self) -> String {
