@@ -57,23 +57,6 @@ async fn product_event(app: &TestApp, product: Uuid, version: i64, kind: &str, f
         .await;
 }
 
-async fn reservation_confirmed(app: &TestApp, order: &Value) {
-    let id = id_of(order);
-    let lines: Vec<Value> = order["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| json!({ "product_id": l["product_id"], "quantity": l["quantity"] }))
-        .collect();
-    app.publish_product_event(
-        &format!("reservation-{id}"),
-        1,
-        "ReservationConfirmed",
-        json!({ "order_id": id, "lines": lines }),
-    )
-    .await;
-}
-
 /// Products created, repriced and restocked; orders confirmed, rejected and cancelled (one
 /// while pending, one once confirmed), with the stock events product-service would send.
 async fn scripted_history(app: &TestApp) -> Vec<String> {
@@ -91,7 +74,7 @@ async fn scripted_history(app: &TestApp) -> Vec<String> {
     let cancelled = app.placed("carol", &[(cup, 2), (tray, 1)]).await;
     let withdrawn = app.placed("dave", &[(tray, 1)]).await;
     product_event(app, cup, 3, "StockReserved", json!({ "quantity": 3 })).await;
-    reservation_confirmed(app, &confirmed).await;
+    app.confirm_reservation(&confirmed).await;
     let rejected_id = id_of(&rejected);
     app.publish_product_event(
         &format!("reservation-{rejected_id}"),
@@ -103,7 +86,7 @@ async fn scripted_history(app: &TestApp) -> Vec<String> {
     .await;
     product_event(app, cup, 4, "StockReserved", json!({ "quantity": 2 })).await;
     product_event(app, tray, 3, "StockReserved", json!({ "quantity": 1 })).await;
-    reservation_confirmed(app, &cancelled).await;
+    app.confirm_reservation(&cancelled).await;
     app.order_with_status(&id_of(&confirmed), "confirmed").await;
     app.order_with_status(&rejected_id, "rejected").await;
     app.order_with_status(&id_of(&cancelled), "confirmed").await;
@@ -255,7 +238,7 @@ async fn reads_and_writes_go_on_during_rebuilds_and_the_result_equals_a_replay_f
             match i % 3 {
                 0 => assert_eq!(app.cancel(&id_of(&order)).await.status(), StatusCode::OK),
                 1 => {
-                    reservation_confirmed(&app, &order).await;
+                    app.confirm_reservation(&order).await;
                     confirmed.push(id_of(&order));
                 }
                 _ => {}

@@ -1,26 +1,8 @@
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::support::{id_of, TestApp, PATIENCE};
-
-async fn confirm(app: &TestApp, order: &Value) -> Uuid {
-    let id = id_of(order);
-    let lines: Vec<Value> = order["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| json!({ "product_id": l["product_id"], "quantity": l["quantity"] }))
-        .collect();
-    app.publish_product_event(
-        &format!("reservation-{id}"),
-        1,
-        "ReservationConfirmed",
-        json!({ "order_id": id, "lines": lines }),
-    )
-    .await
-}
 
 #[tokio::test]
 async fn a_confirmed_reservation_confirms_the_order_and_it_can_still_be_cancelled() {
@@ -29,7 +11,7 @@ async fn a_confirmed_reservation_confirms_the_order_and_it_can_still_be_cancelle
     let order = app.placed("alice", &[(widget, 2)]).await;
     let id = id_of(&order);
 
-    let cause = confirm(&app, &order).await;
+    let cause = app.confirm_reservation(&order).await;
 
     let confirmed = app.order_with_status(&id, "confirmed").await;
     assert_eq!(confirmed["version"], 2);
@@ -58,7 +40,7 @@ async fn a_rejected_reservation_rejects_the_order_with_the_reason() {
     let app = TestApp::spawn().await;
     let widget = app.create_product("Widget", 100, 1).await;
     let confirmed = app.placed("alice", &[(widget, 1)]).await;
-    confirm(&app, &confirmed).await;
+    app.confirm_reservation(&confirmed).await;
     let order = app.placed("bob", &[(widget, 5)]).await;
     let id = id_of(&order);
 
@@ -90,7 +72,7 @@ async fn a_confirmation_after_a_cancellation_leaves_the_order_cancelled() {
     let id = id_of(&order);
     assert_eq!(app.cancel(&id).await.status(), StatusCode::OK);
 
-    confirm(&app, &order).await;
+    app.confirm_reservation(&order).await;
     // A later event of the same product-service stream is applied only after the confirmation.
     app.publish_product_event(
         &format!("reservation-{id}"),

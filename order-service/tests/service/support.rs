@@ -182,6 +182,25 @@ impl TestApp {
         event_id
     }
 
+    /// Publishes product-service's `ReservationConfirmed` for every line of `order` (a body
+    /// of `POST /orders`); returns the event's id.
+    pub async fn confirm_reservation(&self, order: &Value) -> Uuid {
+        let id = id_of(order);
+        let lines: Vec<Value> = order["lines"]
+            .as_array()
+            .expect("an order's lines")
+            .iter()
+            .map(|l| json!({ "product_id": l["product_id"], "quantity": l["quantity"] }))
+            .collect();
+        self.publish_product_event(
+            &format!("reservation-{id}"),
+            1,
+            "ReservationConfirmed",
+            json!({ "order_id": id, "lines": lines }),
+        )
+        .await
+    }
+
     /// Publishes `ProductCreated` and waits until the catalogue shows the product.
     pub async fn create_product(&self, name: &str, price_cents: i64, stock: i64) -> Uuid {
         let product_id = Uuid::new_v4();
