@@ -30,15 +30,8 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-# Nothing to do when scripts/test.sh has just built them; a fresh clone builds here.
-cargo build --workspace --bins --locked
-bin_dir="$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug"
-
-pg_isready -q -d "$DATABASE_URL" || die "Postgres at $DATABASE_URL is down"
-nats_address="${NATS_URL#nats://}"
-(exec 3<>"/dev/tcp/${nats_address%:*}/${nats_address##*:}") 2>/dev/null ||
-  die "NATS at $NATS_URL is down"
+bin_dir="$(build_binaries)"
+require_postgres_and_nats
 
 run_id="fuzz_$(date +%Y%m%d_%H%M%S)_$$"
 run_dir="$PWD/target/fuzz/$run_id"

@@ -24,3 +24,21 @@ free_port() {
 
 # Whether something listens on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Builds the workspace's binaries (nothing to do when scripts/test.sh has just built them; a
+# fresh clone builds here) and prints the directory they are in.
+build_binaries() {
+  cargo build --workspace --bins --locked >&2 || return
+  local target
+  target="$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" || return
+  printf '%s/debug\n' "$target"
+}
+
+# Fails unless Postgres answers at $DATABASE_URL and NATS at $NATS_URL.
+require_postgres_and_nats() {
+  pg_isready -q -d "$DATABASE_URL" || die "Postgres at $DATABASE_URL is down"
+  local nats_address="${NATS_URL#nats://}"
+  (exec 3<>"/dev/tcp/${nats_address%:*}/${nats_address##*:}") 2>/dev/null ||
+    die "NATS at $NATS_URL is down"
+}
