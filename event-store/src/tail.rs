@@ -23,6 +23,12 @@ pub struct Tail {
     store: EventStore,
     after: i64,
     batch_size: i64,
+    /// Set when the last read returned every committed event (not a full page, nothing held
+    /// back): the wake-up count taken before that read, and when it was made. While the count
+    /// is unchanged nothing was appended since, so the next call waits without reading. That
+    /// saves the read that used to follow every batch and find nothing.
+    caught_up: Option<(u64, Instant)>,
+    reads: u64,
 }
 
 impl Tail {
@@ -32,12 +38,19 @@ impl Tail {
             store,
             after: after_position,
             batch_size: batch_size.max(1),
+            caught_up: None,
+            reads: 0,
         }
     }
 
     /// The position of the last event handed out.
     pub fn position(&self) -> i64 {
         self.after
+    }
+
+    /// How many times this tail has read the store.
+    pub fn reads(&self) -> u64 {
+        self.reads
     }
 
     /// The next events in position order, waiting until there is at least one; `None` once
@@ -58,21 +71,34 @@ impl Tail {
     ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
         let mut held_back = Backoff::new(HELD_BACK_FIRST_WAIT, HELD_BACK_MAX_WAIT);
         loop {
-            // Register for wake-ups before reading, so an append that commits between the read
-            // and the wait still wakes us.
+            // Register for wake-ups before reading the count, so an append that commits after
+            // the count was read still wakes us.
             let notified = self.store.wakeup.local.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let woken = self.store.wakeup.woken();
 
-            let page = self.store.read_page(self.after, self.batch_size).await?;
-            if let Some(last) = page.events.last() {
-                self.after = last.position;
-                return Ok(Some(page.events));
-            }
-            let mut wait = if page.held_back {
-                held_back.next_delay()
-            } else {
-                FALLBACK_POLL
+            let since_caught_up = self
+                .caught_up
+                .filter(|(seen, _)| *seen == woken)
+                .map(|(_, read_at)| read_at.elapsed());
+            let mut wait = match since_caught_up {
+                Some(elapsed) if elapsed < FALLBACK_POLL => FALLBACK_POLL - elapsed,
+                _ => {
+                    self.reads += 1;
+                    let page = self.store.read_page(self.after, self.batch_size).await?;
+                    let complete = !page.held_back && (page.events.len() as i64) < self.batch_size;
+                    self.caught_up = complete.then(|| (woken, Instant::now()));
+                    if let Some(last) = page.events.last() {
+                        self.after = last.position;
+                        return Ok(Some(page.events));
+                    }
+                    if page.held_back {
+                        held_back.next_delay()
+                    } else {
+                        FALLBACK_POLL
+                    }
+                }
             };
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -10,6 +10,7 @@
 //! commit per NOTIFY that nobody hears. Listeners are recognised by their connection's
 //! `application_name`, looked up at most once per [`LISTENERS_EVERY`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -32,6 +33,9 @@ const LISTENER_NAME: &str = "es-listener ";
 pub(crate) struct Wakeup {
     /// Tailers in this process wait on this.
     pub local: Notify,
+    /// How many times `local` was notified: a tailer that saw the same count before its last
+    /// read knows nothing was appended since, and waits without reading again.
+    woken: AtomicU64,
     /// The notifier task waits on this to tell other processes.
     outbound: Notify,
     /// The payload of this process's NOTIFYs, so its own listener can tell them apart.
@@ -42,6 +46,7 @@ impl Default for Wakeup {
     fn default() -> Self {
         Wakeup {
             local: Notify::new(),
+            woken: AtomicU64::new(0),
             outbound: Notify::new(),
             id: uuid::Uuid::new_v4().simple().to_string(),
         }
@@ -51,8 +56,21 @@ impl Default for Wakeup {
 impl Wakeup {
     /// Events were appended here: wakes local tailers, and other processes' (NOTIFY).
     pub fn appended(&self) {
-        self.local.notify_waiters();
+        self.wake_local();
         self.outbound.notify_one();
+    }
+
+    /// Wakes this process's tailers (after an append here, or one announced by another
+    /// process). The count goes up first, so a tailer that reads it after this call sees it.
+    pub fn wake_local(&self) {
+        self.woken.fetch_add(1, Ordering::SeqCst);
+        self.local.notify_waiters();
+    }
+
+    /// The number of wake-ups so far. Read before a read of the store: if it is unchanged
+    /// later, every append that could matter committed before that read began.
+    pub fn woken(&self) -> u64 {
+        self.woken.load(Ordering::SeqCst)
     }
 
     /// Foreign events were recorded here without appending anything: only other processes
@@ -107,9 +125,9 @@ async fn listen(pool: PgPool, store: &crate::EventStore, shutdown: CancellationT
                 _ = shutdown.cancelled() => return,
                 received = listener.try_recv() => match received {
                     Ok(Some(n)) if n.payload() == store.wakeup.id => {}
-                    Ok(Some(_)) => store.wakeup.local.notify_waiters(),
+                    Ok(Some(_)) => store.wakeup.wake_local(),
                     // The connection dropped: wake tailers so they re-read, then reconnect.
-                    Ok(None) => store.wakeup.local.notify_waiters(),
+                    Ok(None) => store.wakeup.wake_local(),
                     Err(e) => {
                         tracing::warn!(error = %e, "event listener failed; reconnecting");
                         break;

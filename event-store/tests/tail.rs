@@ -210,3 +210,56 @@ async fn a_tailer_is_woken_by_an_append_and_stops_on_shutdown() {
     shutdown.cancel();
     assert!(tail.next_batch(&shutdown).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_caught_up_tailer_waits_without_reading_yet_sees_an_append_made_between_its_calls() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shutdown = CancellationToken::new();
+    let mut tail = Tail::new(store.clone(), 0, 10);
+    let ping = |stream: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    &[NewEvent::new("Ping", json!({}))],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let within = |ms| Some(std::time::Instant::now() + Duration::from_millis(ms));
+
+    ping("quiet-1").await;
+    assert_eq!(tail.next_batch(&shutdown).await.unwrap().unwrap().len(), 1);
+    // That read returned less than a page and held nothing back: with nothing appended since,
+    // waiting for more costs no read.
+    let reads = tail.reads();
+    let idle = tail
+        .next_batch_until(within(200), &shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(idle.is_empty());
+    assert_eq!(
+        tail.reads(),
+        reads,
+        "a caught-up tailer read the store with nothing appended"
+    );
+
+    // An append made while nobody waited (between two calls) still reaches the next call at
+    // once, not at the fallback poll a second after the last read.
+    ping("quiet-2").await;
+    let next = tail
+        .next_batch_until(within(500), &shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.len(),
+        1,
+        "an append made between calls waited for the fallback poll"
+    );
+}
