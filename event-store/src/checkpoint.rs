@@ -31,13 +31,23 @@ pub async fn save<'e>(
 }
 
 /// Locks `name`'s checkpoint row for the rest of the caller's transaction and returns it, so
-/// an apply-and-advance runs once even when two workers race for the same event.
+/// an apply-and-advance runs once even when two workers race for the same event. One
+/// statement once the row exists; the first time, the row is created (by this worker or the
+/// one it raced) and then locked.
 pub async fn lock(conn: &mut sqlx::PgConnection, name: &str) -> Result<i64, sqlx::Error> {
+    const LOCK: &str = "SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE";
+    let existing: Option<i64> = sqlx::query_scalar(LOCK)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(position) = existing {
+        return Ok(position);
+    }
     sqlx::query("INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING")
         .bind(name)
         .execute(&mut *conn)
         .await?;
-    sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE")
+    sqlx::query_scalar(LOCK)
         .bind(name)
         .fetch_one(&mut *conn)
         .await
