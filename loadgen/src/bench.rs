@@ -146,8 +146,7 @@ impl Bench {
     /// Where the CPU went so far (see [`cpu`]).
     pub fn cpu_snapshot(&self) -> cpu::Snapshot {
         let mut processes = self.pids.clone();
-        let probe = *self.probe_backend.lock().unwrap_or_else(|e| e.into_inner());
-        processes.extend(probe.map(|pid| (cpu::POSTGRES_PROBE, pid)));
+        processes.extend(self.probe_backend().map(|pid| (cpu::POSTGRES_PROBE, pid)));
         cpu::snapshot(&processes, &self.databases)
     }
 
@@ -155,6 +154,11 @@ impl Bench {
     /// services' backends from the next snapshot on.
     pub fn set_probe_backend(&self, pid: u32) {
         *self.probe_backend.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
+    }
+
+    /// The table probe's backend, once it has one.
+    pub fn probe_backend(&self) -> Option<u32> {
+        *self.probe_backend.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn closed_loop(&self) -> ClosedLoop {

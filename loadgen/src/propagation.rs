@@ -221,6 +221,7 @@ impl Marks {
             horizon: HorizonWatch::start(
                 bench.system.products_db.pool.clone(),
                 bench.databases.clone(),
+                bench.probe_backend(),
             ),
         })
     }
