@@ -53,6 +53,12 @@ pub(crate) trait Work {
         None
     }
 
+    /// The least time between two reads of the store while the leader keeps up
+    /// ([`Tail::paced`]); zero reads as soon as woken.
+    fn pace(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Handles the next batch of the tail (empty once [`Work::idle_by`] passed), committing on
     /// `conn`, so that nothing is committed once the lock is gone. After an error the leader
     /// backs off, checks that it still leads and starts again from [`Work::start`].
@@ -122,7 +128,7 @@ impl Leadership {
                     continue;
                 }
             };
-            let mut tail = Tail::new(store.clone(), start, batch_size);
+            let mut tail = Tail::new(store.clone(), start, batch_size).paced(work.pace());
             loop {
                 if shutdown.is_cancelled() {
                     return true;

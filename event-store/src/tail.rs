@@ -28,6 +28,10 @@ pub struct Tail {
     /// is unchanged nothing was appended since, so the next call waits without reading. That
     /// saves the read that used to follow every batch and find nothing.
     caught_up: Option<(u64, Instant)>,
+    /// The least time between two reads while the tail keeps up ([`Tail::paced`]).
+    pace: Duration,
+    /// No read before this: the last read returned less than a page, `pace` ago at most.
+    not_before: Option<Instant>,
     reads: u64,
 }
 
@@ -39,8 +43,19 @@ impl Tail {
             after: after_position,
             batch_size: batch_size.max(1),
             caught_up: None,
+            pace: Duration::ZERO,
+            not_before: None,
             reads: 0,
         }
+    }
+
+    /// While it keeps up (its last read returned less than a page), reads at most once per
+    /// `pace`, however often it is woken: the appends of that time come as one batch, at the
+    /// cost of up to `pace` of latency. For a reader whose cost is per batch and whose readers
+    /// can wait (an asynchronous projection). Zero, the default, reads as soon as woken.
+    pub fn paced(mut self, pace: Duration) -> Self {
+        self.pace = pace;
+        self
     }
 
     /// The position of the last event handed out.
@@ -82,13 +97,26 @@ impl Tail {
                 .caught_up
                 .filter(|(seen, _)| *seen == woken)
                 .map(|(_, read_at)| read_at.elapsed());
-            let mut wait = match since_caught_up {
-                Some(elapsed) if elapsed < FALLBACK_POLL => FALLBACK_POLL - elapsed,
+            let paced = self
+                .not_before
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .filter(|left| !left.is_zero());
+            // While paced, wake-ups change nothing: the read waits for its time anyway.
+            let mut woken_early = true;
+            let mut wait = match (since_caught_up, paced) {
+                (Some(elapsed), _) if elapsed < FALLBACK_POLL => FALLBACK_POLL - elapsed,
+                // Something was appended, but the last read was too recent.
+                (_, Some(left)) => {
+                    woken_early = false;
+                    left
+                }
                 _ => {
                     self.reads += 1;
+                    let read_at = Instant::now();
                     let page = self.store.read_page(self.after, self.batch_size).await?;
-                    let complete = !page.held_back && (page.events.len() as i64) < self.batch_size;
-                    self.caught_up = complete.then(|| (woken, Instant::now()));
+                    let full = page.events.len() as i64 >= self.batch_size;
+                    self.caught_up = (!page.held_back && !full).then_some((woken, read_at));
+                    self.not_before = (!full && !self.pace.is_zero()).then(|| read_at + self.pace);
                     if let Some(last) = page.events.last() {
                         self.after = last.position;
                         return Ok(Some(page.events));
@@ -109,7 +137,7 @@ impl Tail {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
-                _ = &mut notified => {}
+                _ = &mut notified, if woken_early => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

@@ -25,6 +25,8 @@ struct CountPerStream {
     failures: Mutex<HashMap<Uuid, u32>>,
     /// Calls of `apply`, including those whose transaction was rolled back.
     calls: AtomicU64,
+    /// Calls of `apply_batch`.
+    batches: AtomicU64,
 }
 
 impl CountPerStream {
@@ -33,6 +35,7 @@ impl CountPerStream {
             name: name.to_owned(),
             failures: Mutex::default(),
             calls: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
         })
     }
 
@@ -65,6 +68,20 @@ impl Projection for CountPerStream {
                     *left -= 1;
                     anyhow::bail!("told to fail");
                 }
+            }
+            Ok(())
+        })
+    }
+
+    fn apply_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            for event in events {
+                self.apply(&mut *tx, event).await?;
             }
             Ok(())
         })
@@ -113,12 +130,12 @@ async fn total(pool: &PgPool) -> i64 {
 }
 
 fn spawn(store: &EventStore, projection: Arc<CountPerStream>, batch: i64) -> Running {
+    run(Projector::new(store.clone(), projection).with_batch_size(batch))
+}
+
+fn run(projector: Projector) -> Running {
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(
-        Projector::new(store.clone(), projection)
-            .with_batch_size(batch)
-            .run(shutdown.clone()),
-    );
+    let task = tokio::spawn(projector.run(shutdown.clone()));
     Running { shutdown, task }
 }
 
@@ -329,4 +346,31 @@ async fn a_projector_whose_lock_connection_breaks_regains_leadership_and_continu
     .await;
     running.stop().await;
     assert_eq!(counts(&db.pool).await["a-1"], 5);
+}
+
+#[tokio::test]
+async fn a_paced_projector_applies_a_trickle_of_appends_in_a_few_batches() {
+    let (db, store) = setup().await;
+    let projection = CountPerStream::new("paced");
+    let running = run(
+        Projector::new(store.clone(), projection.clone()).with_pace(Duration::from_millis(400))
+    );
+    // Twenty appends about 10 ms apart, each waking the projector: unpaced, it applies them
+    // an event or two a batch.
+    for _ in 0..20 {
+        append(&store, &["trickle"], 1).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the trickle is applied",
+        || async { total(&db.pool).await == 20 },
+    )
+    .await;
+    running.stop().await;
+    let batches = projection.batches.load(Ordering::SeqCst);
+    assert!(
+        batches <= 5,
+        "{batches} batches for 20 appends made in about 200 ms, at a pace of 400 ms"
+    );
 }
