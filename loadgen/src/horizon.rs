@@ -25,7 +25,8 @@ const LONG: Duration = Duration::from_millis(100);
 /// The oldest writing transaction of another database, and what the run's backends (but the
 /// watch's own and the probe's, `$2`) are doing, counted per [`Waits`] class.
 const SAMPLE: &str = "SELECT coalesce(max(extract(epoch FROM now() - xact_start)) \
-                              FILTER (WHERE backend_xid IS NOT NULL AND NOT ours), 0)::float8, \
+                              FILTER (WHERE backend_xid IS NOT NULL AND NOT datname = ANY($1)), \
+                    0)::float8, \
            count(*) FILTER (WHERE mine AND state = 'active' AND wait_event IS NULL), \
            count(*) FILTER (WHERE mine AND wait_event IN ('WALSync', 'WALWrite', 'WALInsert', \
                                                          'WALBufMapping', 'WALInitSync')), \
@@ -34,8 +35,7 @@ const SAMPLE: &str = "SELECT coalesce(max(extract(epoch FROM now() - xact_start)
            count(*) FILTER (WHERE mine AND state = 'active' AND wait_event_type <> 'Lock' \
                             AND wait_event NOT IN ('WALSync', 'WALWrite', 'WALInsert', \
                                                    'WALBufMapping', 'WALInitSync', 'ClientRead')) \
-    FROM (SELECT *, coalesce(datname = ANY($1), false) AS ours, \
-                 coalesce(datname = ANY($1), false) AND backend_type = 'client backend' \
+    FROM (SELECT *, coalesce(datname = ANY($1), false) AND backend_type = 'client backend' \
                  AND pid <> pg_backend_pid() AND pid <> ALL($2) AS mine \
           FROM pg_stat_activity) AS a";
 
