@@ -153,12 +153,20 @@ pub(crate) struct Committed {
     pub appended: bool,
 }
 
+/// Told once that a batch's transaction is committing (dropped unsent if it never does). It
+/// holds its streams' locks until the commit ends, so a transaction begun for the next batch
+/// from then on queues behind it on every stream the two share: the consumer may start the
+/// next batch then ([`super::Consumer`]'s batch in flight), and its work overlaps this one's
+/// commit.
+pub(crate) type Committing = Option<tokio::sync::oneshot::Sender<()>>;
+
 /// Records a batch in one transaction and runs the handlers on the events that are next in
-/// their streams; commits only if every handler succeeds.
+/// their streams; commits only if every handler succeeds. Sends `committing` as it commits.
 pub(crate) async fn record(
     store: &EventStore,
     handlers: &[Arc<dyn Reaction>],
     events: &[&ForeignEvent],
+    committing: &mut Committing,
 ) -> Result<Committed, Failure> {
     let mut streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
     streams.sort_unstable();
@@ -201,6 +209,9 @@ pub(crate) async fn record(
         }
         appended = recording.has_appended();
     }
+    if let Some(sender) = committing.take() {
+        let _ = sender.send(());
+    }
     tx.commit().await?;
     Ok(Committed {
         plan,
@@ -221,19 +232,20 @@ pub(super) enum Recorded {
 /// Runs the batch's transaction, and runs it again while [`fate::retry_now`] says so: in place
 /// while the database is unreachable (keeping the messages from redelivery), at once after a
 /// race. After a commit, wakes the relay if a reaction appended events, and parked messages
-/// (here or at a replica) otherwise.
+/// (here or at a replica) otherwise. Sends `committing` as the try that commits does.
 pub(super) async fn record_retrying(
     store: &EventStore,
     handlers: &[Arc<dyn Reaction>],
     deliveries: &[Delivery],
     shutdown: &CancellationToken,
+    committing: &mut Committing,
 ) -> Recorded {
     let events: Vec<&ForeignEvent> = deliveries.iter().map(|d| &d.event).collect();
     let span = tracing::debug_span!("batch", messages = events.len());
     let mut backoff = Backoff::default();
     let mut races = 0;
     loop {
-        let failure = match record(store, handlers, &events)
+        let failure = match record(store, handlers, &events, committing)
             .instrument(span.clone())
             .await
         {
@@ -452,7 +464,9 @@ mod recording_tests {
         let reads: Vec<Arc<dyn Reaction>> = vec![Arc::new(Reads)];
 
         let first = event("order-1");
-        let committed = record(&store, &appends, &[&first]).await.unwrap();
+        let committed = record(&store, &appends, &[&first], &mut None)
+            .await
+            .unwrap();
         assert!(committed.appended, "the echo was appended");
         let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
             .fetch_one(&db.pool)
@@ -461,11 +475,13 @@ mod recording_tests {
         assert_eq!(recorded, 1, "the inbox row went in the append's statement");
 
         let second = event("order-2");
-        let committed = record(&store, &reads, &[&second]).await.unwrap();
+        let committed = record(&store, &reads, &[&second], &mut None).await.unwrap();
         assert!(!committed.appended, "nothing was appended");
 
         // A duplicate is applied by no reaction, so nothing is appended either.
-        let committed = record(&store, &appends, &[&first]).await.unwrap();
+        let committed = record(&store, &appends, &[&first], &mut None)
+            .await
+            .unwrap();
         assert!(!committed.appended, "a duplicate appends nothing");
     }
 }

@@ -5,7 +5,10 @@
 //! consumer records them in ONE transaction ([`batch`]): each event goes into the inbox (event
 //! id unique, so a duplicate is acknowledged without effect forever, not only inside
 //! JetStream's window) together with what the service's handlers do with it. Acks follow the
-//! commit. Reading this module in order:
+//! commit. A batch is recorded on a task of its own: once it is committing, the next batch's
+//! transaction begins, so the two overlap by the first one's commit (its WAL flush) and acks;
+//! the next queues behind it on every stream they share, so per-stream order holds. Reading
+//! this module in order:
 //!
 //! - [`crate::envelope`]: the message contract, and decoding (a message that does not decode
 //!   is poison);
@@ -116,7 +119,7 @@ pub struct Consumer {
     store: EventStore,
     js: async_nats::jetstream::Context,
     config: ConsumerConfig,
-    handlers: Vec<Arc<dyn Reaction>>,
+    handlers: Arc<[Arc<dyn Reaction>]>,
     repairs: Repairs,
 }
 
@@ -147,6 +150,35 @@ impl Delivery {
     }
 }
 
+/// A batch recorded on a task of its own ([`Consumer::start`]).
+struct InFlight {
+    /// Answers once the batch's transaction is committing, or has ended without a commit.
+    committing: Option<tokio::sync::oneshot::Receiver<()>>,
+    task: tokio::task::JoinHandle<(Vec<Delivery>, Recorded)>,
+    started: Instant,
+    messages: usize,
+}
+
+impl InFlight {
+    /// Returns once the batch's transaction is committing (or ended without a commit).
+    async fn committing(&mut self) {
+        if let Some(receiver) = self.committing.take() {
+            let _ = receiver.await;
+        }
+    }
+
+    /// The batch's messages and how recording them ended; `None` if the task panicked.
+    async fn done(&mut self) -> Option<(Vec<Delivery>, Recorded)> {
+        match (&mut self.task).await {
+            Ok(done) => Some(done),
+            Err(e) => {
+                tracing::error!(error = %e, "recording a batch failed on its task");
+                None
+            }
+        }
+    }
+}
+
 impl Consumer {
     pub fn new(
         store: EventStore,
@@ -159,7 +191,7 @@ impl Consumer {
             store,
             js,
             config,
-            handlers,
+            handlers: handlers.into(),
             repairs,
         }
     }
@@ -230,9 +262,20 @@ impl Consumer {
             let mut retry = tokio::time::interval(PARK_RETRY);
             retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_retry = Instant::now();
+            // The batch whose transaction is running while the next is gathered.
+            let mut in_flight: Option<InFlight> = None;
             loop {
                 let first = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        self.finish(in_flight.take(), &mut parking, &shutdown).await;
+                        return;
+                    }
+                    recorded = async { in_flight.as_mut().expect("enabled if some").done().await },
+                        if in_flight.is_some() => {
+                        let batch = in_flight.take().expect("enabled if some");
+                        self.settle_in_flight(batch, recorded, &mut parking, &shutdown).await;
+                        continue;
+                    }
                     _ = retry.tick(), if !parking.is_empty() => {
                         self.retry_parked(&mut parking, &shutdown).await;
                         last_retry = Instant::now();
@@ -299,9 +342,22 @@ impl Consumer {
                 }
                 if !batch.is_empty() {
                     backoff.reset();
-                    self.process(batch, &mut parking, &shutdown).await;
+                    let deliveries = self.decode(batch, &shutdown).await;
+                    if !deliveries.is_empty() {
+                        // Begun once the batch in flight is committing (holding its locks until
+                        // its commit ends), this batch's transaction queues behind that one on
+                        // every stream they share, so each stream is still recorded in
+                        // delivery order.
+                        if let Some(earlier) = in_flight.as_mut() {
+                            earlier.committing().await;
+                        }
+                        let next = self.start(deliveries, &shutdown);
+                        let earlier = in_flight.replace(next);
+                        self.finish(earlier, &mut parking, &shutdown).await;
+                    }
                 }
                 if broken {
+                    self.finish(in_flight.take(), &mut parking, &shutdown).await;
                     break;
                 }
             }
@@ -351,13 +407,12 @@ impl Consumer {
             .await?)
     }
 
-    /// Decodes a batch (a message that does not decode is dead-lettered) and applies it.
-    async fn process(
+    /// Decodes a batch; a message that does not decode is dead-lettered.
+    async fn decode(
         &self,
         messages: Vec<jetstream::Message>,
-        parking: &mut Parking<Delivery>,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Vec<Delivery> {
         let mut deliveries = Vec::with_capacity(messages.len());
         for message in messages {
             match envelope::decode(&message.message) {
@@ -373,7 +428,98 @@ impl Consumer {
                 }
             }
         }
-        self.apply(deliveries, parking, shutdown).await;
+        deliveries
+    }
+
+    /// Starts recording `deliveries` on a task of its own, so that the consumer gathers the
+    /// next batch meanwhile and begins its transaction while this one commits: a batch's
+    /// commit (its WAL flush) and the acks that follow it no longer hold up the next. At
+    /// most two batches are in flight: the consumer settles this one
+    /// ([`Consumer::finish`]) before it starts a third.
+    fn start(&self, deliveries: Vec<Delivery>, shutdown: &CancellationToken) -> InFlight {
+        let (committing, committed) = tokio::sync::oneshot::channel();
+        let (store, handlers) = (self.store.clone(), self.handlers.clone());
+        let shutdown = shutdown.clone();
+        let messages = deliveries.len();
+        let task = tokio::spawn(
+            async move {
+                let mut committing = Some(committing);
+                let recorded = batch::record_retrying(
+                    &store,
+                    &handlers,
+                    &deliveries,
+                    &shutdown,
+                    &mut committing,
+                )
+                .await;
+                (deliveries, recorded)
+            }
+            .in_current_span(),
+        );
+        InFlight {
+            committing: Some(committed),
+            task,
+            started: Instant::now(),
+            messages,
+        }
+    }
+
+    /// Waits for the batch in flight, if any, and settles it.
+    async fn finish(
+        &self,
+        in_flight: Option<InFlight>,
+        parking: &mut Parking<Delivery>,
+        shutdown: &CancellationToken,
+    ) {
+        if let Some(mut batch) = in_flight {
+            let recorded = batch.done().await;
+            self.settle_in_flight(batch, recorded, parking, shutdown)
+                .await;
+        }
+    }
+
+    /// Settles a batch recorded on its own task, then records the parked messages its commit
+    /// made next in line ([`Consumer::apply`]).
+    async fn settle_in_flight(
+        &self,
+        batch: InFlight,
+        recorded: Option<(Vec<Delivery>, Recorded)>,
+        parking: &mut Parking<Delivery>,
+        shutdown: &CancellationToken,
+    ) {
+        // A task that panicked took its messages with it: unacknowledged, they come back
+        // after `ACK_WAIT`, and the inbox recognises any it had recorded.
+        let Some((deliveries, recorded)) = recorded else {
+            return;
+        };
+        let advanced = self
+            .settle_recorded(deliveries, recorded, parking, shutdown)
+            .await;
+        self.repairs.recorded(&advanced);
+        metrics::batch_recorded(
+            &self.config.durable,
+            batch.messages,
+            batch.started.elapsed().as_secs_f64(),
+        );
+        let released = self.released(&advanced, parking);
+        self.apply(released, parking, shutdown).await;
+    }
+
+    /// The parked messages that `advanced` (streams whose recorded version advanced) made
+    /// next in line.
+    fn released(
+        &self,
+        advanced: &HashMap<String, i64>,
+        parking: &mut Parking<Delivery>,
+    ) -> Vec<Delivery> {
+        advanced
+            .iter()
+            .flat_map(|(stream, version)| parking.take_ready(stream, *version))
+            .map(|parked| Delivery {
+                parked_at: Some(parked.parked_at),
+                ..parked.item
+            })
+            .collect()
     }
 
     /// Records `deliveries`, then the parked messages their commit made next in line, and
@@ -394,28 +540,42 @@ impl Consumer {
                 messages,
                 started.elapsed().as_secs_f64(),
             );
-            pending = advanced
-                .iter()
-                .flat_map(|(stream, version)| parking.take_ready(stream, *version))
-                .map(|parked| Delivery {
-                    parked_at: Some(parked.parked_at),
-                    ..parked.item
-                })
-                .collect();
+            pending = self.released(&advanced, parking);
         }
     }
 
-    /// Records one batch and settles every message of it; a batch that rolled back is
-    /// recorded again one message at a time, so only the bad message meets its failure.
-    /// Returns the streams whose recorded version advanced, with it.
+    /// Records one batch here, not on a task of its own, and settles it
+    /// ([`Consumer::settle_recorded`]). Returns the streams whose recorded version advanced.
     async fn record_and_settle(
         &self,
         deliveries: Vec<Delivery>,
         parking: &mut Parking<Delivery>,
         shutdown: &CancellationToken,
     ) -> HashMap<String, i64> {
+        let recorded = batch::record_retrying(
+            &self.store,
+            &self.handlers,
+            &deliveries,
+            shutdown,
+            &mut None,
+        )
+        .await;
+        self.settle_recorded(deliveries, recorded, parking, shutdown)
+            .await
+    }
+
+    /// Settles every message of a recorded batch; a batch that rolled back is recorded again
+    /// one message at a time, so only the bad message meets its failure. Returns the streams
+    /// whose recorded version advanced, with it.
+    async fn settle_recorded(
+        &self,
+        deliveries: Vec<Delivery>,
+        recorded: Recorded,
+        parking: &mut Parking<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> HashMap<String, i64> {
         let store = &self.store;
-        match batch::record_retrying(store, &self.handlers, &deliveries, shutdown).await {
+        match recorded {
             Recorded::Failed(failure) if deliveries.len() > 1 => {
                 tracing::info!(
                     messages = deliveries.len(),
@@ -426,9 +586,10 @@ impl Consumer {
                 for delivery in deliveries {
                     let span = consume_span(&delivery.event);
                     let one = std::slice::from_ref(&delivery);
-                    let recorded = batch::record_retrying(store, &self.handlers, one, shutdown)
-                        .instrument(span.clone())
-                        .await;
+                    let recorded =
+                        batch::record_retrying(store, &self.handlers, one, shutdown, &mut None)
+                            .instrument(span.clone())
+                            .await;
                     let settled = self.settle(vec![delivery], recorded, parking, shutdown);
                     advanced.extend(settled.instrument(span).await);
                 }

@@ -198,3 +198,70 @@ async fn two_replicas_sharing_the_durable_consumer_under_batch_load_apply_each_e
         assert_eq!(versions, (1..=25).collect::<Vec<_>>(), "{stream}");
     }
 }
+
+/// Holds the commit of the transaction that handles an event of `slow-1` (a deferred trigger
+/// on `handled`) until an event of `quick-1` is committed by another transaction, for at
+/// most five seconds; `waited` says whether it saw one.
+const HOLD_COMMIT: &str = "\
+CREATE TABLE waited (saw_later bool NOT NULL); \
+CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+DECLARE deadline timestamptz := clock_timestamp() + interval '5 seconds'; \
+BEGIN \
+  LOOP \
+    IF EXISTS (SELECT 1 FROM handled WHERE stream_id = 'quick-1') THEN \
+      INSERT INTO waited VALUES (true); RETURN NULL; \
+    END IF; \
+    IF clock_timestamp() > deadline THEN \
+      INSERT INTO waited VALUES (false); RETURN NULL; \
+    END IF; \
+    PERFORM pg_sleep(0.02); \
+  END LOOP; \
+END $$; \
+CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON handled \
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.stream_id = 'slow-1') \
+  EXECUTE FUNCTION hold_commit();";
+
+#[tokio::test]
+async fn the_next_batch_is_recorded_while_the_one_before_it_commits() {
+    let fx = Fixture::new().await;
+    sqlx::raw_sql(HOLD_COMMIT)
+        .execute(&fx.db.pool)
+        .await
+        .unwrap();
+    let (slow, quick) = (Uuid::now_v7(), Uuid::now_v7());
+    let running = fx.start();
+    fx.publish_event(slow, "slow-1", 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "the first batch's commit is held",
+        || async {
+            let holding: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            )
+            .fetch_one(&fx.db.pool)
+            .await
+            .unwrap();
+            holding > 0
+        },
+    )
+    .await;
+    // Another stream's event, published while the first batch commits: a batch of its own.
+    fx.publish_event(quick, "quick-1", 1).await;
+    eventually(Duration::from_secs(20), "both are handled", || async {
+        handled_count(&fx.db.pool).await == 2
+    })
+    .await;
+    fx.drained().await;
+
+    assert_eq!(running.stop().await, 0);
+    let waited: Vec<bool> = sqlx::query_scalar("SELECT saw_later FROM waited")
+        .fetch_all(&fx.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        waited,
+        [true],
+        "the later batch committed while the first one's commit was held"
+    );
+}
