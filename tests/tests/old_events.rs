@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use event_store::testing::{self, TestDb};
 use event_store::wire::WireEvent;
@@ -381,6 +382,33 @@ async fn take_new_commands(system: &TestSystem) {
     }
 }
 
+/// Waits until product-service's projector (`product_sales_daily`, kept from a checkpoint of
+/// its own) has applied every stored event. Unlike the inline read models the commands were
+/// awaited through, it follows the store asynchronously, up to its pace (50 ms) behind.
+async fn projector_caught_up(products: &PgPool) {
+    let checkpoint =
+        event_store::projection::checkpoint_name(product_service::projections::sales::NAME);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let behind: bool = sqlx::query_scalar(
+            "SELECT coalesce((SELECT position FROM checkpoints WHERE name = $1), 0) \
+                    < coalesce((SELECT max(position) FROM events), 0)",
+        )
+        .bind(&checkpoint)
+        .fetch_one(products)
+        .await
+        .unwrap();
+        if !behind {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projector of product_sales_daily caught up with the store"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_version_1_database_serves_takes_commands_and_replays_as_a_current_one() {
     let v1 = Pair::load("v1").await;
@@ -427,6 +455,7 @@ async fn a_version_1_database_serves_takes_commands_and_replays_as_a_current_one
     take_new_commands(&system).await;
 
     // What live processing kept over both versions is what a rebuild gives.
+    projector_caught_up(&system.products_db.pool).await;
     let live = all_projection_rows(&system.products_db, &system.orders_db).await;
     replay_pair(&system.products_db, &system.orders_db).await;
     let rebuilt = all_projection_rows(&system.products_db, &system.orders_db).await;
