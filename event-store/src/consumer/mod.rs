@@ -495,23 +495,26 @@ impl Consumer {
         let advanced = self
             .settle_recorded(deliveries, recorded, parking, shutdown)
             .await;
-        self.repairs.recorded(&advanced);
-        metrics::batch_recorded(
-            &self.config.durable,
-            batch.messages,
-            batch.started.elapsed().as_secs_f64(),
-        );
-        let released = self.released(&advanced, parking);
+        let released = self.settled(&advanced, batch.messages, batch.started, parking);
         self.apply(released, parking, shutdown).await;
     }
 
-    /// The parked messages that `advanced` (streams whose recorded version advanced) made
-    /// next in line.
-    fn released(
+    /// What follows a settled batch of `messages` started at `started`: the repairs learn
+    /// which streams advanced (`advanced`), the batch is counted, and the parked messages it
+    /// made next in line are returned.
+    fn settled(
         &self,
         advanced: &HashMap<String, i64>,
+        messages: usize,
+        started: Instant,
         parking: &mut Parking<Delivery>,
     ) -> Vec<Delivery> {
+        self.repairs.recorded(advanced);
+        metrics::batch_recorded(
+            &self.config.durable,
+            messages,
+            started.elapsed().as_secs_f64(),
+        );
         advanced
             .iter()
             .flat_map(|(stream, version)| parking.take_ready(stream, *version))
@@ -534,13 +537,7 @@ impl Consumer {
         while !pending.is_empty() {
             let (started, messages) = (Instant::now(), pending.len());
             let advanced = self.record_and_settle(pending, parking, shutdown).await;
-            self.repairs.recorded(&advanced);
-            metrics::batch_recorded(
-                &self.config.durable,
-                messages,
-                started.elapsed().as_secs_f64(),
-            );
-            pending = self.released(&advanced, parking);
+            pending = self.settled(&advanced, messages, started, parking);
         }
     }
 
