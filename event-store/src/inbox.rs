@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
-use sqlx::{PgConnection, PgExecutor, Postgres};
+use sqlx::{PgConnection, PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
 use crate::envelope::ForeignEvent;
 use crate::locks;
+use crate::snapshot::{self, Preloaded};
 use crate::Metadata;
 
 /// The statement that begins a recording transaction and takes its locks, in one round trip:
@@ -30,40 +31,68 @@ pub(crate) fn begin_and_lock(streams: &[&str]) -> String {
     format!("BEGIN; {}", locks::inbox_recording_sql(streams))
 }
 
-/// What the inbox holds of a batch, in one query: which of `ids` are recorded, and the
-/// highest version recorded of each of `streams` (absent: none recorded).
+/// What the inbox holds of a batch, and the streams its reactions declared they will load
+/// ([`crate::snapshot::Reads`]), in one query: which of `ids` are recorded, the highest version
+/// recorded of each of `streams` (absent: none recorded), and each declared stream's snapshot
+/// and the events after it.
 pub(crate) async fn recorded(
     conn: &mut PgConnection,
     ids: &[Uuid],
     streams: &[&str],
-) -> Result<(HashSet<Uuid>, HashMap<String, i64>), sqlx::Error> {
-    // One index probe per id and per stream (the unique (stream_id, stream_version) index,
-    // backwards), however long a stream's history.
-    let rows: Vec<(Option<Uuid>, Option<String>, Option<i64>)> = sqlx::query_as(
-        "SELECT event_id, NULL::text, NULL::int8 FROM inbox WHERE event_id = ANY($1) \
+    reads: &[(&str, i32)],
+) -> Result<Recorded, sqlx::Error> {
+    // Three parts told apart by the first column, in the columns (and names) of the streams'
+    // read (`snapshot::fetch_sql`): the declared streams (0), sorted by stream and version as
+    // `snapshot::gather` takes them; the recorded ids (1), one index probe per id; the
+    // streams' versions (2), one probe per stream of the unique (stream_id, stream_version)
+    // index, backwards, however long its history.
+    let sql = format!(
+        "{} \
          UNION ALL \
-         SELECT NULL::uuid, s.stream_id, v.stream_version \
+         SELECT 1::int2, event_id, NULL::text, NULL::int4, NULL::int8, NULL::jsonb, NULL::int8, \
+                {NO_EVENT} FROM inbox WHERE event_id = ANY($1) \
+         UNION ALL \
+         SELECT 2::int2, NULL::uuid, s.stream_id, NULL::int4, NULL::int8, NULL::jsonb, \
+                v.stream_version, {NO_EVENT} \
          FROM unnest($2::text[]) AS s(stream_id) \
          CROSS JOIN LATERAL (SELECT stream_version FROM inbox i WHERE i.stream_id = s.stream_id \
-                             ORDER BY stream_version DESC LIMIT 1) AS v",
-    )
-    .bind(ids)
-    .bind(streams)
-    .fetch_all(conn)
-    .await?;
-    let (mut known, mut versions) = (HashSet::new(), HashMap::new());
-    for row in rows {
-        match row {
-            (Some(id), _, _) => {
-                known.insert(id);
+                             ORDER BY stream_version DESC LIMIT 1) AS v \
+         ORDER BY 1, 3, 7",
+        snapshot::fetch_sql(3)
+    );
+    let rows = snapshot::bind_wanted(sqlx::query(&sql).bind(ids).bind(streams), reads)
+        .fetch_all(conn)
+        .await?;
+    let mut recorded = Recorded::default();
+    let mut declared = Vec::new();
+    for row in &rows {
+        match row.try_get::<i16, _>(0)? {
+            1 => {
+                recorded.known.insert(row.try_get(1)?);
             }
-            (None, Some(stream), Some(version)) => {
-                versions.insert(stream, version);
+            2 => {
+                recorded.versions.insert(row.try_get(2)?, row.try_get(6)?);
             }
-            _ => {}
+            _ => declared.push(row),
         }
     }
-    Ok((known, versions))
+    recorded.declared = snapshot::gather(declared)?;
+    Ok(recorded)
+}
+
+/// The columns of the streams' read that the inbox's parts of [`recorded`] leave empty.
+const NO_EVENT: &str = "NULL::int8, NULL::uuid, NULL::text, NULL::int4, NULL::jsonb, \
+                        NULL::jsonb, NULL::timestamptz";
+
+/// What [`recorded`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Recorded {
+    /// The batch's ids the inbox holds.
+    pub known: HashSet<Uuid>,
+    /// The highest version recorded of each stream of the batch that has one.
+    pub versions: HashMap<String, i64>,
+    /// The declared streams, read.
+    pub declared: snapshot::FoundAt,
 }
 
 /// The event recorded at `version` of `stream`, if any.
@@ -156,15 +185,24 @@ pub struct Recording<'a> {
     events: &'a [&'a ForeignEvent],
     taken: AtomicBool,
     appended: AtomicBool,
+    preloaded: Preloaded,
 }
 
 impl<'a> Recording<'a> {
-    pub(crate) fn new(events: &'a [&'a ForeignEvent]) -> Self {
+    pub(crate) fn new(events: &'a [&'a ForeignEvent], preloaded: Preloaded) -> Self {
         Recording {
             events,
             taken: AtomicBool::new(false),
             appended: AtomicBool::new(false),
+            preloaded,
         }
+    }
+
+    /// The streams the reactions declared ([`crate::consumer::Reaction::reads`]), read in the
+    /// batch's one read: a load through [`crate::snapshot::load_from`] (or
+    /// [`crate::aggregate::load_many_from`]) takes them from here instead of querying.
+    pub fn preloaded(&self) -> &Preloaded {
+        &self.preloaded
     }
 
     /// Says that a reaction appended events in the batch's transaction.

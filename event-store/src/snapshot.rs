@@ -10,10 +10,12 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::postgres::PgArguments;
+
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
 
@@ -56,8 +58,176 @@ pub async fn load<S: DeserializeOwned>(
     streams: &[&str],
     schema_version: i32,
 ) -> Result<HashMap<String, Loaded<S>>, sqlx::Error> {
-    let mut found = fetch(conn, streams, schema_version).await?;
-    // A snapshot that does not decode is ignored: read those streams again, whole.
+    load_from(conn, streams, schema_version, None).await
+}
+
+/// As [`load`], taking first what the batch's one read found already ([`Preloaded`]): only
+/// the streams it did not read are queried (none, when the reaction declared them all).
+pub async fn load_from<S: DeserializeOwned>(
+    conn: &mut PgConnection,
+    streams: &[&str],
+    schema_version: i32,
+    preloaded: Option<&Preloaded>,
+) -> Result<HashMap<String, Loaded<S>>, sqlx::Error> {
+    let mut found = Found::new();
+    let mut missing: Vec<(&str, i32)> = Vec::new();
+    for stream in streams {
+        match preloaded.and_then(|p| p.take(stream, schema_version)) {
+            Some(read) => {
+                found.insert((*stream).to_owned(), read);
+            }
+            None => missing.push((stream, schema_version)),
+        }
+    }
+    if !missing.is_empty() {
+        let sql = format!("{} ORDER BY 3, 7", fetch_sql(1));
+        let rows = bind_wanted(sqlx::query(&sql), &missing)
+            .fetch_all(&mut *conn)
+            .await?;
+        for ((stream, _), read) in gather(&rows)? {
+            found.insert(stream, read);
+        }
+    }
+    decode(conn, found, streams).await
+}
+
+/// What was found of one stream: its snapshot (version, state) if any, and the events after
+/// it, in version order.
+pub(crate) type FoundRead = (Option<(i64, serde_json::Value)>, Vec<RecordedEvent>);
+type Found = HashMap<String, FoundRead>;
+/// What was found, by stream and the snapshot schema version it was loaded at.
+pub(crate) type FoundAt = HashMap<(String, i32), FoundRead>;
+
+/// Streams read in the batch's one read, before the reaction that declared them runs
+/// ([`crate::consumer::Reaction::reads`]): each is taken once, by the first load that asks
+/// for it at the schema version it was read at ([`load_from`]).
+#[derive(Debug, Default)]
+pub struct Preloaded(Mutex<FoundAt>);
+
+impl Preloaded {
+    pub(crate) fn new(found: FoundAt) -> Self {
+        Preloaded(Mutex::new(found))
+    }
+
+    pub(crate) fn take(&self, stream: &str, schema_version: i32) -> Option<FoundRead> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(stream.to_owned(), schema_version))
+    }
+}
+
+/// The streams a reaction will load to handle a batch, each with the snapshot schema version
+/// it loads at, declared before it runs so that the consumer reads them in the batch's one
+/// read ([`crate::consumer::Reaction::reads`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reads(Vec<(String, i32)>);
+
+impl Reads {
+    /// Declares `stream`, loaded at snapshot `schema_version` (-1: never snapshotted).
+    pub fn stream(&mut self, stream: String, schema_version: i32) {
+        self.0.push((stream, schema_version));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each stream once.
+    pub(crate) fn wanted(&self) -> Vec<(&str, i32)> {
+        let mut wanted: Vec<(&str, i32)> = self.0.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+}
+
+/// Snapshot (version, state) and the events after it, per wanted stream: one row per event
+/// after the snapshot, or one row with no event when there is none after it. Its parameters,
+/// numbered from `first`, are the streams and the schema version each is loaded at
+/// ([`bind_wanted`]). Its first column is a constant 0, so a read of other things may
+/// `UNION ALL` it (the consumer's one read, `inbox::recorded`) and tell the rows apart;
+/// ordered by stream and version (`ORDER BY 1, 3, 7` of the union), [`gather`] takes them.
+pub(crate) fn fetch_sql(first: usize) -> String {
+    format!(
+        "SELECT 0::int2 AS part, NULL::uuid AS id, w.stream, w.snapshot_schema, \
+                s.stream_version AS snapshot_version, s.state AS snapshot_state, \
+                e.stream_version, e.position, e.event_id, e.event_type, e.schema_version, \
+                e.payload, e.metadata, e.recorded_at \
+         FROM unnest(${first}::text[], ${}::int4[]) AS w(stream, snapshot_schema) \
+         LEFT JOIN snapshots s \
+                ON s.stream_id = w.stream AND s.schema_version = w.snapshot_schema \
+         LEFT JOIN LATERAL (SELECT * FROM events \
+                            WHERE stream_id = w.stream \
+                              AND stream_version > coalesce(s.stream_version, 0) \
+                            ORDER BY stream_version) AS e ON true",
+        first + 1
+    )
+}
+
+/// Binds the two array parameters of [`fetch_sql`].
+pub(crate) fn bind_wanted<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    wanted: &[(&str, i32)],
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(
+            wanted
+                .iter()
+                .map(|(s, _)| (*s).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .bind(wanted.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+}
+
+/// Collects rows of [`fetch_sql`], in stream and version order, into what was found per
+/// stream (and the schema version it was loaded at).
+pub(crate) fn gather<'r>(
+    rows: impl IntoIterator<Item = &'r PgRow>,
+) -> Result<FoundAt, sqlx::Error> {
+    let mut found = FoundAt::new();
+    for row in rows {
+        let stream: String = row.try_get("stream")?;
+        let schema: i32 = row.try_get("snapshot_schema")?;
+        let snapshot_version: Option<i64> = row.try_get("snapshot_version")?;
+        let entry = match found.entry((stream.clone(), schema)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let snapshot = match snapshot_version {
+                    Some(version) => Some((version, row.try_get("snapshot_state")?)),
+                    None => None,
+                };
+                e.insert((snapshot, Vec::new()))
+            }
+        };
+        let position: Option<i64> = row.try_get("position")?;
+        if let Some(position) = position {
+            entry.1.push(RecordedEvent {
+                position,
+                stream_id: stream,
+                stream_version: row.try_get("stream_version")?,
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                schema_version: row.try_get("schema_version")?,
+                payload: row.try_get("payload")?,
+                metadata: row
+                    .try_get::<sqlx::types::Json<crate::Metadata>, _>("metadata")?
+                    .0,
+                recorded_at: row.try_get("recorded_at")?,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Decodes what was found of `streams` (each comes back; one not found has neither a snapshot
+/// nor events). A snapshot whose state no longer decodes is ignored and its stream read again,
+/// whole.
+async fn decode<S: DeserializeOwned>(
+    conn: &mut PgConnection,
+    mut found: Found,
+    streams: &[&str],
+) -> Result<HashMap<String, Loaded<S>>, sqlx::Error> {
     let mut unreadable = Vec::new();
     let mut loaded: HashMap<String, Loaded<S>> = HashMap::with_capacity(streams.len());
     for (stream, (snapshot, events)) in found.drain() {
@@ -87,73 +257,9 @@ pub async fn load<S: DeserializeOwned>(
         }
     }
     for stream in streams {
-        loaded.entry((*stream).to_owned()).or_insert(Loaded {
-            snapshot: None,
-            events: Vec::new(),
-        });
+        loaded.entry((*stream).to_owned()).or_default();
     }
     Ok(loaded)
-}
-
-/// Snapshot (version, state) and the events after it, per stream: one row per event after
-/// the snapshot, or one row with no event when there is none after it.
-#[allow(clippy::type_complexity)]
-async fn fetch(
-    conn: &mut PgConnection,
-    streams: &[&str],
-    schema_version: i32,
-) -> Result<HashMap<String, (Option<(i64, serde_json::Value)>, Vec<RecordedEvent>)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT w.stream, s.stream_version AS snapshot_version, s.state AS snapshot_state, \
-                e.position, e.stream_version, e.event_id, e.event_type, e.schema_version, \
-                e.payload, e.metadata, e.recorded_at \
-         FROM unnest($1::text[]) AS w(stream) \
-         LEFT JOIN snapshots s ON s.stream_id = w.stream AND s.schema_version = $2 \
-         LEFT JOIN LATERAL (SELECT * FROM events \
-                            WHERE stream_id = w.stream \
-                              AND stream_version > coalesce(s.stream_version, 0) \
-                            ORDER BY stream_version) AS e ON true \
-         ORDER BY w.stream, e.stream_version",
-    )
-    .bind(streams)
-    .bind(schema_version)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut found: HashMap<String, (Option<(i64, serde_json::Value)>, Vec<RecordedEvent>)> =
-        HashMap::new();
-    for row in rows {
-        let stream: String = row.try_get("stream")?;
-        let snapshot_version: Option<i64> = row.try_get("snapshot_version")?;
-        let entry = match found.entry(stream.clone()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let snapshot = match snapshot_version {
-                    Some(version) => Some((version, row.try_get("snapshot_state")?)),
-                    None => None,
-                };
-                e.insert((snapshot, Vec::new()))
-            }
-        };
-        let position: Option<i64> = row.try_get("position")?;
-        if let Some(position) = position {
-            entry.1.push(RecordedEvent {
-                position,
-                stream_id: stream,
-                stream_version: row.try_get("stream_version")?,
-                event_id: row.try_get("event_id")?,
-                event_type: row.try_get("event_type")?,
-                schema_version: row.try_get("schema_version")?,
-                payload: row.try_get("payload")?,
-                metadata: row
-                    .try_get::<sqlx::types::Json<crate::Metadata>, _>("metadata")?
-                    .0,
-                recorded_at: row.try_get("recorded_at")?,
-            });
-        }
-    }
-    // Streams with no row at all have neither a snapshot nor events.
-    found.retain(|_, (snapshot, events)| snapshot.is_some() || !events.is_empty());
-    Ok(found)
 }
 
 /// How an insert into `snapshots` treats a stored snapshot of the same stream: replaced by one

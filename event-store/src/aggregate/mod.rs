@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::idempotency::Claimed;
+use crate::snapshot::{Preloaded, Reads};
 use crate::wire::{DecodeError, WireEvent};
 use crate::{snapshot, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
 
@@ -201,11 +202,20 @@ pub async fn load_many<A: Fold>(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, LoadedWith<A::State>>, LoadError> {
+    load_many_from::<A>(conn, ids, None).await
+}
+
+/// As [`load_many`], taking first what the consumer's one read of the batch found already
+/// (the streams a reaction declared with [`Reads::aggregates`]).
+pub async fn load_many_from<A: Fold>(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    preloaded: Option<&Preloaded>,
+) -> Result<HashMap<Uuid, LoadedWith<A::State>>, LoadError> {
     let streams: Vec<String> = ids.iter().map(|id| A::stream_id(*id)).collect();
     let wanted: Vec<&str> = streams.iter().map(String::as_str).collect();
-    // Without a policy no snapshot can match schema version -1, so every event is read.
-    let schema_version = A::SNAPSHOT.map_or(-1, |p| p.schema_version);
-    let mut found = snapshot::load::<A::State>(conn, &wanted, schema_version).await?;
+    let mut found =
+        snapshot::load_from::<A::State>(conn, &wanted, snapshot_schema::<A>(), preloaded).await?;
     let mut loaded = HashMap::with_capacity(ids.len());
     for (id, stream) in ids.iter().zip(&streams) {
         let aggregate = match found.remove(stream) {
@@ -215,6 +225,21 @@ pub async fn load_many<A: Fold>(
         loaded.insert(*id, aggregate);
     }
     Ok(loaded)
+}
+
+/// The snapshot schema version `A` loads at: without a policy no snapshot can match -1, so
+/// every event is read.
+pub fn snapshot_schema<A: Fold>() -> i32 {
+    A::SNAPSHOT.map_or(-1, |p| p.schema_version)
+}
+
+impl Reads {
+    /// Declares the streams of the aggregates `ids`, loaded as [`load_many_from`] loads them.
+    pub fn aggregates<A: Fold>(&mut self, ids: impl IntoIterator<Item = Uuid>) {
+        for id in ids {
+            self.stream(A::stream_id(id), snapshot_schema::<A>());
+        }
+    }
 }
 
 /// The state a snapshot and the events after it give.

@@ -1,8 +1,9 @@
 //! One batch of messages, recorded in ONE transaction: the batch's streams locked (in a fixed
 //! order, so replicas sharing the durable consumer wait for each other rather than deadlock),
-//! the already-recorded ids found in one query, every stream's recorded version in another,
-//! the events that are next in their stream handed to every handler at once, and all their
-//! inbox rows inserted in one statement. [`plan`] decides, without IO, what becomes of each
+//! the already-recorded ids, every stream's recorded version and the streams the handlers
+//! declared they will load ([`Reaction::reads`]) found in one query, the events that are next
+//! in their stream handed to every handler at once, and all their inbox rows inserted in one
+//! statement (or in a handler's own). [`plan`] decides, without IO, what becomes of each
 //! event; [`record`] runs the transaction, and [`record_retrying`] runs it again while
 //! [`fate::retry_now`] says so.
 
@@ -20,6 +21,7 @@ use super::{Delivery, HandleError, Reaction};
 use crate::envelope::ForeignEvent;
 use crate::inbox::{self, Recording};
 use crate::retry::Backoff;
+use crate::snapshot::{Preloaded, Reads};
 use crate::EventStore;
 
 /// Immediate retries of a batch whose reaction met a concurrent write, before the batch is
@@ -174,8 +176,16 @@ pub(crate) async fn record(
     let mut conn = store.pool().acquire().await?;
     let mut tx = conn.begin_with(inbox::begin_and_lock(&streams)).await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let (known, recorded) = inbox::recorded(&mut tx, &ids, &streams).await?;
-    let plan = plan(events, &known, &recorded);
+    let mut reads = Reads::default();
+    for handler in handlers {
+        handler.reads(events, &mut reads);
+    }
+    let inbox::Recorded {
+        known,
+        versions,
+        declared,
+    } = inbox::recorded(&mut tx, &ids, &streams, &reads.wanted()).await?;
+    let plan = plan(events, &known, &versions);
     let mut conflicts = HashMap::new();
     for (i, verdict) in plan.verdicts.iter().enumerate() {
         if *verdict == Verdict::Conflict {
@@ -197,7 +207,7 @@ pub(crate) async fn record(
     if !plan.apply.is_empty() {
         let applying: Vec<&ForeignEvent> = plan.apply.iter().map(|&i| events[i]).collect();
         // A reaction that writes in one statement may record the inbox rows in it.
-        let recording = Recording::new(&applying);
+        let recording = Recording::new(&applying, Preloaded::new(declared));
         for handler in handlers {
             handler
                 .handle_recording(&mut tx, &applying, &recording)
@@ -391,6 +401,7 @@ mod recording_tests {
 
     use super::*;
     use crate::consumer::BatchReaction;
+    use crate::snapshot;
     use crate::store::BatchSql;
     use crate::testing::TestDb;
     use crate::{ExpectedVersion, Metadata, NewEvent, StreamAppend};
@@ -442,6 +453,42 @@ mod recording_tests {
         }
     }
 
+    /// Declares the streams named in its events' payloads (`{"reads": [...]}`) at schema 1, and
+    /// keeps what the consumer's read of the batch preloaded of each.
+    #[derive(Default)]
+    struct Declares(std::sync::Mutex<Vec<(String, Option<snapshot::FoundRead>)>>);
+
+    fn declared(event: &ForeignEvent) -> Vec<String> {
+        serde_json::from_value(event.payload["reads"].clone()).unwrap_or_default()
+    }
+
+    impl BatchReaction for Declares {
+        const NAME: &'static str = "declares";
+
+        fn reads(&self, events: &[&ForeignEvent], reads: &mut snapshot::Reads) {
+            for stream in events.iter().flat_map(|e| declared(e)) {
+                reads.stream(stream, 1);
+            }
+        }
+
+        fn handle_batch<'a>(
+            &'a self,
+            _tx: &'a mut PgConnection,
+            events: &'a [&'a ForeignEvent],
+            recording: Option<&'a Recording<'a>>,
+        ) -> BoxFuture<'a, Result<(), HandleError>> {
+            Box::pin(async move {
+                let preloaded = recording.expect("offered in the consumer").preloaded();
+                let mut seen = self.0.lock().unwrap();
+                for stream in events.iter().flat_map(|e| declared(e)) {
+                    let found = preloaded.take(&stream, 1);
+                    seen.push((stream, found));
+                }
+                Ok(())
+            })
+        }
+    }
+
     fn event(stream: &str) -> ForeignEvent {
         ForeignEvent {
             event_id: Uuid::now_v7(),
@@ -453,6 +500,89 @@ mod recording_tests {
             payload: serde_json::json!({}),
             metadata: Metadata::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn the_streams_a_reaction_declares_are_read_with_the_inbox_in_one_read() {
+        let db = TestDb::new().await;
+        let store = db.store();
+        let new = |n: usize| {
+            (0..n)
+                .map(|i| NewEvent::new("Counted", serde_json::json!({ "n": i })))
+                .collect::<Vec<_>>()
+        };
+        store
+            .append("thing-1", ExpectedVersion::NoStream, &new(3))
+            .await
+            .unwrap();
+        store
+            .append("thing-2", ExpectedVersion::NoStream, &new(4))
+            .await
+            .unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        snapshot::save(
+            &mut conn,
+            1,
+            &[("thing-2", 3, &serde_json::json!({"n": 3}))],
+        )
+        .await
+        .unwrap();
+        // Stored in another schema: ignored, so thing-1 comes whole.
+        snapshot::save(
+            &mut conn,
+            2,
+            &[("thing-1", 2, &serde_json::json!({"n": 2}))],
+        )
+        .await
+        .unwrap();
+        drop(conn);
+
+        let declares = Arc::new(Declares::default());
+        let handlers: Vec<Arc<dyn Reaction>> = vec![declares.clone()];
+        let mut first = event("order-1");
+        first.payload = serde_json::json!({ "reads": ["thing-1", "thing-2", "thing-3"] });
+        record(&store, &handlers, &[&first], &mut None)
+            .await
+            .unwrap();
+
+        let seen = std::mem::take(&mut *declares.0.lock().unwrap());
+        let found: HashMap<String, snapshot::FoundRead> = seen
+            .into_iter()
+            .map(|(stream, found)| {
+                (
+                    stream.clone(),
+                    found.unwrap_or_else(|| panic!("{stream} was not preloaded")),
+                )
+            })
+            .collect();
+        let versions = |stream: &str| -> Vec<i64> {
+            found[stream].1.iter().map(|e| e.stream_version).collect()
+        };
+        assert_eq!(
+            found["thing-1"].0, None,
+            "a snapshot of another schema is not used"
+        );
+        assert_eq!(versions("thing-1"), [1, 2, 3]);
+        assert_eq!(found["thing-2"].0, Some((3, serde_json::json!({"n": 3}))));
+        assert_eq!(
+            versions("thing-2"),
+            [4],
+            "only the events after the snapshot"
+        );
+        assert_eq!(found["thing-3"], (None, vec![]), "a stream without events");
+
+        // What the inbox holds is still told apart from the streams: a redelivery is a
+        // duplicate, and the next version of its stream follows the recorded one.
+        let mut next = event("order-1");
+        next.stream_version = 2;
+        let committed = record(&store, &handlers, &[&first, &next], &mut None)
+            .await
+            .unwrap();
+        assert_eq!(
+            committed.plan.verdicts,
+            [Verdict::Duplicate, Verdict::Apply]
+        );
+        assert_eq!(committed.plan.recorded["order-1"], 2);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use super::fate::{is_race, sqlstate};
 use crate::aggregate::LoadError;
 use crate::envelope::ForeignEvent;
 use crate::inbox::Recording;
+use crate::snapshot::Reads;
 use crate::wire::DecodeError;
 use crate::StoreError;
 
@@ -101,6 +102,15 @@ pub trait Reaction: Send + Sync + 'static {
         &[]
     }
 
+    /// The streams this reaction will load to handle `events`, declared before it runs so that
+    /// the consumer reads them with what the inbox holds of the batch, in the batch's one read,
+    /// and offers them through [`Recording::preloaded`]. Declared for every event of the batch
+    /// (the inbox has not yet said which are new), so a few may go unused. None by default:
+    /// the reaction then queries what it loads itself, one round trip more.
+    fn reads(&self, events: &[&ForeignEvent], reads: &mut Reads) {
+        let _ = (events, reads);
+    }
+
     /// Handles one event inside the consumer's transaction. Appends go through
     /// [`EventStore::append_in_tx`] or [`crate::aggregate::BatchAppend`] on the same
     /// connection.
@@ -152,6 +162,11 @@ pub trait BatchReaction: Send + Sync + 'static {
     /// The tables it writes when it is a projection of foreign events ([`Reaction::tables`]).
     const TABLES: &'static [&'static str] = &[];
 
+    /// As [`Reaction::reads`].
+    fn reads(&self, events: &[&ForeignEvent], reads: &mut Reads) {
+        let _ = (events, reads);
+    }
+
     /// As [`Reaction::handle_batch`]: one read and one write for the whole batch. In the
     /// consumer's recording transaction `recording` offers the batch's inbox rows
     /// ([`Reaction::handle_recording`]); elsewhere (a rebuild, a test) it is `None`.
@@ -170,6 +185,10 @@ impl<T: BatchReaction> Reaction for T {
 
     fn tables(&self) -> &[&str] {
         T::TABLES
+    }
+
+    fn reads(&self, events: &[&ForeignEvent], reads: &mut Reads) {
+        BatchReaction::reads(self, events, reads)
     }
 
     fn handle<'a>(

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use event_store::aggregate::{self, BatchWriter, Loaded};
-use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Reads, Recording};
 use event_store::read_model::InlineRow;
 use event_store::wire::WireEvent as _;
 use event_store::{EventStore, Metadata};
@@ -60,8 +60,9 @@ impl ReservationOutcome {
             .map(|(_, (order_id, _))| *order_id)
             .filter(|id| seen.insert(*id))
             .collect();
+        let preloaded = recording.map(Recording::preloaded);
         let mut orders: HashMap<Uuid, Loaded<OrderState>> =
-            aggregate::load_many::<Order>(tx, &order_ids)
+            aggregate::load_many_from::<Order>(tx, &order_ids, preloaded)
                 .await?
                 .into_iter()
                 .map(|(id, order)| (id, order.loaded))
@@ -130,5 +131,13 @@ impl BatchReaction for ReservationOutcome {
         recording: Option<&'a Recording<'a>>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(self.react(tx, events, recording))
+    }
+
+    /// The orders the verdicts name, read with the inbox's answer in the consumer's one read
+    /// of the batch.
+    fn reads(&self, events: &[&ForeignEvent], reads: &mut Reads) {
+        // An event that does not decode declares nothing; `react` refuses it.
+        let orders = events.iter().filter_map(|e| verdict(e).ok().flatten());
+        reads.aggregates::<Order>(orders.map(|(order_id, _)| order_id));
     }
 }

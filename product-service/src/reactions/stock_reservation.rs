@@ -13,14 +13,16 @@
 //!
 //! Products are loaded from their snapshot and the events after it (a product stream gains an
 //! event per order forever, so reading it whole would grow without end); reservations, a few
-//! events per order, are folded whole; both in one query ([`load_for_saga`]).
+//! events per order, are folded whole; both are declared up front (`reads`), so the consumer
+//! reads them in its one read of the batch, beside what the inbox holds ([`load_for_saga`]).
 //! `tests/service/snapshots.rs` checks that the snapshot path decides as the full fold does.
 
 use std::collections::{HashMap, HashSet};
 
 use event_store::aggregate::{self, BatchAppend, BatchWriter, Fold, LoadError, Loaded, LoadedWith};
-use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Reads, Recording};
 use event_store::read_model::InlineRow;
+use event_store::snapshot::Preloaded;
 use event_store::wire::WireEvent as _;
 use event_store::{snapshot, EventStore, Metadata};
 use futures::future::BoxFuture;
@@ -58,6 +60,20 @@ impl BatchReaction for StockReservation {
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(self.react(tx, events, recording))
     }
+
+    /// The reservations and the ordered products, read with the inbox's answer in the
+    /// consumer's one read of the batch.
+    fn reads(&self, events: &[&ForeignEvent], reads: &mut Reads) {
+        // An event that does not decode declares nothing; `react` refuses it.
+        let decoded: Vec<OrderEvent> = events
+            .iter()
+            .filter_map(|e| OrderEvent::decode(*e).ok().flatten())
+            .collect();
+        let (order_ids, product_ids) = named(decoded.iter());
+        for stream in saga_streams(&order_ids, &product_ids) {
+            reads.stream(stream, saga_schema());
+        }
+    }
 }
 
 /// The streams a batch reads and appends to, as it goes.
@@ -89,7 +105,7 @@ impl StockReservation {
         if decoded.is_empty() {
             return Ok(());
         }
-        let mut working = self.load(tx, &decoded).await?;
+        let mut working = self.load(tx, &decoded, recording).await?;
         for (cause, order_event) in &decoded {
             let decision = match order_event {
                 OrderEvent::OrderPlaced(placed) => {
@@ -134,13 +150,12 @@ impl StockReservation {
         &self,
         tx: &mut PgConnection,
         decoded: &[(&ForeignEvent, OrderEvent)],
+        recording: Option<&Recording<'_>>,
     ) -> Result<Working, HandleError> {
-        let order_ids: Vec<Uuid> = unique(decoded.iter().map(|(_, e)| e.order_id()));
-        let placed_products = unique(decoded.iter().flat_map(|(_, e)| match e {
-            OrderEvent::OrderPlaced(placed) => placed.lines.iter().map(|l| l.product_id).collect(),
-            OrderEvent::OrderCancelled(_) => Vec::new(),
-        }));
-        let (reservations, mut loaded) = load_for_saga(tx, &order_ids, &placed_products).await?;
+        let (order_ids, placed_products) = named(decoded.iter().map(|(_, e)| e));
+        let preloaded = recording.map(Recording::preloaded);
+        let (reservations, mut loaded) =
+            load_for_saga(tx, &order_ids, &placed_products, preloaded).await?;
         // A cancellation gives back what its reservation holds: those products too.
         let released: Vec<Uuid> = unique(decoded.iter().flat_map(|(_, e)| match e {
             OrderEvent::OrderCancelled(cancelled) => match &reservations[&cancelled.order_id].state
@@ -219,15 +234,43 @@ impl Working {
     }
 }
 
-/// The reservations of `order_ids` and the products `product_ids` in ONE query: what a batch
-/// of the saga decides on. Products come from their snapshots and the events after them;
-/// reservations (a few events each, never snapshotted) are folded whole. Every id asked for
-/// is in the answer; one without events is the default (not existing) state.
+/// The orders a batch's events name, and the products their placed lines name: the streams
+/// its decisions start from (a cancellation's products come from its reservation).
+fn named<'e>(events: impl Iterator<Item = &'e OrderEvent>) -> (Vec<Uuid>, Vec<Uuid>) {
+    let (mut orders, mut products) = (Vec::new(), Vec::new());
+    for event in events {
+        orders.push(event.order_id());
+        if let OrderEvent::OrderPlaced(placed) = event {
+            products.extend(placed.lines.iter().map(|l| l.product_id));
+        }
+    }
+    (unique(orders.into_iter()), unique(products.into_iter()))
+}
+
+/// The reservation streams of `order_ids`, then the product streams of `product_ids`.
+fn saga_streams(order_ids: &[Uuid], product_ids: &[Uuid]) -> Vec<String> {
+    let reservations = order_ids.iter().map(|id| Reservation::stream_id(*id));
+    let products = product_ids.iter().map(|id| Product::stream_id(*id));
+    reservations.chain(products).collect()
+}
+
+/// The snapshot schema the saga loads its streams at: only product streams have snapshots
+/// (of `ProductState`'s schema); reservations have none of any.
+fn saga_schema() -> i32 {
+    aggregate::snapshot_schema::<Product>()
+}
+
+/// The reservations of `order_ids` and the products `product_ids` in ONE query (none, when
+/// the consumer's read of the batch `preloaded` them): what a batch of the saga decides on.
+/// Products come from their snapshots and the events after them; reservations (a few events
+/// each, never snapshotted) are folded whole. Every id asked for is in the answer; one without
+/// events is the default (not existing) state.
 #[allow(clippy::type_complexity)]
 async fn load_for_saga(
     conn: &mut PgConnection,
     order_ids: &[Uuid],
     product_ids: &[Uuid],
+    preloaded: Option<&Preloaded>,
 ) -> Result<
     (
         HashMap<Uuid, Loaded<ReservationState>>,
@@ -235,31 +278,20 @@ async fn load_for_saga(
     ),
     LoadError,
 > {
-    let reservation_streams: Vec<String> = order_ids
-        .iter()
-        .map(|id| Reservation::stream_id(*id))
-        .collect();
-    let product_streams: Vec<String> = product_ids
-        .iter()
-        .map(|id| Product::stream_id(*id))
-        .collect();
-    let all: Vec<&str> = reservation_streams
-        .iter()
-        .chain(&product_streams)
-        .map(String::as_str)
-        .collect();
-    // Only product streams have snapshots (of `ProductState`'s schema).
-    let schema_version = Product::SNAPSHOT.map_or(-1, |p| p.schema_version);
-    let mut found = snapshot::load::<ProductState>(conn, &all, schema_version).await?;
+    let streams = saga_streams(order_ids, product_ids);
+    let all: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let mut found =
+        snapshot::load_from::<ProductState>(conn, &all, saga_schema(), preloaded).await?;
+    let (reservation_streams, product_streams) = streams.split_at(order_ids.len());
     let mut take = |stream: &str| found.remove(stream).unwrap_or_default();
     let mut reservations = HashMap::with_capacity(order_ids.len());
-    for (id, stream) in order_ids.iter().zip(&reservation_streams) {
+    for (id, stream) in order_ids.iter().zip(reservation_streams) {
         let folded = aggregate::fold::<Reservation>(Loaded::default(), &take(stream).events)
             .map_err(LoadError::unreadable)?;
         reservations.insert(*id, folded);
     }
     let mut products = HashMap::with_capacity(product_ids.len());
-    for (id, stream) in product_ids.iter().zip(&product_streams) {
+    for (id, stream) in product_ids.iter().zip(product_streams) {
         products.insert(*id, aggregate::fold_snapshot::<Product>(take(stream))?);
     }
     Ok((reservations, products))
