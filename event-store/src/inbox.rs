@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use crate::envelope::ForeignEvent;
 use crate::locks;
-use crate::snapshot::{self, Preloaded};
+use crate::preload::{self, Preloaded, Reads};
+use crate::snapshot;
 use crate::Metadata;
 
 /// The statement that begins a recording transaction and takes its locks, in one round trip:
@@ -31,22 +32,24 @@ pub(crate) fn begin_and_lock(streams: &[&str]) -> String {
     format!("BEGIN; {}", locks::inbox_recording_sql(streams))
 }
 
-/// What the inbox holds of a batch, and the streams its reactions declared they will load
-/// ([`crate::snapshot::Reads`]), in one query: which of `ids` are recorded, the highest version
-/// recorded of each of `streams` (absent: none recorded), and each declared stream's snapshot
-/// and the events after it.
+/// What the inbox holds of a batch, and what its reactions declared they will read
+/// ([`Reads`]), in one query: which of `ids` are recorded, the highest version recorded of
+/// each of `streams` (absent: none recorded), each declared stream's snapshot and the events
+/// after it, and the declared read-model rows.
 pub(crate) async fn recorded(
     conn: &mut PgConnection,
     ids: &[Uuid],
     streams: &[&str],
-    reads: &[(&str, i32)],
+    reads: &Reads,
 ) -> Result<Recorded, sqlx::Error> {
-    // Three parts told apart by the first column, in the columns (and names) of the streams'
-    // read (`snapshot::fetch_sql`): the declared streams (0), sorted by stream and version as
+    // Parts told apart by the first column, in the columns (and names) of the streams' read
+    // (`snapshot::fetch_sql`): the declared streams (0), sorted by stream and version as
     // `snapshot::gather` takes them; the recorded ids (1), one index probe per id; the
     // streams' versions (2), one probe per stream of the unique (stream_id, stream_version)
-    // index, backwards, however long its history.
-    let sql = format!(
+    // index, backwards, however long its history; the declared rows of each table (3), the
+    // table's place among them in the fourth column and the row as JSON in the sixth.
+    let tables = reads.tables();
+    let mut sql = format!(
         "{} \
          UNION ALL \
          SELECT 1::int2, event_id, NULL::text, NULL::int4, NULL::int8, NULL::jsonb, NULL::int8, \
@@ -56,28 +59,64 @@ pub(crate) async fn recorded(
                 v.stream_version, {NO_EVENT} \
          FROM unnest($2::text[]) AS s(stream_id) \
          CROSS JOIN LATERAL (SELECT stream_version FROM inbox i WHERE i.stream_id = s.stream_id \
-                             ORDER BY stream_version DESC LIMIT 1) AS v \
-         ORDER BY 1, 3, 7",
+                             ORDER BY stream_version DESC LIMIT 1) AS v",
         snapshot::fetch_sql(3)
     );
-    let rows = snapshot::bind_wanted(sqlx::query(&sql).bind(ids).bind(streams), reads)
-        .fetch_all(conn)
-        .await?;
+    for (i, (table, key, _)) in tables.iter().enumerate() {
+        let (table, key) = (quoted(table), quoted(key));
+        sql.push_str(&format!(
+            " UNION ALL \
+             SELECT 3::int2, t.{key}, NULL::text, {i}::int4, NULL::int8, to_jsonb(t), \
+                    NULL::int8, {NO_EVENT} FROM {table} t WHERE t.{key} = ANY(${}::uuid[])",
+            5 + i
+        ));
+    }
+    sql.push_str(" ORDER BY 1, 3, 7");
+    let mut query =
+        snapshot::bind_wanted(sqlx::query(&sql).bind(ids).bind(streams), &reads.streams());
+    for (_, _, keys) in &tables {
+        query = query.bind(keys);
+    }
+    let rows = query.fetch_all(conn).await?;
     let mut recorded = Recorded::default();
     let mut declared = Vec::new();
+    let mut found: HashMap<&'static str, preload::Rows> = tables
+        .iter()
+        .map(|(table, _, keys)| {
+            let rows = preload::Rows {
+                declared: keys.iter().copied().collect(),
+                found: HashMap::new(),
+            };
+            (*table, rows)
+        })
+        .collect();
     for row in &rows {
         match row.try_get::<i16, _>(0)? {
+            0 => declared.push(row),
             1 => {
                 recorded.known.insert(row.try_get(1)?);
             }
             2 => {
                 recorded.versions.insert(row.try_get(2)?, row.try_get(6)?);
             }
-            _ => declared.push(row),
+            _ => {
+                let place = usize::try_from(row.try_get::<i32, _>(3)?).ok();
+                let table = place
+                    .and_then(|i| tables.get(i))
+                    .map(|(table, _, _)| *table);
+                if let Some(rows) = table.and_then(|table| found.get_mut(table)) {
+                    rows.found.insert(row.try_get(1)?, row.try_get(5)?);
+                }
+            }
         }
     }
-    recorded.declared = snapshot::gather(declared)?;
+    recorded.preloaded = Preloaded::new(snapshot::gather(declared)?, found);
     Ok(recorded)
+}
+
+/// `name` as a quoted SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The columns of the streams' read that the inbox's parts of [`recorded`] leave empty.
@@ -91,8 +130,8 @@ pub(crate) struct Recorded {
     pub known: HashSet<Uuid>,
     /// The highest version recorded of each stream of the batch that has one.
     pub versions: HashMap<String, i64>,
-    /// The declared streams, read.
-    pub declared: snapshot::FoundAt,
+    /// What the reactions declared, read.
+    pub preloaded: Preloaded,
 }
 
 /// The event recorded at `version` of `stream`, if any.
@@ -198,9 +237,10 @@ impl<'a> Recording<'a> {
         }
     }
 
-    /// The streams the reactions declared ([`crate::consumer::Reaction::reads`]), read in the
-    /// batch's one read: a load through [`crate::snapshot::load_from`] (or
-    /// [`crate::aggregate::load_many_from`]) takes them from here instead of querying.
+    /// The streams and rows the reactions declared ([`crate::consumer::Reaction::reads`]),
+    /// read in the batch's one read: a load through [`crate::snapshot::load_from`] (or
+    /// [`crate::aggregate::load_many_from`], [`Preloaded::rows`]) takes them from here
+    /// instead of querying.
     pub fn preloaded(&self) -> &Preloaded {
         &self.preloaded
     }

@@ -56,6 +56,7 @@ pub mod locks;
 pub mod metrics;
 pub mod nats;
 pub mod pool;
+pub mod preload;
 pub mod projection;
 pub mod read_model;
 pub mod relay;

@@ -10,7 +10,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,6 +18,7 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
 
+use crate::preload::Preloaded;
 use crate::store::read_streams_on;
 use crate::RecordedEvent;
 
@@ -97,50 +97,6 @@ pub(crate) type FoundRead = (Option<(i64, serde_json::Value)>, Vec<RecordedEvent
 type Found = HashMap<String, FoundRead>;
 /// What was found, by stream and the snapshot schema version it was loaded at.
 pub(crate) type FoundAt = HashMap<(String, i32), FoundRead>;
-
-/// Streams read in the batch's one read, before the reaction that declared them runs
-/// ([`crate::consumer::Reaction::reads`]): each is taken once, by the first load that asks
-/// for it at the schema version it was read at ([`load_from`]).
-#[derive(Debug, Default)]
-pub struct Preloaded(Mutex<FoundAt>);
-
-impl Preloaded {
-    pub(crate) fn new(found: FoundAt) -> Self {
-        Preloaded(Mutex::new(found))
-    }
-
-    pub(crate) fn take(&self, stream: &str, schema_version: i32) -> Option<FoundRead> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&(stream.to_owned(), schema_version))
-    }
-}
-
-/// The streams a reaction will load to handle a batch, each with the snapshot schema version
-/// it loads at, declared before it runs so that the consumer reads them in the batch's one
-/// read ([`crate::consumer::Reaction::reads`]).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reads(Vec<(String, i32)>);
-
-impl Reads {
-    /// Declares `stream`, loaded at snapshot `schema_version` (-1: never snapshotted).
-    pub fn stream(&mut self, stream: String, schema_version: i32) {
-        self.0.push((stream, schema_version));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Each stream once.
-    pub(crate) fn wanted(&self) -> Vec<(&str, i32)> {
-        let mut wanted: Vec<(&str, i32)> = self.0.iter().map(|(s, v)| (s.as_str(), *v)).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        wanted
-    }
-}
 
 /// Snapshot (version, state) and the events after it, per wanted stream: one row per event
 /// after the snapshot, or one row with no event when there is none after it. Its parameters,

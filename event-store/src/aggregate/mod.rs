@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::idempotency::Claimed;
-use crate::snapshot::{Preloaded, Reads};
+use crate::preload::{Preloaded, Reads};
 use crate::wire::{DecodeError, WireEvent};
 use crate::{snapshot, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
 

@@ -20,8 +20,8 @@ use super::fate::{self, Now};
 use super::{Delivery, HandleError, Reaction};
 use crate::envelope::ForeignEvent;
 use crate::inbox::{self, Recording};
+use crate::preload::Reads;
 use crate::retry::Backoff;
-use crate::snapshot::{Preloaded, Reads};
 use crate::EventStore;
 
 /// Immediate retries of a batch whose reaction met a concurrent write, before the batch is
@@ -183,8 +183,8 @@ pub(crate) async fn record(
     let inbox::Recorded {
         known,
         versions,
-        declared,
-    } = inbox::recorded(&mut tx, &ids, &streams, &reads.wanted()).await?;
+        preloaded,
+    } = inbox::recorded(&mut tx, &ids, &streams, &reads).await?;
     let plan = plan(events, &known, &versions);
     let mut conflicts = HashMap::new();
     for (i, verdict) in plan.verdicts.iter().enumerate() {
@@ -207,7 +207,7 @@ pub(crate) async fn record(
     if !plan.apply.is_empty() {
         let applying: Vec<&ForeignEvent> = plan.apply.iter().map(|&i| events[i]).collect();
         // A reaction that writes in one statement may record the inbox rows in it.
-        let recording = Recording::new(&applying, Preloaded::new(declared));
+        let recording = Recording::new(&applying, preloaded);
         for handler in handlers {
             handler
                 .handle_recording(&mut tx, &applying, &recording)
@@ -453,22 +453,31 @@ mod recording_tests {
         }
     }
 
-    /// Declares the streams named in its events' payloads (`{"reads": [...]}`) at schema 1, and
-    /// keeps what the consumer's read of the batch preloaded of each.
+    /// Declares the streams named in its events' payloads (`{"reads": [...]}`) at schema 1,
+    /// and the inbox rows of the ids named (`{"rows": [...]}`), and keeps what the consumer's
+    /// read of the batch preloaded of them.
     #[derive(Default)]
-    struct Declares(std::sync::Mutex<Vec<(String, Option<snapshot::FoundRead>)>>);
+    struct Declares {
+        streams: std::sync::Mutex<Vec<(String, Option<snapshot::FoundRead>)>>,
+        /// Per batch: what an undeclared id's rows gave, then the declared ones'.
+        rows: std::sync::Mutex<Vec<(bool, Option<Rows>)>>,
+    }
 
-    fn declared(event: &ForeignEvent) -> Vec<String> {
-        serde_json::from_value(event.payload["reads"].clone()).unwrap_or_default()
+    type Rows = HashMap<Uuid, serde_json::Value>;
+
+    fn declared<T: serde::de::DeserializeOwned>(event: &ForeignEvent, field: &str) -> Vec<T> {
+        serde_json::from_value(event.payload[field].clone()).unwrap_or_default()
     }
 
     impl BatchReaction for Declares {
         const NAME: &'static str = "declares";
 
-        fn reads(&self, events: &[&ForeignEvent], reads: &mut snapshot::Reads) {
-            for stream in events.iter().flat_map(|e| declared(e)) {
+        fn reads(&self, events: &[&ForeignEvent], reads: &mut crate::preload::Reads) {
+            for stream in events.iter().flat_map(|e| declared::<String>(e, "reads")) {
                 reads.stream(stream, 1);
             }
+            let ids = events.iter().flat_map(|e| declared::<Uuid>(e, "rows"));
+            reads.rows("inbox", "event_id", ids);
         }
 
         fn handle_batch<'a>(
@@ -479,11 +488,15 @@ mod recording_tests {
         ) -> BoxFuture<'a, Result<(), HandleError>> {
             Box::pin(async move {
                 let preloaded = recording.expect("offered in the consumer").preloaded();
-                let mut seen = self.0.lock().unwrap();
-                for stream in events.iter().flat_map(|e| declared(e)) {
+                let mut seen = self.streams.lock().unwrap();
+                for stream in events.iter().flat_map(|e| declared::<String>(e, "reads")) {
                     let found = preloaded.take(&stream, 1);
                     seen.push((stream, found));
                 }
+                let ids: Vec<Uuid> = events.iter().flat_map(|e| declared(e, "rows")).collect();
+                let undeclared = preloaded.rows::<serde_json::Value>("inbox", &[Uuid::now_v7()]);
+                let rows = preloaded.rows("inbox", &ids).map(Result::unwrap);
+                self.rows.lock().unwrap().push((undeclared.is_none(), rows));
                 Ok(())
             })
         }
@@ -545,7 +558,7 @@ mod recording_tests {
             .await
             .unwrap();
 
-        let seen = std::mem::take(&mut *declares.0.lock().unwrap());
+        let seen = std::mem::take(&mut *declares.streams.lock().unwrap());
         let found: HashMap<String, snapshot::FoundRead> = seen
             .into_iter()
             .map(|(stream, found)| {
@@ -572,9 +585,12 @@ mod recording_tests {
         assert_eq!(found["thing-3"], (None, vec![]), "a stream without events");
 
         // What the inbox holds is still told apart from the streams: a redelivery is a
-        // duplicate, and the next version of its stream follows the recorded one.
+        // duplicate, and the next version of its stream follows the recorded one. Rows
+        // declared are read too (here the inbox's own: the first event's, and one of an id
+        // never seen, which has none).
         let mut next = event("order-1");
         next.stream_version = 2;
+        next.payload = serde_json::json!({ "rows": [first.event_id, Uuid::now_v7()] });
         let committed = record(&store, &handlers, &[&first, &next], &mut None)
             .await
             .unwrap();
@@ -583,6 +599,12 @@ mod recording_tests {
             [Verdict::Duplicate, Verdict::Apply]
         );
         assert_eq!(committed.plan.recorded["order-1"], 2);
+        let rows = std::mem::take(&mut *declares.rows.lock().unwrap());
+        let (undeclared_asked_for, declared) = &rows[1];
+        assert!(undeclared_asked_for, "rows not declared are not offered");
+        let declared = declared.as_ref().expect("declared rows are offered");
+        assert_eq!(declared.len(), 1, "{declared:?}");
+        assert_eq!(declared[&first.event_id]["stream_id"], "order-1");
     }
 
     #[tokio::test]

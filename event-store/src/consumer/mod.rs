@@ -58,7 +58,7 @@ pub use self::dead_letter::{dead_letter_headers, version_conflicts, Kind as Dead
 pub use self::reaction::{consume_span, BatchReaction, HandleError, Reaction};
 pub use crate::envelope::{decode, ForeignEvent};
 pub use crate::inbox::Recording;
-pub use crate::snapshot::Reads;
+pub use crate::preload::{Preloaded, Reads};
 
 /// How long a delivered message stays with this consumer before the server redelivers it: after
 /// a crash, in-flight messages wait this long. Short, because a premature redelivery costs

@@ -10,7 +10,7 @@ use super::fate::{is_race, sqlstate};
 use crate::aggregate::LoadError;
 use crate::envelope::ForeignEvent;
 use crate::inbox::Recording;
-use crate::snapshot::Reads;
+use crate::preload::Reads;
 use crate::wire::DecodeError;
 use crate::StoreError;
 

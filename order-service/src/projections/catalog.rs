@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Recording};
+use event_store::consumer::{
+    BatchReaction, ForeignEvent, HandleError, Preloaded, Reads, Recording,
+};
 use event_store::wire::WireEvent as _;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
@@ -22,7 +24,7 @@ use crate::domain::product_events::ProductEvent;
 pub const NAME: &str = "catalog";
 
 /// A row of `catalog_products`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct CatalogRow {
     pub product_id: Uuid,
     pub name: String,
@@ -73,18 +75,34 @@ impl BatchReaction for CatalogProjection {
         &'a self,
         tx: &'a mut PgConnection,
         events: &'a [&'a ForeignEvent],
-        _recording: Option<&'a Recording<'a>>,
+        recording: Option<&'a Recording<'a>>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(apply_batch(tx, events))
+        Box::pin(apply_batch(tx, events, recording.map(Recording::preloaded)))
+    }
+
+    /// The rows of the products the events name, read with the inbox's answer in the
+    /// consumer's one read of the batch.
+    fn reads(&self, events: &[&ForeignEvent], reads: &mut Reads) {
+        // An event that does not decode declares nothing; `apply_batch` refuses it.
+        let products = events
+            .iter()
+            .filter_map(|e| ProductEvent::decode(*e).ok().flatten())
+            .filter_map(|e| e.product_id());
+        reads.rows(TABLE, "product_id", products);
     }
 }
 
+/// The table the catalogue is kept in.
+const TABLE: &str = "catalog_products";
+
 /// Applies product-service events (per product in stream order) to their products' rows,
-/// with one read and one write. Event types this service does not know and events that are
-/// not about one product (reservations) change nothing.
+/// with one read (none, when the consumer's read of the batch `preloaded` them) and one write.
+/// Event types this service does not know and events that are not about one product
+/// (reservations) change nothing.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     events: &[&ForeignEvent],
+    preloaded: Option<&Preloaded>,
 ) -> Result<(), HandleError> {
     let mut decoded = Vec::with_capacity(events.len());
     for event in events {
@@ -101,7 +119,12 @@ pub async fn apply_batch(
     let ids: Vec<Uuid> = decoded.iter().map(|(id, _, _)| *id).collect();
     // No row locks: the consumer records one product stream's events in one transaction at a
     // time (its per-stream locks), and a rebuild swaps under the inbox lock.
-    let mut rows = find_many(&mut *conn, &ids).await.map_err(db_error)?;
+    let mut rows = match preloaded.and_then(|p| p.rows::<CatalogRow>(TABLE, &ids)) {
+        Some(rows) => rows.map_err(|e| {
+            HandleError::Transient(anyhow::Error::new(e).context("reading the catalogue's rows"))
+        })?,
+        None => find_many(&mut *conn, &ids).await.map_err(db_error)?,
+    };
     let mut changed: Vec<Uuid> = Vec::new();
     for (product_id, version, event) in &decoded {
         let current = rows.get(product_id);

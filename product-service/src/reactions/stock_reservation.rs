@@ -21,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 
 use event_store::aggregate::{self, BatchAppend, BatchWriter, Fold, LoadError, Loaded, LoadedWith};
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Reads, Recording};
+use event_store::preload::Preloaded;
 use event_store::read_model::InlineRow;
-use event_store::snapshot::Preloaded;
 use event_store::wire::WireEvent as _;
 use event_store::{snapshot, EventStore, Metadata};
 use futures::future::BoxFuture;
