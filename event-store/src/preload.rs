@@ -43,10 +43,6 @@ impl Reads {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.streams.is_empty() && self.rows.is_empty()
-    }
-
     /// Each stream once.
     pub(crate) fn streams(&self) -> Vec<(&str, i32)> {
         let mut wanted: Vec<(&str, i32)> =

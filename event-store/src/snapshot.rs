@@ -13,7 +13,6 @@ use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
