@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use crate::envelope::ForeignEvent;
 use crate::locks;
 use crate::preload::{self, Preloaded, Reads};
+use crate::read_model::RowUpsert;
 use crate::snapshot;
 use crate::Metadata;
 
@@ -216,6 +218,11 @@ pub(crate) fn bind_rows<'q>(
 /// statement may record them in that statement ([`crate::store::BatchSql`]) and save the
 /// consumer a round trip. Taken at most once; the consumer inserts them itself otherwise.
 ///
+/// A projection of foreign events may leave its rows with it ([`Recording::defer`]): the
+/// statement that takes the inbox rows writes them too when it was built with their upsert
+/// ([`crate::store::BatchSql`]), and the consumer writes what is left with the inbox rows it
+/// writes itself, in one statement ([`write_left`]).
+///
 /// It also carries back whether a reaction appended events in the batch's transaction, so
 /// the consumer wakes the relay after the commit only then:
 /// [`crate::aggregate::BatchAppend::write`] says so itself; a reaction that appends another
@@ -225,6 +232,7 @@ pub struct Recording<'a> {
     taken: AtomicBool,
     appended: AtomicBool,
     preloaded: Preloaded,
+    deferred: Mutex<Vec<(RowUpsert, Vec<serde_json::Value>)>>,
 }
 
 impl<'a> Recording<'a> {
@@ -234,6 +242,7 @@ impl<'a> Recording<'a> {
             taken: AtomicBool::new(false),
             appended: AtomicBool::new(false),
             preloaded,
+            deferred: Mutex::new(Vec::new()),
         }
     }
 
@@ -260,6 +269,72 @@ impl<'a> Recording<'a> {
     pub(crate) fn take(&self) -> Option<&'a [&'a ForeignEvent]> {
         (!self.taken.swap(true, Ordering::AcqRel)).then_some(self.events)
     }
+
+    /// Leaves read-model rows to be written by the batch's next statement that has their
+    /// `upsert` (a reaction's [`crate::store::BatchSql`]), or else by the consumer with the
+    /// inbox rows, either way in the batch's transaction before it commits: a round trip
+    /// saved. The caller must not read them back in the transaction. A projection that
+    /// leaves rows runs before the reaction whose statement should take them (the consumer's
+    /// handlers run in the order given).
+    pub fn defer(&self, upsert: RowUpsert, rows: Vec<serde_json::Value>) {
+        if !rows.is_empty() {
+            self.deferred_rows().push((upsert, rows));
+        }
+    }
+
+    /// The rows left for each of `upserts`, in their order (empty: none), taken: the taker
+    /// must write them in the statement it runs next, or fail the batch.
+    pub(crate) fn take_deferred(&self, upserts: &[RowUpsert]) -> Vec<Vec<serde_json::Value>> {
+        let mut deferred = self.deferred_rows();
+        let mut taken = vec![Vec::new(); upserts.len()];
+        deferred.retain_mut(
+            |(upsert, rows)| match upserts.iter().position(|u| u == upsert) {
+                Some(i) => {
+                    taken[i].append(rows);
+                    false
+                }
+                None => true,
+            },
+        );
+        taken
+    }
+
+    /// Every row left, by upsert, taken.
+    fn take_all_deferred(&self) -> Vec<(RowUpsert, Vec<serde_json::Value>)> {
+        std::mem::take(&mut *self.deferred_rows())
+    }
+
+    fn deferred_rows(&self) -> std::sync::MutexGuard<'_, Vec<(RowUpsert, Vec<serde_json::Value>)>> {
+        // Held for no await; a panic while it was held left a whole list either way.
+        self.deferred
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Writes what no reaction's statement took from `recording`: the inbox rows and the rows
+/// left with it, in one statement (none if there is nothing).
+pub(crate) async fn write_left(
+    conn: &mut PgConnection,
+    recording: &Recording<'_>,
+) -> Result<(), sqlx::Error> {
+    let events = recording.take().unwrap_or_default();
+    let deferred = recording.take_all_deferred();
+    if deferred.is_empty() {
+        return insert(conn, events).await;
+    }
+    let upserts: Vec<RowUpsert> = deferred.iter().map(|(upsert, _)| *upsert).collect();
+    let sql = format!(
+        "WITH recorded AS ({}),\n{}",
+        insert_sql(1, ""),
+        RowUpsert::ctes(&upserts, 9)
+    );
+    let mut query = bind_rows(sqlx::query(&sql), events)?;
+    for (_, rows) in &deferred {
+        query = query.bind(rows);
+    }
+    query.execute(conn).await?;
+    Ok(())
 }
 
 /// Foreign events recorded after `after_seq` and up to `up_to`, in receipt order, with their

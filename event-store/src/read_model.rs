@@ -196,3 +196,42 @@ impl<A: Fold> Clone for InlineRow<A> {
         InlineRow { ..*self }
     }
 }
+
+/// How a read model's rows are written from JSON, in one statement: its name (as its
+/// projection's) and an upsert reading its rows from a relation it names `{input}` (a column
+/// `data jsonb`, one row each), inserting rows or replacing stored rows of a lower version
+/// ([`StateRow::UPSERT`] is one). A projection of foreign events that the consumer runs
+/// (order-service's catalogue) leaves its rows with it ([`crate::consumer::Recording::defer`]),
+/// so they are written in the statement that writes the batch's inbox rows rather than in a
+/// round trip of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowUpsert {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl RowUpsert {
+    /// The statement that writes the rows bound, as one `jsonb[]`, at parameter `param`, with
+    /// the upserts of `upserts` each reading its own array, from `param` on: common table
+    /// expressions, to follow a `WITH` or a comma, and a final `SELECT 1`.
+    pub(crate) fn ctes(upserts: &[RowUpsert], param: usize) -> String {
+        let sql: Vec<&str> = upserts.iter().map(|u| u.sql).collect();
+        let mut ctes = crate::store::row_ctes(&sql, param, crate::store::ROWS_INPUT, "");
+        ctes.push_str("\nSELECT 1");
+        ctes
+    }
+
+    /// Writes `rows` on `conn`, in one statement.
+    pub async fn write(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[serde_json::Value],
+    ) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("WITH {}", Self::ctes(std::slice::from_ref(self), 1));
+        sqlx::query(&sql).bind(rows).execute(conn).await?;
+        Ok(())
+    }
+}

@@ -454,7 +454,7 @@ async fn position(store: &EventStore, stream: &str) -> i64 {
 async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_at_all() {
     let (_db, store) = tallies_db().await;
     let rows = [InlineRow::of::<Tallies>()];
-    let sql = batch_sql(&store, &rows);
+    let sql = batch_sql(&store, &rows, &[]);
     let metadata = Metadata::default();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let commands = Commands::<Tally>::new(store.clone()).with_rows(rows.to_vec());
@@ -524,7 +524,7 @@ async fn a_reaction_batch_writes_its_events_rows_and_snapshots_together_or_not_a
 
     // A statement without the rows of every inline projection: the store folds them in the
     // transaction instead, to the same row, and the snapshots are still written.
-    let mut batch = BatchAppend::new(batch_sql::<Tally>(&store, &[]));
+    let mut batch = BatchAppend::new(batch_sql::<Tally>(&store, &[], &[]));
     batch.push::<Tally>(b, 2, &[added(b, 4)], &metadata);
     batch.settle::<Tally>(b, &Total(10), &rows);
     let mut tx = store.pool().begin().await.unwrap();

@@ -62,11 +62,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     })
     .await?;
     let store = service.store().clone();
-    // The reaction first: its append draws the transaction's id (and so its positions),
-    // and the later that happens, the rarer a concurrent append makes it conflict.
+    // The catalogue first: it writes nothing itself but leaves its rows with the consumer,
+    // and the reaction's statement writes them with its append. So the append stays the
+    // transaction's first write (it draws the transaction's id, and so its positions), and a
+    // batch writes once.
     let reactions: Vec<Arc<dyn Reaction>> = vec![
-        Arc::new(ReservationOutcome::new(store.clone())),
         Arc::new(CatalogProjection),
+        Arc::new(ReservationOutcome::new(store.clone())),
     ];
     service.run_messaging(reactions);
     let state = web::Data::new(AppState {

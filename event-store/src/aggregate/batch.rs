@@ -12,22 +12,27 @@ use uuid::Uuid;
 
 use super::{to_new_events, Fold, Loaded};
 use crate::inbox::Recording;
-use crate::read_model::InlineRow;
+use crate::read_model::{InlineRow, RowUpsert};
 use crate::snapshot::BatchSnapshot;
 use crate::store::BatchSql;
 use crate::{AppendResult, EventStore, Metadata, StoreError, StreamAppend};
 
 /// The statement a reaction on `store` writes its batches with: beside the events, the rows
 /// of those read models of `rows` that are inline projections of the store (the others are
-/// not the store's to write). Build it once, when the reaction is built.
-pub fn batch_sql<A: Fold>(store: &EventStore, rows: &[InlineRow<A>]) -> Arc<BatchSql> {
+/// not the store's to write), and of the rows deferred to it for `deferred`
+/// ([`Recording::defer`]). Build it once, when the reaction is built.
+pub fn batch_sql<A: Fold>(
+    store: &EventStore,
+    rows: &[InlineRow<A>],
+    deferred: &[RowUpsert],
+) -> Arc<BatchSql> {
     let inline = store.inline_projections();
     let models: Vec<(&'static str, &str)> = rows
         .iter()
         .filter(|r| inline.iter().any(|p| p.name() == r.name()))
         .map(|r| (r.name(), r.upsert()))
         .collect();
-    Arc::new(BatchSql::new(&models))
+    Arc::new(BatchSql::new(&models, deferred))
 }
 
 /// What a reaction writes its batches with, built once with the reaction: its store, the rows
@@ -40,8 +45,16 @@ pub struct BatchWriter<A: Fold> {
 
 impl<A: Fold> BatchWriter<A> {
     pub fn new(store: EventStore, rows: Vec<InlineRow<A>>) -> Self {
-        let sql = batch_sql(&store, &rows);
+        let sql = batch_sql(&store, &rows, &[]);
         BatchWriter { store, rows, sql }
+    }
+
+    /// Writes, beside its batches, the rows other projections of the batch left with the
+    /// consumer's recording for `upserts` ([`Recording::defer`]), which saves the consumer the
+    /// round trip that would write them.
+    pub fn taking_deferred(self, upserts: &[RowUpsert]) -> Self {
+        let sql = batch_sql(&self.store, &self.rows, upserts);
+        BatchWriter { sql, ..self }
     }
 
     /// An empty batch for this writer's statement.

@@ -3,7 +3,8 @@
 //! the already-recorded ids, every stream's recorded version and the streams the handlers
 //! declared they will load ([`Reaction::reads`]) found in one query, the events that are next
 //! in their stream handed to every handler at once, and all their inbox rows inserted in one
-//! statement (or in a handler's own). [`plan`] decides, without IO, what becomes of each
+//! statement (a handler's own, or the consumer's with the rows a projection left for it:
+//! [`Recording::defer`]). [`plan`] decides, without IO, what becomes of each
 //! event; [`record`] runs the transaction, and [`record_retrying`] runs it again while
 //! [`fate::retry_now`] says so.
 
@@ -214,9 +215,7 @@ pub(crate) async fn record(
                 .await
                 .map_err(|e| Failure::Handler(handler.name().to_owned(), e))?;
         }
-        if let Some(rows) = recording.take() {
-            inbox::insert(&mut tx, rows).await?;
-        }
+        inbox::write_left(&mut tx, &recording).await?;
         appended = recording.has_appended();
     }
     if let Some(sender) = committing.take() {
@@ -427,7 +426,7 @@ mod recording_tests {
                         events: vec![NewEvent::new("Echoed", serde_json::json!({}))],
                     })
                     .collect();
-                let sql = BatchSql::new(&[]);
+                let sql = BatchSql::new(&[], &[]);
                 self.0
                     .append_batch(tx, &appends, &sql, &[], &[], recording)
                     .await
@@ -500,6 +499,135 @@ mod recording_tests {
                 Ok(())
             })
         }
+    }
+
+    /// A table of one row per handled event, written by [`LEFT`] from rows left with the
+    /// recording.
+    const LEFT: crate::read_model::RowUpsert = crate::read_model::RowUpsert {
+        name: "left",
+        sql: "INSERT INTO left_rows (id, version) \
+              SELECT r.id, r.version \
+              FROM {input}, jsonb_populate_record(NULL::left_rows, {input}.data) AS r \
+              ON CONFLICT (id) DO UPDATE SET version = excluded.version \
+              WHERE left_rows.version < excluded.version",
+    };
+
+    /// Leaves a row per event with the recording ([`Recording::defer`]); writes nothing.
+    struct Leaves;
+
+    impl BatchReaction for Leaves {
+        const NAME: &'static str = "leaves";
+
+        fn handle_batch<'a>(
+            &'a self,
+            _tx: &'a mut PgConnection,
+            events: &'a [&'a ForeignEvent],
+            recording: Option<&'a Recording<'a>>,
+        ) -> BoxFuture<'a, Result<(), HandleError>> {
+            let rows = events
+                .iter()
+                .map(|e| serde_json::json!({ "id": e.event_id, "version": e.stream_version }))
+                .collect();
+            recording
+                .expect("offered in the consumer")
+                .defer(LEFT, rows);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Appends an event per handled event in a statement that takes the rows left for
+    /// [`LEFT`], and counts, right after it, the rows its transaction sees.
+    struct AppendsTaking(EventStore, std::sync::Mutex<Vec<i64>>);
+
+    impl BatchReaction for AppendsTaking {
+        const NAME: &'static str = "appends-taking";
+
+        fn handle_batch<'a>(
+            &'a self,
+            tx: &'a mut PgConnection,
+            events: &'a [&'a ForeignEvent],
+            recording: Option<&'a Recording<'a>>,
+        ) -> BoxFuture<'a, Result<(), HandleError>> {
+            Box::pin(async move {
+                let appends: Vec<StreamAppend> = events
+                    .iter()
+                    .map(|e| StreamAppend {
+                        stream_id: format!("echo-{}", e.event_id.simple()),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![NewEvent::new("Echoed", serde_json::json!({}))],
+                    })
+                    .collect();
+                let sql = BatchSql::new(&[], &[LEFT]);
+                self.0
+                    .append_batch(&mut *tx, &appends, &sql, &[], &[], recording)
+                    .await
+                    .map_err(|e| HandleError::from_store(e, "echoing"))?;
+                let written: i64 = sqlx::query_scalar("SELECT count(*) FROM left_rows")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                self.1.lock().unwrap().push(written);
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_left_with_the_recording_are_written_by_the_statement_that_takes_them_or_by_the_consumer(
+    ) {
+        let db = TestDb::new().await;
+        let store = db.store();
+        sqlx::query("CREATE TABLE left_rows (id uuid PRIMARY KEY, version bigint NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let count = |table: &'static str| {
+            let pool = db.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // Left before the appending reaction runs: its statement writes them.
+        let taking = Arc::new(AppendsTaking(store.clone(), Default::default()));
+        let handlers: Vec<Arc<dyn Reaction>> = vec![Arc::new(Leaves), taking.clone()];
+        let (a, b) = (event("order-1"), event("order-2"));
+        let committed = record(&store, &handlers, &[&a, &b], &mut None)
+            .await
+            .unwrap();
+        assert!(committed.appended);
+        assert_eq!(
+            *taking.1.lock().unwrap(),
+            [2],
+            "the rows were written in the append's statement"
+        );
+        assert_eq!(count("left_rows").await, 2);
+        assert_eq!(count("inbox").await, 2);
+
+        // Left with nobody to take them (no reaction appends, or it ran first): the consumer
+        // writes them with the inbox rows.
+        for (stream, handlers) in [
+            ("order-3", vec![Arc::new(Leaves) as Arc<dyn Reaction>]),
+            (
+                "order-4",
+                vec![Arc::new(Appends(store.clone())), Arc::new(Leaves)],
+            ),
+        ] {
+            let c = event(stream);
+            record(&store, &handlers, &[&c], &mut None).await.unwrap();
+            let row: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM left_rows WHERE id = $1")
+                    .bind(c.event_id)
+                    .fetch_optional(&db.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(row, Some(1), "the row left for the consumer was written");
+        }
+        assert_eq!(count("left_rows").await, 4);
+        assert_eq!(count("inbox").await, 4);
     }
 
     fn event(stream: &str) -> ForeignEvent {

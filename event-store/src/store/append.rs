@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::envelope::ForeignEvent;
 use crate::idempotency::{Claimed, Kept};
 use crate::metrics;
+use crate::read_model::RowUpsert;
 use crate::snapshot::BatchSnapshot;
 use crate::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
@@ -195,11 +196,13 @@ appended AS (
             append_one_insert!(),
             crate::snapshot::REPLACE_OLDER
         );
-        sql.push_str(&row_ctes(
+        sql.push_str(&more(row_ctes(
             upserts,
             FIRST_ROW_PARAM,
             "SELECT ${}::jsonb AS data",
-        ));
+            IF_APPENDED,
+        )));
+        sql.push_str(APPENDED);
         CommandSql {
             sql,
             rows: upserts.len(),
@@ -207,23 +210,45 @@ appended AS (
     }
 }
 
-/// One `input_i`/`row_i` pair of common table expressions per upsert: the rows (from
-/// parameter `first_param + i`, read by `input`, a `SELECT` with a `{}` for the parameter's
-/// number) present only when `appended` has rows, and the upsert reading them as `{input}`;
-/// then the statement's answer, the events appended.
-fn row_ctes(upserts: &[&str], first_param: usize, input: &str) -> String {
-    let mut sql = String::new();
+/// What a batch statement's upserts read their rows from: the `jsonb[]` parameter whose
+/// number goes in the `{}`, one row per element.
+pub(crate) const ROWS_INPUT: &str = "SELECT data FROM unnest(${}::jsonb[]) AS t(data)";
+
+/// One `input_i`/`row_i` pair of common table expressions per upsert, joined by commas: the
+/// rows (from parameter `first_param + i`, read by `input`, a `SELECT` with a `{}` for the
+/// parameter's number, restricted by `condition`: empty, or a `WHERE` clause), and the upsert
+/// reading them as `{input}`.
+pub(crate) fn row_ctes(
+    upserts: &[&str],
+    first_param: usize,
+    input: &str,
+    condition: &str,
+) -> String {
+    let mut ctes = Vec::with_capacity(upserts.len());
     for (i, upsert) in upserts.iter().enumerate() {
         let name = format!("input_{i}");
         let select = input.replace("{}", &(first_param + i).to_string());
-        sql.push_str(&format!(
-            ",\n{name} AS ({select} WHERE EXISTS (SELECT 1 FROM appended)),\n\
-             row_{i} AS (\n{}\n)",
+        ctes.push(format!(
+            "{name} AS ({select} {condition}),\nrow_{i} AS (\n{}\n)",
             upsert.replace("{input}", &name)
         ));
     }
-    sql.push_str("\nSELECT position, stream_version, event_id, recorded_at FROM appended");
-    sql
+    ctes.join(",\n")
+}
+
+/// The rows of an upsert, present only when `appended` has rows.
+const IF_APPENDED: &str = "WHERE EXISTS (SELECT 1 FROM appended)";
+
+/// The answer of the append statements: the events appended.
+const APPENDED: &str = "\nSELECT position, stream_version, event_id, recorded_at FROM appended";
+
+/// `ctes` after a comma, if there are any.
+fn more(ctes: String) -> String {
+    if ctes.is_empty() {
+        ctes
+    } else {
+        format!(",\n{ctes}")
+    }
 }
 
 /// The parameter of [`BatchSql`] that holds the first of the inbox rows' eight arrays.
@@ -234,26 +259,35 @@ const FIRST_ROWS_PARAM: usize = INBOX_PARAM + 8;
 /// Everything a reaction's batch writes, as one statement on the consumer's transaction: the
 /// multi-stream append of [`APPEND_SQL`], then, each guarded on the append having inserted
 /// its events, the snapshots of the aggregates it took further, the inbox rows of the
-/// batch's events (when the consumer's [`crate::consumer::Recording`] offered them) and the
-/// rows of each inline read model, computed from the states the batch decided on. As with [`CommandSql`], an
-/// append that fails its checks writes nothing, one that loses a race fails as a whole, and
-/// snapshots and rows only replace older versions.
+/// batch's events (when the consumer's [`crate::consumer::Recording`] offered them), the
+/// rows of each inline read model, computed from the states the batch decided on, and the
+/// rows other projections of the batch left with the recording
+/// ([`crate::consumer::Recording::defer`]) for the upserts it was built with. As with
+/// [`CommandSql`], an append that fails its checks writes nothing, one that loses a race
+/// fails as a whole (and with it the batch's transaction), and snapshots and rows only
+/// replace older versions.
 ///
 /// Parameters: `$1`..`$8` as [`APPEND_SQL`]; `$9`..`$12` the snapshots' streams, versions,
 /// schema versions and states; `$13`..`$20` the inbox rows (empty: none); from `$21` on, one
-/// JSON array of rows per read model, in the order the upserts were given.
+/// JSON array of rows per read model, in the order the upserts were given, then one per
+/// deferred upsert.
 #[derive(Debug, Clone)]
 pub struct BatchSql {
     sql: String,
     names: Vec<&'static str>,
+    deferred: Vec<RowUpsert>,
 }
 
 impl BatchSql {
     /// The statement for these inline read models, each as its name and an upsert reading
     /// its rows from a relation it names `{input}` (a column `data jsonb`), as
-    /// [`CommandSql::new`]'s.
-    pub fn new(models: &[(&'static str, &str)]) -> Self {
-        let upserts: Vec<&str> = models.iter().map(|(_, upsert)| *upsert).collect();
+    /// [`CommandSql::new`]'s, and for the rows of the `deferred` upserts.
+    pub fn new(models: &[(&'static str, &str)], deferred: &[RowUpsert]) -> Self {
+        let upserts: Vec<&str> = models
+            .iter()
+            .map(|(_, upsert)| *upsert)
+            .chain(deferred.iter().map(|u| u.sql))
+            .collect();
         let mut sql = format!(
             r#"WITH {},
 appended AS (
@@ -261,7 +295,7 @@ appended AS (
 ), snapshot AS (
     INSERT INTO snapshots (stream_id, stream_version, schema_version, state)
     SELECT * FROM unnest($9::text[], $10::int8[], $11::int4[], $12::jsonb[])
-    WHERE EXISTS (SELECT 1 FROM appended)
+    {IF_APPENDED}
     {}
 ), recorded AS (
     {}
@@ -269,16 +303,19 @@ appended AS (
             append_many_ctes!(),
             append_many_insert!(),
             crate::snapshot::REPLACE_OLDER,
-            crate::inbox::insert_sql(INBOX_PARAM, "WHERE EXISTS (SELECT 1 FROM appended)")
+            crate::inbox::insert_sql(INBOX_PARAM, IF_APPENDED)
         );
-        sql.push_str(&row_ctes(
+        sql.push_str(&more(row_ctes(
             &upserts,
             FIRST_ROWS_PARAM,
-            "SELECT data FROM unnest(${}::jsonb[]) AS t(data)",
-        ));
+            ROWS_INPUT,
+            IF_APPENDED,
+        )));
+        sql.push_str(APPENDED);
         BatchSql {
             sql,
             names: models.iter().map(|(name, _)| *name).collect(),
+            deferred: deferred.to_vec(),
         }
     }
 
@@ -286,11 +323,16 @@ appended AS (
     pub fn models(&self) -> &[&'static str] {
         &self.names
     }
+
+    /// The upserts of deferred rows it writes, in their order.
+    pub fn deferred(&self) -> &[RowUpsert] {
+        &self.deferred
+    }
 }
 
 /// Runs a reaction batch's statement ([`BatchSql`]) on the caller's transaction: the append
 /// and the snapshots, inbox rows and read model rows beside it (`rows`: one list per read
-/// model of `sql`), all or nothing.
+/// model of `sql`; `deferred`: one per deferred upsert), all or nothing.
 pub(super) async fn attempt_batch(
     conn: &mut PgConnection,
     appends: &[Part<'_>],
@@ -298,19 +340,22 @@ pub(super) async fn attempt_batch(
     snapshots: &[BatchSnapshot],
     inbox: &[&ForeignEvent],
     rows: &[Vec<serde_json::Value>],
+    deferred: &[Vec<serde_json::Value>],
 ) -> Result<Attempt, StoreError> {
-    if rows.len() != sql.names.len() {
+    if rows.len() != sql.names.len() || deferred.len() != sql.deferred.len() {
         return Err(StoreError::Database(sqlx::Error::InvalidArgument(format!(
-            "the batch statement writes {} read models' rows, {} given",
+            "the batch statement writes {} read models' rows and {} deferred, {} and {} given",
             sql.names.len(),
-            rows.len()
+            sql.deferred.len(),
+            rows.len(),
+            deferred.len()
         ))));
     }
     let columns = Columns::of(appends)?;
     let query = columns.bind_streams(sqlx::query(&sql.sql), appends);
     let query = crate::snapshot::bind_batch(query, snapshots);
     let mut query = crate::inbox::bind_rows(query, inbox)?;
-    for model in rows {
+    for model in rows.iter().chain(deferred) {
         query = query.bind(model);
     }
     let rows = query.fetch_all(&mut *conn).await;

@@ -24,6 +24,7 @@ use append::{
     attempt, attempt_batch, attempt_command, conflict, count_appended, parts, retry_any,
     retry_pause, summarise, Attempt, InTransaction, Part, Returning, ANY_RETRIES,
 };
+pub(crate) use append::{row_ctes, ROWS_INPUT};
 pub use append::{BatchSql, Beside, CommandSql, POSITION_BASE};
 pub use epoch::PositionsContinued;
 pub(crate) use read::{read_committed_on, EVENT_COLUMNS};
@@ -257,7 +258,8 @@ impl EventStore {
     /// whatever the number of streams (each stream at most once). Streams are inserted in the
     /// order given: writers that share streams give them in one global order, so that they
     /// wait for each other rather than deadlock. With the consumer's `recording`, the batch's
-    /// inbox rows are written in the same statement. When the rows do not cover every inline
+    /// inbox rows, and the rows deferred to it that the statement has upserts for, are
+    /// written in the same statement. When the rows do not cover every inline
     /// projection of the store (by name), the append is [`EventStore::append_in_tx`]'s, its
     /// inline projections folded by the store and the snapshots written after it. Once it has
     /// appended, it tells the `recording` ([`Recording::appended`]). Failure as for
@@ -282,7 +284,21 @@ impl EventStore {
         }
         self.check_appends(appends)?;
         let inbox = recording.and_then(Recording::take).unwrap_or_default();
-        match attempt_batch(conn, &parts(appends), sql, snapshots, inbox, rows).await? {
+        let deferred = match recording {
+            Some(recording) => recording.take_deferred(sql.deferred()),
+            None => vec![Vec::new(); sql.deferred().len()],
+        };
+        match attempt_batch(
+            conn,
+            &parts(appends),
+            sql,
+            snapshots,
+            inbox,
+            rows,
+            &deferred,
+        )
+        .await?
+        {
             Attempt::Appended(results, _) => {
                 count_appended(appends);
                 if let Some(recording) = recording {

@@ -4,14 +4,16 @@
 //! consumer's transaction, beside the inbox entries of the events. Each row is
 //! `domain::catalog::evolve` folded over the product's stream; `version` is the stream version
 //! of the last event applied, which makes a repeated or older event a no-op. A batch is folded
-//! in memory onto the rows it continues and written back in one statement ([`apply_batch`]);
-//! a rebuild replays the same events from the inbox the same way.
+//! in memory onto the rows it continues and written back in one statement ([`apply_batch`]):
+//! in the consumer, the rows are left with its recording ([`ROWS`]), and the statement that
+//! writes the batch's inbox rows writes them too (the reservation outcome's, when it appends;
+//! the consumer's own otherwise). A rebuild replays the same events from the inbox the same
+//! way and writes the rows itself.
 
 use std::collections::HashMap;
 
-use event_store::consumer::{
-    BatchReaction, ForeignEvent, HandleError, Preloaded, Reads, Recording,
-};
+use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Reads, Recording};
+use event_store::read_model::RowUpsert;
 use event_store::wire::WireEvent as _;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
@@ -24,7 +26,7 @@ use crate::domain::product_events::ProductEvent;
 pub const NAME: &str = "catalog";
 
 /// A row of `catalog_products`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize, serde::Serialize)]
 pub struct CatalogRow {
     pub product_id: Uuid,
     pub name: String,
@@ -77,7 +79,7 @@ impl BatchReaction for CatalogProjection {
         events: &'a [&'a ForeignEvent],
         recording: Option<&'a Recording<'a>>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(apply_batch(tx, events, recording.map(Recording::preloaded)))
+        Box::pin(apply_batch(tx, events, recording))
     }
 
     /// The rows of the products the events name, read with the inbox's answer in the
@@ -96,13 +98,14 @@ impl BatchReaction for CatalogProjection {
 const TABLE: &str = "catalog_products";
 
 /// Applies product-service events (per product in stream order) to their products' rows,
-/// with one read (none, when the consumer's read of the batch `preloaded` them) and one write.
+/// with one read (none, when the consumer's read of the batch preloaded them) and one write
+/// (none of its own in the consumer's `recording`: the rows are left with it, [`ROWS`]).
 /// Event types this service does not know and events that are not about one product
 /// (reservations) change nothing.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     events: &[&ForeignEvent],
-    preloaded: Option<&Preloaded>,
+    recording: Option<&Recording<'_>>,
 ) -> Result<(), HandleError> {
     let mut decoded = Vec::with_capacity(events.len());
     for event in events {
@@ -119,7 +122,8 @@ pub async fn apply_batch(
     let ids: Vec<Uuid> = decoded.iter().map(|(id, _, _)| *id).collect();
     // No row locks: the consumer records one product stream's events in one transaction at a
     // time (its per-stream locks), and a rebuild swaps under the inbox lock.
-    let mut rows = match preloaded.and_then(|p| p.rows::<CatalogRow>(TABLE, &ids)) {
+    let preloaded = recording.and_then(|r| r.preloaded().rows::<CatalogRow>(TABLE, &ids));
+    let mut rows = match preloaded {
         Some(rows) => rows.map_err(|e| {
             HandleError::Transient(anyhow::Error::new(e).context("reading the catalogue's rows"))
         })?,
@@ -139,36 +143,35 @@ pub async fn apply_batch(
         }
         rows.insert(*product_id, CatalogRow::from_entry(entry, *version));
     }
-    let changed: Vec<CatalogRow> = changed.iter().filter_map(|id| rows.remove(id)).collect();
-    upsert(conn, changed).await.map_err(db_error)
+    let changed = changed
+        .iter()
+        .filter_map(|id| rows.remove(id))
+        .map(|row| serde_json::to_value(row).map_err(|e| HandleError::Poison(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    match recording {
+        Some(recording) => {
+            recording.defer(ROWS, changed);
+            Ok(())
+        }
+        None => ROWS.write(conn, &changed).await.map_err(db_error),
+    }
 }
 
-/// Inserts rows, or replaces rows of a lower version.
-async fn upsert(conn: &mut PgConnection, rows: Vec<CatalogRow>) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO catalog_products \
-             (product_id, name, price_cents, stock_available, available, version, currency) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::bool[], \
-                              $6::int8[], $7::text[]) \
-         ON CONFLICT (product_id) DO UPDATE SET name = excluded.name, \
-             price_cents = excluded.price_cents, currency = excluded.currency, stock_available = excluded.stock_available, \
-             available = excluded.available, version = excluded.version \
-         WHERE catalog_products.version < excluded.version",
-    )
-    .bind(rows.iter().map(|r| r.product_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.price_cents).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.stock_available).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.available).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// How the catalogue's rows are written: inserted, or replacing rows of a lower version.
+pub const ROWS: RowUpsert = RowUpsert {
+    name: NAME,
+    sql: "\
+INSERT INTO catalog_products (product_id, name, price_cents, currency, stock_available,
+                              available, version)
+SELECT r.product_id, r.name, r.price_cents, r.currency, r.stock_available, r.available,
+       r.version
+FROM {input}, jsonb_populate_record(NULL::catalog_products, {input}.data) AS r
+ON CONFLICT (product_id) DO UPDATE SET name = excluded.name,
+    price_cents = excluded.price_cents, currency = excluded.currency,
+    stock_available = excluded.stock_available, available = excluded.available,
+    version = excluded.version
+WHERE catalog_products.version < excluded.version",
+};
 
 fn db_error(error: sqlx::Error) -> HandleError {
     HandleError::database(error, "writing the catalogue")

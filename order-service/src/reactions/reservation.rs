@@ -5,7 +5,9 @@
 //! are loaded in one query on that transaction's connection, decided in order (each decision
 //! seeing the ones before it), and their new events appended with their `orders` rows in one
 //! statement ([`BatchAppend`]), so the inbox entries, the orders' events and the read model
-//! commit together (once in effect). A concurrent write to an order
+//! commit together (once in effect). The same statement writes the catalogue's rows that the
+//! batch's product events changed ([`catalog::ROWS`]), which the catalogue projection, run
+//! before this reaction, left with the consumer. A concurrent write to an order
 //! (a cancellation over HTTP) makes the append conflict; the consumer then decides again at
 //! once on fresh state.
 
@@ -23,6 +25,7 @@ use uuid::Uuid;
 use crate::domain::commands::OrderCommand;
 use crate::domain::order::{self, Order, OrderState};
 use crate::domain::product_events::ProductEvent;
+use crate::projections::catalog;
 use crate::projections::orders::OrdersProjection;
 
 /// Name of the reaction.
@@ -33,10 +36,10 @@ pub struct ReservationOutcome(BatchWriter<Order>);
 
 impl ReservationOutcome {
     pub fn new(store: EventStore) -> Self {
-        ReservationOutcome(BatchWriter::new(
-            store,
-            vec![InlineRow::of::<OrdersProjection>()],
-        ))
+        ReservationOutcome(
+            BatchWriter::new(store, vec![InlineRow::of::<OrdersProjection>()])
+                .taking_deferred(&[catalog::ROWS]),
+        )
     }
 
     async fn react(
