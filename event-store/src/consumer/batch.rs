@@ -405,8 +405,21 @@ mod recording_tests {
     use crate::testing::TestDb;
     use crate::{ExpectedVersion, Metadata, NewEvent, StreamAppend};
 
-    /// Appends one event per handled event, in the statement that may take the inbox rows.
-    struct Appends(EventStore);
+    /// Appends one event per handled event, in the statement that may take the inbox rows
+    /// and the rows left for the upserts it was given; with any, it counts, right after its
+    /// statement, the rows of `left_rows` its transaction sees.
+    struct Appends {
+        store: EventStore,
+        takes: &'static [crate::read_model::RowUpsert],
+        seen: std::sync::Mutex<Vec<i64>>,
+    }
+
+    impl Appends {
+        fn new(store: &EventStore, takes: &'static [crate::read_model::RowUpsert]) -> Self {
+            let (store, seen) = (store.clone(), Default::default());
+            Appends { store, takes, seen }
+        }
+    }
 
     impl BatchReaction for Appends {
         const NAME: &'static str = "appends";
@@ -426,11 +439,18 @@ mod recording_tests {
                         events: vec![NewEvent::new("Echoed", serde_json::json!({}))],
                     })
                     .collect();
-                let sql = BatchSql::new(&[], &[]);
-                self.0
-                    .append_batch(tx, &appends, &sql, &[], &[], recording)
+                let sql = BatchSql::new(&[], self.takes);
+                self.store
+                    .append_batch(&mut *tx, &appends, &sql, &[], &[], recording)
                     .await
                     .map_err(|e| HandleError::from_store(e, "echoing"))?;
+                if !self.takes.is_empty() {
+                    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM left_rows")
+                        .fetch_one(&mut *tx)
+                        .await
+                        .unwrap();
+                    self.seen.lock().unwrap().push(written);
+                }
                 Ok(())
             })
         }
@@ -535,43 +555,6 @@ mod recording_tests {
         }
     }
 
-    /// Appends an event per handled event in a statement that takes the rows left for
-    /// [`LEFT`], and counts, right after it, the rows its transaction sees.
-    struct AppendsTaking(EventStore, std::sync::Mutex<Vec<i64>>);
-
-    impl BatchReaction for AppendsTaking {
-        const NAME: &'static str = "appends-taking";
-
-        fn handle_batch<'a>(
-            &'a self,
-            tx: &'a mut PgConnection,
-            events: &'a [&'a ForeignEvent],
-            recording: Option<&'a Recording<'a>>,
-        ) -> BoxFuture<'a, Result<(), HandleError>> {
-            Box::pin(async move {
-                let appends: Vec<StreamAppend> = events
-                    .iter()
-                    .map(|e| StreamAppend {
-                        stream_id: format!("echo-{}", e.event_id.simple()),
-                        expected: ExpectedVersion::NoStream,
-                        events: vec![NewEvent::new("Echoed", serde_json::json!({}))],
-                    })
-                    .collect();
-                let sql = BatchSql::new(&[], &[LEFT]);
-                self.0
-                    .append_batch(&mut *tx, &appends, &sql, &[], &[], recording)
-                    .await
-                    .map_err(|e| HandleError::from_store(e, "echoing"))?;
-                let written: i64 = sqlx::query_scalar("SELECT count(*) FROM left_rows")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .unwrap();
-                self.1.lock().unwrap().push(written);
-                Ok(())
-            })
-        }
-    }
-
     #[tokio::test]
     async fn rows_left_with_the_recording_are_written_by_the_statement_that_takes_them_or_by_the_consumer(
     ) {
@@ -592,7 +575,7 @@ mod recording_tests {
         };
 
         // Left before the appending reaction runs: its statement writes them.
-        let taking = Arc::new(AppendsTaking(store.clone(), Default::default()));
+        let taking = Arc::new(Appends::new(&store, &[LEFT]));
         let handlers: Vec<Arc<dyn Reaction>> = vec![Arc::new(Leaves), taking.clone()];
         let (a, b) = (event("order-1"), event("order-2"));
         let committed = record(&store, &handlers, &[&a, &b], &mut None)
@@ -600,7 +583,7 @@ mod recording_tests {
             .unwrap();
         assert!(committed.appended);
         assert_eq!(
-            *taking.1.lock().unwrap(),
+            *taking.seen.lock().unwrap(),
             [2],
             "the rows were written in the append's statement"
         );
@@ -613,7 +596,7 @@ mod recording_tests {
             ("order-3", vec![Arc::new(Leaves) as Arc<dyn Reaction>]),
             (
                 "order-4",
-                vec![Arc::new(Appends(store.clone())), Arc::new(Leaves)],
+                vec![Arc::new(Appends::new(&store, &[])), Arc::new(Leaves)],
             ),
         ] {
             let c = event(stream);
@@ -740,7 +723,7 @@ mod recording_tests {
         let db = TestDb::new().await;
         let store = db.store();
         let appends: Vec<Arc<dyn Reaction>> =
-            vec![Arc::new(Reads), Arc::new(Appends(store.clone()))];
+            vec![Arc::new(Reads), Arc::new(Appends::new(&store, &[]))];
         let reads: Vec<Arc<dyn Reaction>> = vec![Arc::new(Reads)];
 
         let first = event("order-1");
