@@ -1,11 +1,14 @@
 //! Read models with one row per aggregate, kept by folding events onto rows: what both
-//! services' inline projections of their own aggregates are (`orders`, `products`).
+//! services' inline projections of their own aggregates are (`orders`, `products`), and
+//! order-service's catalogue of product-service's products, which the consumer keeps from
+//! the other service's events.
 //!
-//! A service says what a row is and how one event changes it ([`RowModel`]); applying a batch
-//! is written once, here: the rows the batch continues are loaded in one query, every event
-//! folded onto its row in memory, and the changed rows written back in one statement. Each
-//! row keeps the stream version it reflects, and `next_row` changes nothing for an event the
-//! row already includes, so an event applied twice (a rebuild over live rows) is a no-op.
+//! A service says what a row is and how one event changes it ([`RowModel`]); folding a batch
+//! is written once, here ([`RowBatch`]): the rows the batch continues are read in one query
+//! (or taken from the consumer's one read of its batch), every event folded onto its row in
+//! memory, and the changed rows written back in one statement. Each row keeps the stream
+//! version it reflects, and `next_row` changes nothing for an event the row already
+//! includes, so an event applied twice (a rebuild over live rows) is a no-op.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,10 +19,12 @@ use uuid::Uuid;
 
 use crate::aggregate::Fold;
 use crate::projection::Projection;
-use crate::wire::WireEvent;
+use crate::wire::{DecodeError, Stored, WireEvent};
 use crate::RecordedEvent;
 
-/// A read model of one row per aggregate. Every `RowModel` is a [`Projection`].
+/// A read model of one row per aggregate. Every `RowModel` of a service's own events
+/// (`Recorded = RecordedEvent`) is a [`Projection`]; one of the other service's events
+/// (`Recorded = ForeignEvent`) runs in the consumer, folding with [`RowBatch`].
 pub trait RowModel: Send + Sync + 'static {
     /// The projection's name: its checkpoint and the name it is rebuilt under.
     const NAME: &'static str;
@@ -27,20 +32,23 @@ pub trait RowModel: Send + Sync + 'static {
     const TABLES: &'static [&'static str];
     /// The events it reads; event types it does not know are skipped.
     type Event: WireEvent + Send + Sync;
+    /// The events as they come: read from this service's store, or received from the other.
+    type Recorded: Stored + Sync;
     type Row: Send;
 
-    /// The aggregate an event belongs to: the key of its row.
-    fn key(event: &Self::Event) -> Uuid;
+    /// The aggregate an event belongs to, the key of its row; `None` for an event of no
+    /// row (it changes nothing).
+    fn key(event: &Self::Event) -> Option<Uuid>;
     fn row_key(row: &Self::Row) -> Uuid;
     /// Whether `event` is the first of its stream, so its row folds from nothing and need
     /// not be read.
-    fn starts_stream(event: &Self::Event, recorded: &RecordedEvent) -> bool;
+    fn starts_stream(event: &Self::Event, recorded: &Self::Recorded) -> bool;
     /// The row `event` makes of `current`, or `None` when it changes nothing (the row
     /// already includes it). An error when the event cannot apply (a bug elsewhere).
     fn next_row(
         current: Option<&Self::Row>,
         event: &Self::Event,
-        recorded: &RecordedEvent,
+        recorded: &Self::Recorded,
     ) -> anyhow::Result<Option<Self::Row>>;
     /// The stored rows of these aggregates (those that have one).
     fn load<'a>(
@@ -54,41 +62,94 @@ pub trait RowModel: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), sqlx::Error>>;
 }
 
+/// A batch of events decoded for the row model `M`, in order: the keys of the rows it
+/// continues ([`RowBatch::keys`]), then the fold onto them ([`RowBatch::fold`]). Where the
+/// rows come from and where the changed ones go is the caller's: [`apply_rows`] reads and
+/// writes them itself; the consumer preloads them and writes them with its batch.
+pub struct RowBatch<'e, M: RowModel> {
+    decoded: Vec<(M::Event, Uuid, &'e M::Recorded)>,
+}
+
+impl<'e, M: RowModel> RowBatch<'e, M> {
+    /// Decodes `events`, leaving out those of a type `M` does not know and those of no row.
+    /// An event that does not decode fails the batch, and is returned with the error.
+    pub fn decode(
+        events: impl IntoIterator<Item = &'e M::Recorded>,
+    ) -> Result<Self, (DecodeError, &'e M::Recorded)> {
+        let mut decoded = Vec::new();
+        for recorded in events {
+            match M::Event::decode(recorded) {
+                Ok(Some(event)) => {
+                    if let Some(key) = M::key(&event) {
+                        decoded.push((event, key, recorded));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Err((e, recorded)),
+            }
+        }
+        Ok(RowBatch { decoded })
+    }
+
+    /// Whether no event of the batch changes a row.
+    pub fn is_empty(&self) -> bool {
+        self.decoded.is_empty()
+    }
+
+    /// The keys of the rows the fold continues, each once, in first-touch order.
+    ///
+    /// An aggregate whose first event here starts its stream folds from nothing, so its row
+    /// is not read: if it is stored already, the version-guarded write leaves it unless this
+    /// batch takes it further, and then the fold from the stream's start is the right row.
+    pub fn keys(&self) -> Vec<Uuid> {
+        let mut first_seen = HashSet::new();
+        self.decoded
+            .iter()
+            .filter(|(event, key, recorded)| {
+                first_seen.insert(*key) && !M::starts_stream(event, recorded)
+            })
+            .map(|(_, key, _)| *key)
+            .collect()
+    }
+
+    /// Folds every event onto its row of `rows` (the stored rows of [`RowBatch::keys`], by
+    /// key) and returns the rows that changed, each once, in first-touch order, so the
+    /// write is deterministic.
+    pub fn fold(self, mut rows: HashMap<Uuid, M::Row>) -> anyhow::Result<Vec<M::Row>> {
+        let mut changed: Vec<Uuid> = Vec::new();
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        for (event, key, recorded) in &self.decoded {
+            if let Some(row) = M::next_row(rows.get(key), event, recorded)? {
+                if seen.insert(*key) {
+                    changed.push(*key);
+                }
+                rows.insert(*key, row);
+            }
+        }
+        Ok(changed.iter().filter_map(|key| rows.remove(key)).collect())
+    }
+}
+
 /// Applies events in position order with one read and one write.
 pub async fn apply_rows<M: RowModel>(
     conn: &mut PgConnection,
-    events: &[RecordedEvent],
+    events: &[M::Recorded],
 ) -> anyhow::Result<()> {
-    let mut decoded = Vec::with_capacity(events.len());
-    for recorded in events {
-        let event = M::Event::decode(recorded).with_context(|| {
-            format!(
-                "{} version {} does not decode",
-                recorded.stream_id, recorded.stream_version
-            )
-        })?;
-        if let Some(event) = event {
-            decoded.push((event, recorded));
-        }
-    }
-    if decoded.is_empty() {
+    let batch = RowBatch::<M>::decode(events).map_err(|(e, recorded)| {
+        anyhow::Error::new(e).context(format!(
+            "{} version {} does not decode",
+            recorded.stream_id(),
+            recorded.stream_version()
+        ))
+    })?;
+    if batch.is_empty() {
         return Ok(());
     }
-    // An aggregate whose first event here starts its stream folds from nothing, so its row
-    // is not read: if it is stored already, the version-guarded write leaves it unless this
-    // batch takes it further, and then the fold from the stream's start is the right row.
-    let mut first_seen = HashSet::new();
-    let keys: Vec<Uuid> = decoded
-        .iter()
-        .filter(|(event, recorded)| {
-            first_seen.insert(M::key(event)) && !M::starts_stream(event, recorded)
-        })
-        .map(|(event, _)| M::key(event))
-        .collect();
     // No FOR UPDATE: one writer applies a batch at a time (appends to one stream are
     // serialised by its versions; a rebuild's shadow tables have one writer), and row locks
     // would cost a heap write per row. A batch that only starts streams (a command creating
     // an aggregate) reads nothing: no round trip for an empty key list.
+    let keys = batch.keys();
     let loaded = if keys.is_empty() {
         Vec::new()
     } else {
@@ -96,20 +157,8 @@ pub async fn apply_rows<M: RowModel>(
             .await
             .with_context(|| format!("reading {}", M::NAME))?
     };
-    let mut rows: HashMap<Uuid, M::Row> = loaded.into_iter().map(|r| (M::row_key(&r), r)).collect();
-    // First-touch order, so the write is deterministic.
-    let mut changed: Vec<Uuid> = Vec::new();
-    let mut seen: HashSet<Uuid> = HashSet::new();
-    for (event, recorded) in &decoded {
-        let key = M::key(event);
-        if let Some(row) = M::next_row(rows.get(&key), event, recorded)? {
-            if seen.insert(key) {
-                changed.push(key);
-            }
-            rows.insert(key, row);
-        }
-    }
-    let changed: Vec<M::Row> = changed.iter().filter_map(|key| rows.remove(key)).collect();
+    let rows = loaded.into_iter().map(|r| (M::row_key(&r), r)).collect();
+    let changed = batch.fold(rows)?;
     if changed.is_empty() {
         return Ok(());
     }
@@ -118,7 +167,7 @@ pub async fn apply_rows<M: RowModel>(
         .with_context(|| format!("writing {}", M::NAME))
 }
 
-impl<M: RowModel> Projection for M {
+impl<M: RowModel<Recorded = RecordedEvent>> Projection for M {
     fn name(&self) -> &str {
         M::NAME
     }

@@ -119,11 +119,12 @@ impl RowModel for Tallies {
     const NAME: &'static str = "tallies";
     const TABLES: &'static [&'static str] = &["tallies"];
     type Event = TallyEvent;
+    type Recorded = RecordedEvent;
     type Row = TallyRow;
 
-    fn key(event: &TallyEvent) -> Uuid {
+    fn key(event: &TallyEvent) -> Option<Uuid> {
         match event {
-            TallyEvent::Added(e) => e.id,
+            TallyEvent::Added(e) => Some(e.id),
         }
     }
 

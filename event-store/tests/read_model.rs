@@ -40,11 +40,12 @@ impl RowModel for Tallies {
     const NAME: &'static str = "tallies";
     const TABLES: &'static [&'static str] = &["tallies"];
     type Event = TallyEvent;
+    type Recorded = RecordedEvent;
     type Row = Tally;
 
-    fn key(event: &TallyEvent) -> Uuid {
+    fn key(event: &TallyEvent) -> Option<Uuid> {
         match event {
-            TallyEvent::Counted(e) => e.tally,
+            TallyEvent::Counted(e) => Some(e.tally),
         }
     }
 

@@ -94,14 +94,24 @@ impl DecodeError {
     }
 }
 
-/// What every stored or received event offers a decoder: its type, schema version and payload.
+/// What every stored or received event offers a decoder (its type, schema version and
+/// payload) and a read model folding it onto its stream's row (`crate::read_model`): its
+/// stream and its version there.
 pub trait Stored {
+    fn stream_id(&self) -> &str;
+    fn stream_version(&self) -> i64;
     fn event_type(&self) -> &str;
     fn schema_version(&self) -> i32;
     fn payload(&self) -> &Value;
 }
 
 impl Stored for RecordedEvent {
+    fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+    fn stream_version(&self) -> i64 {
+        self.stream_version
+    }
     fn event_type(&self) -> &str {
         &self.event_type
     }
@@ -114,6 +124,12 @@ impl Stored for RecordedEvent {
 }
 
 impl Stored for ForeignEvent {
+    fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+    fn stream_version(&self) -> i64 {
+        self.stream_version
+    }
     fn event_type(&self) -> &str {
         &self.event_type
     }

@@ -3,18 +3,18 @@
 //! A projection of foreign events, so it runs as a consumer handler ([`Reaction`]) inside the
 //! consumer's transaction, beside the inbox entries of the events. Each row is
 //! `domain::catalog::evolve` folded over the product's stream; `version` is the stream version
-//! of the last event applied, which makes a repeated or older event a no-op. A batch is folded
-//! in memory onto the rows it continues and written back in one statement ([`apply_batch`]):
-//! in the consumer, the rows are left with its recording ([`ROWS`]), and the statement that
-//! writes the batch's inbox rows writes them too (the reservation outcome's, when it appends;
-//! the consumer's own otherwise). A rebuild replays the same events from the inbox the same
-//! way and writes the rows itself.
+//! of the last event applied, which makes a repeated or older event a no-op. It is a
+//! [`RowModel`] of foreign events: a batch is folded in memory onto the rows it continues by
+//! the fold every row read model shares ([`RowBatch`]), and written back in one statement
+//! ([`apply_batch`]): in the consumer, the rows are left with its recording ([`ROWS`]), and
+//! the statement that writes the batch's inbox rows writes them too (the reservation
+//! outcome's, when it appends; the consumer's own otherwise). A rebuild replays the same
+//! events from the inbox the same way and writes the rows itself.
 
 use std::collections::HashMap;
 
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Reads, Recording};
-use event_store::read_model::RowUpsert;
-use event_store::wire::WireEvent as _;
+use event_store::read_model::{RowBatch, RowModel, RowUpsert};
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -70,7 +70,7 @@ pub struct CatalogProjection;
 
 impl BatchReaction for CatalogProjection {
     const NAME: &'static str = NAME;
-    const TABLES: &'static [&'static str] = &["catalog_products"];
+    const TABLES: &'static [&'static str] = &[TABLE];
 
     /// Leaves the inbox rows to the consumer (or to the reservation outcome's statement).
     fn handle_batch<'a>(
@@ -82,72 +82,101 @@ impl BatchReaction for CatalogProjection {
         Box::pin(apply_batch(tx, events, recording))
     }
 
-    /// The rows of the products the events name, read with the inbox's answer in the
-    /// consumer's one read of the batch.
+    /// The rows the batch's fold continues, read with the inbox's answer in the consumer's
+    /// one read of the batch.
     fn reads(&self, events: &[&ForeignEvent], reads: &mut Reads) {
-        // An event that does not decode declares nothing; `apply_batch` refuses it.
-        let products = events
-            .iter()
-            .filter_map(|e| ProductEvent::decode(*e).ok().flatten())
-            .filter_map(|e| e.product_id());
-        reads.rows(TABLE, "product_id", products);
+        // A batch with an event that does not decode declares nothing; `apply_batch`
+        // refuses it.
+        if let Ok(batch) = RowBatch::<Self>::decode(events.iter().copied()) {
+            reads.rows(TABLE, "product_id", batch.keys());
+        }
     }
 }
 
 /// The table the catalogue is kept in.
 const TABLE: &str = "catalog_products";
 
-/// Applies product-service events (per product in stream order) to their products' rows,
-/// with one read (none, when the consumer's read of the batch preloaded them) and one write
-/// (none of its own in the consumer's `recording`: the rows are left with it, [`ROWS`]).
-/// Event types this service does not know and events that are not about one product
-/// (reservations) change nothing.
+/// The catalogue as a row model of product-service's events: a product stream's row is
+/// `catalog::evolve` folded over it; reservation streams keep no row.
+impl RowModel for CatalogProjection {
+    const NAME: &'static str = NAME;
+    const TABLES: &'static [&'static str] = &[TABLE];
+    type Event = ProductEvent;
+    type Recorded = ForeignEvent;
+    type Row = CatalogRow;
+
+    fn key(event: &ProductEvent) -> Option<Uuid> {
+        event.product_id()
+    }
+
+    fn row_key(row: &CatalogRow) -> Uuid {
+        row.product_id
+    }
+
+    fn starts_stream(event: &ProductEvent, recorded: &ForeignEvent) -> bool {
+        matches!(event, ProductEvent::ProductCreated(_)) && recorded.stream_version == 1
+    }
+
+    fn next_row(
+        current: Option<&CatalogRow>,
+        event: &ProductEvent,
+        recorded: &ForeignEvent,
+    ) -> anyhow::Result<Option<CatalogRow>> {
+        if current.is_some_and(|row| row.version >= recorded.stream_version) {
+            return Ok(None);
+        }
+        let entry = catalog::evolve(current.cloned().map(CatalogRow::entry), event);
+        Ok(entry.map(|entry| CatalogRow::from_entry(entry, recorded.stream_version)))
+    }
+
+    fn load<'a>(
+        conn: &'a mut PgConnection,
+        keys: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<CatalogRow>, sqlx::Error>> {
+        Box::pin(async move { Ok(find_many(conn, keys).await?.into_values().collect()) })
+    }
+
+    fn upsert(
+        conn: &mut PgConnection,
+        rows: Vec<CatalogRow>,
+    ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let rows = json_rows(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            ROWS.write(conn, &rows).await
+        })
+    }
+}
+
+/// Applies product-service events (per product in stream order) to their products' rows:
+/// the fold is the row model's ([`RowBatch`]), with one read (none, when the consumer's
+/// read of the batch preloaded the rows) and one write (none of its own in the consumer's
+/// `recording`: the rows are left with it, [`ROWS`]). Event types this service does not
+/// know and events that are not about one product (reservations) change nothing.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     events: &[&ForeignEvent],
     recording: Option<&Recording<'_>>,
 ) -> Result<(), HandleError> {
-    let mut decoded = Vec::with_capacity(events.len());
-    for event in events {
-        let product_event = ProductEvent::decode(*event)?;
-        if let Some(product_event) = product_event {
-            if let Some(product_id) = product_event.product_id() {
-                decoded.push((product_id, event.stream_version, product_event));
-            }
-        }
-    }
-    if decoded.is_empty() {
+    let batch = RowBatch::<CatalogProjection>::decode(events.iter().copied())
+        .map_err(|(e, _)| HandleError::from(e))?;
+    if batch.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = decoded.iter().map(|(id, _, _)| *id).collect();
+    let keys = batch.keys();
     // No row locks: the consumer records one product stream's events in one transaction at a
     // time (its per-stream locks), and a rebuild swaps under the inbox lock.
-    let preloaded = recording.and_then(|r| r.preloaded().rows::<CatalogRow>(TABLE, &ids));
-    let mut rows = match preloaded {
+    let preloaded = recording.and_then(|r| r.preloaded().rows::<CatalogRow>(TABLE, &keys));
+    let rows = match preloaded {
         Some(rows) => rows.map_err(|e| {
             HandleError::Transient(anyhow::Error::new(e).context("reading the catalogue's rows"))
         })?,
-        None => find_many(&mut *conn, &ids).await.map_err(db_error)?,
+        None => find_many(&mut *conn, &keys).await.map_err(db_error)?,
     };
-    let mut changed: Vec<Uuid> = Vec::new();
-    for (product_id, version, event) in &decoded {
-        let current = rows.get(product_id);
-        if current.is_some_and(|row| row.version >= *version) {
-            continue;
-        }
-        let Some(entry) = catalog::evolve(current.cloned().map(CatalogRow::entry), event) else {
-            continue;
-        };
-        if !changed.contains(product_id) {
-            changed.push(*product_id);
-        }
-        rows.insert(*product_id, CatalogRow::from_entry(entry, *version));
-    }
-    let changed = changed
-        .iter()
-        .filter_map(|id| rows.remove(id))
-        .map(|row| serde_json::to_value(row).map_err(|e| HandleError::Poison(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
+    // `next_row` fails on nothing: every event applies or changes nothing.
+    let changed = batch
+        .fold(rows)
+        .map_err(|e| HandleError::Poison(format!("{e:#}")))?;
+    let changed = json_rows(changed).map_err(|e| HandleError::Poison(e.to_string()))?;
     match recording {
         Some(recording) => {
             recording.defer(ROWS, changed);
@@ -155,6 +184,11 @@ pub async fn apply_batch(
         }
         None => ROWS.write(conn, &changed).await.map_err(db_error),
     }
+}
+
+/// Rows as [`ROWS`] reads them.
+fn json_rows(rows: Vec<CatalogRow>) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+    rows.into_iter().map(serde_json::to_value).collect()
 }
 
 /// How the catalogue's rows are written: inserted, or replacing rows of a lower version.

@@ -101,10 +101,11 @@ impl RowModel for OrdersProjection {
     const NAME: &'static str = NAME;
     const TABLES: &'static [&'static str] = &["orders"];
     type Event = OrderEvent;
+    type Recorded = RecordedEvent;
     type Row = OrderRow;
 
-    fn key(event: &OrderEvent) -> Uuid {
-        event.order_id()
+    fn key(event: &OrderEvent) -> Option<Uuid> {
+        Some(event.order_id())
     }
 
     fn row_key(row: &OrderRow) -> Uuid {

@@ -24,10 +24,11 @@ impl RowModel for ProductsProjection {
     const NAME: &'static str = NAME;
     const TABLES: &'static [&'static str] = &["products"];
     type Event = ProductEvent;
+    type Recorded = RecordedEvent;
     type Row = ProductRow;
 
-    fn key(event: &ProductEvent) -> Uuid {
-        event.product_id()
+    fn key(event: &ProductEvent) -> Option<Uuid> {
+        Some(event.product_id())
     }
 
     fn row_key(row: &ProductRow) -> Uuid {
