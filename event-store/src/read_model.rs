@@ -130,6 +130,19 @@ impl<'e, M: RowModel> RowBatch<'e, M> {
     }
 }
 
+/// The stored rows of `keys` ([`RowModel::load`]), by key, as [`RowBatch::fold`] takes
+/// them; no round trip for an empty key list (a batch that only starts streams).
+pub async fn load_rows<M: RowModel>(
+    conn: &mut PgConnection,
+    keys: &[Uuid],
+) -> Result<HashMap<Uuid, M::Row>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let loaded = M::load(conn, keys).await?;
+    Ok(loaded.into_iter().map(|r| (M::row_key(&r), r)).collect())
+}
+
 /// Applies events in position order with one read and one write.
 pub async fn apply_rows<M: RowModel>(
     conn: &mut PgConnection,
@@ -148,16 +161,10 @@ pub async fn apply_rows<M: RowModel>(
     // No FOR UPDATE: one writer applies a batch at a time (appends to one stream are
     // serialised by its versions; a rebuild's shadow tables have one writer), and row locks
     // would cost a heap write per row. A batch that only starts streams (a command creating
-    // an aggregate) reads nothing: no round trip for an empty key list.
-    let keys = batch.keys();
-    let loaded = if keys.is_empty() {
-        Vec::new()
-    } else {
-        M::load(conn, &keys)
-            .await
-            .with_context(|| format!("reading {}", M::NAME))?
-    };
-    let rows = loaded.into_iter().map(|r| (M::row_key(&r), r)).collect();
+    // an aggregate) reads nothing (`load_rows`).
+    let rows = load_rows::<M>(conn, &batch.keys())
+        .await
+        .with_context(|| format!("reading {}", M::NAME))?;
     let changed = batch.fold(rows)?;
     if changed.is_empty() {
         return Ok(());

@@ -167,31 +167,6 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_admin_token_disables_admin_and_a_set_one_is_kept() {
-        let cli = Cli::try_parse_from(["order-service", "--admin-token", ""])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.config.common.admin_token(), None);
-        let cli = Cli::try_parse_from(["order-service", "--admin-token", "s3cret"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(cli
-            .config
-            .common
-            .admin_token()
-            .is_some_and(|t| t.matches("s3cret")));
-    }
-
-    #[test]
-    fn the_readiness_lag_limit_defaults_to_30_seconds_and_0_turns_it_off() {
-        assert_eq!(
-            Config::defaults().common.ready_max_lag(),
-            Some(std::time::Duration::from_secs(30))
-        );
-        let cli = Cli::try_parse_from(["order-service", "--ready-max-lag-seconds", "0"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.config.common.ready_max_lag(), None);
-    }
-
-    #[test]
     fn the_default_address_parses() {
         let parsed: SocketAddr = DEFAULT_HTTP_ADDR.parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed, Config::defaults().http_addr);

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use actix_web::web;
 use event_store::aggregate::Commands;
-use event_store::read_model::InlineRow;
 use event_store::EventStore;
 use service_kit::service::{Service, Start};
 
@@ -24,21 +23,16 @@ use crate::reactions::StockReservation;
 use crate::replay;
 
 pub use service_kit::service::Application;
-use service_kit::service::AGGREGATE_CACHE;
 
 /// The service's own migrations (after the event store's).
 pub fn migrations() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations")
 }
 
-/// The executor of commands on products: each that appends is one statement, which writes the
-/// `products` row from the state the command decided on (the same row the
-/// inline projection folds), beside the events; one on a product it appended to before decides
-/// on the state it cached then (checked by the append's expected version).
+/// The executor of commands on products, writing the `products` row with each append
+/// (`service_kit::service::commands`).
 pub fn commands(store: EventStore) -> Commands<Product> {
-    Commands::new(store)
-        .with_rows(vec![InlineRow::of::<ProductsProjection>()])
-        .with_cache(AGGREGATE_CACHE)
+    service_kit::service::commands::<Product, ProductsProjection>(store)
 }
 
 /// Runs the event store's migrations, then the service's.

@@ -96,18 +96,4 @@ mod tests {
             assert_eq!(cli.config.common.events_namespace, "t1");
         }
     }
-
-    #[test]
-    fn an_empty_admin_token_disables_admin_and_a_set_one_is_kept() {
-        let cli = Cli::try_parse_from(["product-service", "--admin-token", ""])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.config.common.admin_token(), None);
-        let cli = Cli::try_parse_from(["product-service", "--admin-token", "s3cret"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(cli
-            .config
-            .common
-            .admin_token()
-            .is_some_and(|t| t.matches("s3cret")));
-    }
 }

@@ -426,6 +426,54 @@ mod tests {
         }
     }
 
+    /// A service as the shared command line sees one.
+    #[derive(Debug, Clone)]
+    struct Svc;
+
+    impl Service for Svc {
+        const NAME: &'static str = "svc";
+        const ABOUT: &'static str = "A service";
+        const OWN_EVENTS: &'static str = "own";
+        const OTHER_EVENTS: &'static str = "other";
+        const DEFAULT_DATABASE_URL: &'static str = "postgres://127.0.0.1:5432/svc";
+        const DEFAULT_HTTP_ADDR: &'static str = "0.0.0.0:8080";
+        type Settings = NoSettings;
+    }
+
+    fn parse(args: &[&str]) -> Cli<Svc> {
+        use clap::Parser;
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_empty_admin_token_disables_admin_and_a_set_one_is_kept() {
+        let cli = parse(&["svc", "--admin-token", ""]);
+        assert_eq!(cli.config.common.admin_token(), None);
+        let cli = parse(&["svc", "--admin-token", "s3cret"]);
+        let token = cli.config.common.admin_token();
+        assert!(token.is_some_and(|t| t.matches("s3cret")));
+    }
+
+    #[test]
+    fn the_readiness_lag_limit_defaults_to_30_seconds_and_0_turns_it_off() {
+        let lag = Config::<Svc>::defaults().common.ready_max_lag();
+        assert_eq!(lag, Some(Duration::from_secs(30)));
+        let cli = parse(&["svc", "--ready-max-lag-seconds", "0"]);
+        assert_eq!(cli.config.common.ready_max_lag(), None);
+    }
+
+    #[test]
+    fn flags_work_before_and_after_the_subcommand() {
+        for args in [
+            &["svc", "--events-namespace", "t1", "serve"][..],
+            &["svc", "serve", "--events-namespace", "t1"][..],
+        ] {
+            let cli = parse(args);
+            assert_eq!(cli.command, Some(Command::Serve));
+            assert_eq!(cli.config.common.events_namespace, "t1");
+        }
+    }
+
     #[test]
     fn an_empty_token_counts_as_none() {
         assert_eq!(AdminToken::configured(Some(&AdminToken::new(""))), None);

@@ -4,10 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use actix_web::HttpResponseBuilder;
-use serde::Deserialize;
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use utoipa::IntoParams;
+
+use crate::error::ApiError;
 
 const POLL: Duration = Duration::from_millis(20);
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -37,6 +39,28 @@ impl<T> Fresh<T> {
             None => Err(not_found()),
         }
     }
+}
+
+/// A `GET` of one read-model row: read with `fetch` as [`read_at_least`] does, 404 with
+/// `not_found` when there is no row, else the row as `view` renders it, marked stale when it
+/// is older than `min_version`.
+pub async fn answer_row<T, V, F, Fut>(
+    min_version: Option<i64>,
+    version: impl Fn(&T) -> i64,
+    fetch: F,
+    not_found: impl FnOnce() -> ApiError,
+    view: impl FnOnce(T) -> Result<V, ApiError>,
+) -> Result<HttpResponse, ApiError>
+where
+    V: Serialize,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<T>, sqlx::Error>>,
+{
+    let fresh = read_at_least(min_version, version, fetch).await?;
+    let (row, stale) = fresh.found(not_found)?;
+    let mut response = HttpResponse::Ok();
+    mark_stale(&mut response, stale);
+    Ok(response.json(view(row)?))
 }
 
 /// Reads with `fetch` until the row has `version(row) >= min_version` or the wait is over.

@@ -20,11 +20,13 @@ use actix_web::http::header::{HeaderName, HeaderValue, LOCATION};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use event_store::aggregate::{Aggregate, Commands, Loaded, On};
 use event_store::idempotency::{self, Claim, Claimed, Kept};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::request::RequestContext;
 use crate::tasks::Tasks;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -82,6 +84,29 @@ pub fn respond(kept: Kept) -> HttpResponse {
         response.insert_header((REPLAYED, HeaderValue::from_static("true")));
     }
     response.body(kept.body)
+}
+
+/// A command handler's one path, after it has built its command: `command` on `on` through
+/// the executor, with the request's metadata and its key's claim, answered with what `answer`
+/// renders from the state the command decided on (the answer kept with the key, or the kept
+/// one again for a retried key).
+pub async fn execute<A>(
+    commands: &Commands<A>,
+    context: &RequestContext,
+    key: &Key,
+    on: On,
+    command: A::Command,
+    answer: &dyn Fn(&Loaded<A::State>) -> Kept,
+) -> Result<HttpResponse, ApiError>
+where
+    A: Aggregate,
+    A::Error: Into<ApiError>,
+{
+    let metadata = context.metadata();
+    let kept = commands
+        .execute(on, command, &metadata, key.claimed(), answer)
+        .await?;
+    Ok(respond(kept))
 }
 
 /// Middleware: claims the key of a keyed `POST`, or answers for it (see the module).

@@ -20,8 +20,10 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use async_nats::jetstream;
+use event_store::aggregate::{Aggregate, Commands};
 use event_store::consumer::{Consumer, ConsumerConfig, Reaction};
 use event_store::projection::{Projection, Projector};
+use event_store::read_model::{InlineRow, StateRow};
 use event_store::repair::Gaps;
 use event_store::replay::{rebuild_if_missing, Rebuilds, Target};
 use event_store::retry::Backoff;
@@ -45,6 +47,17 @@ const MAX_DELIVER: i64 = 10;
 /// Aggregates each service's command executor keeps in memory (`Commands::with_cache`): a
 /// few hundred bytes each, so about a few MiB at most.
 pub const AGGREGATE_CACHE: usize = 10_000;
+/// A service's executor of commands on its aggregate `A`: each command that appends is one
+/// statement, which writes the row of the inline read model `M` from the state the command
+/// decided on (the row `M`'s projection folds) beside the events; a command on an aggregate
+/// it appended to before decides on the state it cached then, [`AGGREGATE_CACHE`] of them
+/// (checked by the append's expected version).
+pub fn commands<A: Aggregate, M: StateRow<A>>(store: EventStore) -> Commands<A> {
+    Commands::new(store)
+        .with_rows(vec![InlineRow::of::<M>()])
+        .with_cache(AGGREGATE_CACHE)
+}
+
 /// Events the relay reads and publishes per batch.
 const RELAY_BATCH: i64 = 500;
 /// The relay's checkpoint name (also where `/metrics` and readiness read its lag).

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::{resource, AppState};
 use crate::projections::catalog::{self, CatalogRow};
-use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
+use service_kit::fresh::{answer_row, MinVersion};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -110,15 +110,12 @@ pub async fn get_product(
     query: web::Query<MinVersion>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let fresh = read_at_least(
+    answer_row(
         query.min_version,
         |row: &CatalogRow| row.version,
-        || async { Ok::<_, ApiError>(catalog::find(&state.pool, id).await?) },
+        || catalog::find(&state.pool, id),
+        || ApiError::NotFound(format!("product {id} is not in the catalogue")),
+        |row| Ok(ProductView::from(row)),
     )
-    .await?;
-    let (row, stale) =
-        fresh.found(|| ApiError::NotFound(format!("product {id} is not in the catalogue")))?;
-    let mut response = HttpResponse::Ok();
-    mark_stale(&mut response, stale);
-    Ok(response.json(ProductView::from(row)))
+    .await
 }

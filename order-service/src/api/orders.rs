@@ -15,8 +15,8 @@ use crate::projections::orders::PricedLine;
 use crate::projections::{catalog, orders};
 use event_store::aggregate::{Loaded, On};
 use event_store::idempotency::Kept;
-use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
-use service_kit::idempotency::{respond, Key, KeyHeader};
+use service_kit::fresh::{answer_row, MinVersion};
+use service_kit::idempotency::{execute, Key, KeyHeader};
 use service_kit::whole_number;
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -158,7 +158,7 @@ pub struct ListOrders {
 #[tracing::instrument(skip_all, fields(order_id = tracing::field::Empty))]
 pub async fn place_order(
     state: web::Data<AppState>,
-    request_id: RequestContext,
+    context: RequestContext,
     key: Key,
     body: web::Json<PlaceOrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -193,22 +193,12 @@ pub async fn place_order(
         customer_id: body.customer_id,
         lines,
     };
-    let metadata = request_id.metadata();
     let placed = |done: &Loaded<OrderState>| {
         let view = OrderView::from_state(done.state.clone(), done.version);
         Kept::json(201, Some(format!("/orders/{order_id}")), &view)
     };
-    let kept = state
-        .commands
-        .execute(
-            On::New(order_id),
-            command,
-            &metadata,
-            key.claimed(),
-            &placed,
-        )
-        .await?;
-    Ok(respond(kept))
+    let on = On::New(order_id);
+    execute(&state.commands, &context, &key, on, command, &placed).await
 }
 
 /// One order, from the read model.
@@ -231,16 +221,14 @@ pub async fn get_order(
     query: web::Query<MinVersion>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let fresh = read_at_least(
+    answer_row(
         query.min_version,
         |row: &orders::OrderRow| row.version,
-        || async { Ok::<_, ApiError>(orders::find(&state.pool, id).await?) },
+        || orders::find(&state.pool, id),
+        || ApiError::NotFound(format!("order {id} not found")),
+        OrderView::from_row,
     )
-    .await?;
-    let (row, stale) = fresh.found(|| ApiError::NotFound(format!("order {id} not found")))?;
-    let mut response = HttpResponse::Ok();
-    mark_stale(&mut response, stale);
-    Ok(response.json(OrderView::from_row(row)?))
+    .await
 }
 
 /// Orders, newest first, optionally of one customer.
@@ -305,28 +293,14 @@ pub async fn list_orders(
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn cancel_order(
     state: web::Data<AppState>,
-    request_id: RequestContext,
+    context: RequestContext,
     key: Key,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let metadata = request_id.metadata();
     let cancelled = |done: &Loaded<OrderState>| {
-        Kept::json(
-            200,
-            None,
-            &OrderView::from_state(done.state.clone(), done.version),
-        )
+        let view = OrderView::from_state(done.state.clone(), done.version);
+        Kept::json(200, None, &view)
     };
-    let kept = state
-        .commands
-        .execute(
-            On::Existing(id),
-            OrderCommand::Cancel,
-            &metadata,
-            key.claimed(),
-            &cancelled,
-        )
-        .await?;
-    Ok(respond(kept))
+    let (on, command) = (On::Existing(id.into_inner()), OrderCommand::Cancel);
+    execute(&state.commands, &context, &key, on, command, &cancelled).await
 }

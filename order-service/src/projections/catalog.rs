@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use event_store::consumer::{BatchReaction, ForeignEvent, HandleError, Reads, Recording};
-use event_store::read_model::{RowBatch, RowModel, RowUpsert};
+use event_store::read_model::{load_rows, RowBatch, RowModel, RowUpsert};
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -170,19 +170,23 @@ pub async fn apply_batch(
         Some(rows) => rows.map_err(|e| {
             HandleError::Transient(anyhow::Error::new(e).context("reading the catalogue's rows"))
         })?,
-        None => find_many(&mut *conn, &keys).await.map_err(db_error)?,
+        None => load_rows::<CatalogProjection>(&mut *conn, &keys)
+            .await
+            .map_err(db_error)?,
     };
     // `next_row` fails on nothing: every event applies or changes nothing.
     let changed = batch
         .fold(rows)
         .map_err(|e| HandleError::Poison(format!("{e:#}")))?;
-    let changed = json_rows(changed).map_err(|e| HandleError::Poison(e.to_string()))?;
     match recording {
         Some(recording) => {
+            let changed = json_rows(changed).map_err(|e| HandleError::Poison(e.to_string()))?;
             recording.defer(ROWS, changed);
             Ok(())
         }
-        None => ROWS.write(conn, &changed).await.map_err(db_error),
+        None => CatalogProjection::upsert(conn, changed)
+            .await
+            .map_err(db_error),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::domain::commands::ProductCommand;
 use crate::domain::product::ProductState;
 use event_store::aggregate::{Loaded, On};
 use event_store::idempotency::Kept;
-use service_kit::idempotency::{respond, Key, KeyHeader};
+use service_kit::idempotency::{execute, Key, KeyHeader};
 use service_kit::whole_number;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -114,17 +114,7 @@ async fn run(
     id: Uuid,
     command: ProductCommand,
 ) -> Result<HttpResponse, ApiError> {
-    let metadata = context.metadata();
     let changed = |done: &Loaded<ProductState>| Kept::json(200, None, &Product::from(done.clone()));
-    let kept = state
-        .commands
-        .execute(
-            On::Existing(id),
-            command,
-            &metadata,
-            key.claimed(),
-            &changed,
-        )
-        .await?;
-    Ok(respond(kept))
+    let on = On::Existing(id);
+    execute(&state.commands, context, key, on, command, &changed).await
 }

@@ -13,8 +13,8 @@ use crate::domain::product::ProductState;
 use crate::projections::products::{self, ProductRow};
 use event_store::aggregate::{Loaded, On};
 use event_store::idempotency::Kept;
-use service_kit::fresh::{mark_stale, read_at_least, MinVersion};
-use service_kit::idempotency::{respond, Key, KeyHeader};
+use service_kit::fresh::{answer_row, MinVersion};
+use service_kit::idempotency::{execute, Key, KeyHeader};
 use service_kit::whole_number;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -153,22 +153,12 @@ pub async fn create(
         currency: body.currency,
         stock: body.stock,
     };
-    let metadata = context.metadata();
     let created = |done: &Loaded<ProductState>| {
         let location = Some(format!("/products/{product_id}"));
         Kept::json(201, location, &Product::from(done.clone()))
     };
-    let kept = state
-        .commands
-        .execute(
-            On::New(product_id),
-            command,
-            &metadata,
-            key.claimed(),
-            &created,
-        )
-        .await?;
-    Ok(respond(kept))
+    let on = On::New(product_id);
+    execute(&state.commands, &context, &key, on, command, &created).await
 }
 
 /// Lists products by name, then id.
@@ -224,14 +214,12 @@ pub async fn get(
     params: web::Query<MinVersion>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let fresh = read_at_least(
+    answer_row(
         params.min_version,
         |row: &ProductRow| row.version,
-        || async { Ok::<_, ApiError>(products::get(&state.pool, id).await?) },
+        || products::get(&state.pool, id),
+        product_not_found,
+        |row| Ok(Product::from(row)),
     )
-    .await?;
-    let (row, stale) = fresh.found(product_not_found)?;
-    let mut response = HttpResponse::Ok();
-    mark_stale(&mut response, stale);
-    Ok(response.json(Product::from(row)))
+    .await
 }
