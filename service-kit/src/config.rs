@@ -384,8 +384,28 @@ pub struct ReplayArgs {
     pub page_size: i64,
 }
 
+/// A service for the shared pieces' own tests.
+#[cfg(test)]
+pub(crate) mod test_service {
+    use super::{NoSettings, Service};
+
+    #[derive(Debug, Clone)]
+    pub(crate) struct Shop;
+
+    impl Service for Shop {
+        const NAME: &'static str = "shop-service";
+        const ABOUT: &'static str = "A shop";
+        const OWN_EVENTS: &'static str = "shop";
+        const OTHER_EVENTS: &'static str = "stock";
+        const DEFAULT_DATABASE_URL: &'static str = "postgres://localhost/shop";
+        const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:0";
+        type Settings = NoSettings;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_service::Shop;
     use super::*;
 
     #[test]
@@ -426,47 +446,33 @@ mod tests {
         }
     }
 
-    /// A service as the shared command line sees one.
-    #[derive(Debug, Clone)]
-    struct Svc;
-
-    impl Service for Svc {
-        const NAME: &'static str = "svc";
-        const ABOUT: &'static str = "A service";
-        const OWN_EVENTS: &'static str = "own";
-        const OTHER_EVENTS: &'static str = "other";
-        const DEFAULT_DATABASE_URL: &'static str = "postgres://127.0.0.1:5432/svc";
-        const DEFAULT_HTTP_ADDR: &'static str = "0.0.0.0:8080";
-        type Settings = NoSettings;
-    }
-
-    fn parse(args: &[&str]) -> Cli<Svc> {
+    fn parse(args: &[&str]) -> Cli<Shop> {
         use clap::Parser;
         Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn an_empty_admin_token_disables_admin_and_a_set_one_is_kept() {
-        let cli = parse(&["svc", "--admin-token", ""]);
+        let cli = parse(&["shop-service", "--admin-token", ""]);
         assert_eq!(cli.config.common.admin_token(), None);
-        let cli = parse(&["svc", "--admin-token", "s3cret"]);
+        let cli = parse(&["shop-service", "--admin-token", "s3cret"]);
         let token = cli.config.common.admin_token();
         assert!(token.is_some_and(|t| t.matches("s3cret")));
     }
 
     #[test]
     fn the_readiness_lag_limit_defaults_to_30_seconds_and_0_turns_it_off() {
-        let lag = Config::<Svc>::defaults().common.ready_max_lag();
+        let lag = Config::<Shop>::defaults().common.ready_max_lag();
         assert_eq!(lag, Some(Duration::from_secs(30)));
-        let cli = parse(&["svc", "--ready-max-lag-seconds", "0"]);
+        let cli = parse(&["shop-service", "--ready-max-lag-seconds", "0"]);
         assert_eq!(cli.config.common.ready_max_lag(), None);
     }
 
     #[test]
     fn flags_work_before_and_after_the_subcommand() {
         for args in [
-            &["svc", "--events-namespace", "t1", "serve"][..],
-            &["svc", "serve", "--events-namespace", "t1"][..],
+            &["shop-service", "--events-namespace", "t1", "serve"][..],
+            &["shop-service", "serve", "--events-namespace", "t1"][..],
         ] {
             let cli = parse(args);
             assert_eq!(cli.command, Some(Command::Serve));

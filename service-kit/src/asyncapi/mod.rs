@@ -262,20 +262,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::config::NoSettings;
-
-    #[derive(Debug, Clone)]
-    struct Shop;
-
-    impl config::Service for Shop {
-        const NAME: &'static str = "shop-service";
-        const ABOUT: &'static str = "A shop";
-        const OWN_EVENTS: &'static str = "shop";
-        const OTHER_EVENTS: &'static str = "stock";
-        const DEFAULT_DATABASE_URL: &'static str = "postgres://localhost/shop";
-        const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:0";
-        type Settings = NoSettings;
-    }
+    use crate::config::test_service::Shop;
 
     /// An amount.
     #[derive(Serialize, Deserialize, ToSchema)]
