@@ -12,7 +12,7 @@
 // (default nats-server), CHROMIUM (default /usr/bin/chromium), DATABASE_URL (a database on the
 // server the run creates its own on, default postgres://postgres@127.0.0.1:5432/postgres, as
 // the Rust tests read it), TEST_LOG
-// (set: the processes' logs are shown).
+// (set: the processes' logs are shown; unset, a failed run shows the last lines of each).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -55,19 +55,60 @@ function freePort() {
   });
 }
 
+// Enough to hold an error and its backtrace (RUST_BACKTRACE=1).
+const TAIL_LINES = 200;
+
 function start(name, command, args, env = {}) {
   const child = spawn(command, args, {
     env: { ...process.env, ...env },
-    stdio: process.env.TEST_LOG ? "inherit" : "ignore",
+    stdio: process.env.TEST_LOG ? "inherit" : ["ignore", "pipe", "pipe"],
   });
   child.on("error", (e) => console.error(`cannot start ${name} (${command}): ${e.message}`));
+  // The last lines of its output, shown when the run fails.
+  child.label = name;
+  child.tail = [];
+  child.on("close", () => { child.closed = true; });
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = "";
+    const keep = (lines) => {
+      child.tail.push(...lines.filter((l) => l.trim()));
+      child.tail.splice(0, Math.max(0, child.tail.length - TAIL_LINES));
+    };
+    stream?.on("data", (chunk) => {
+      const lines = (partial + chunk.toString()).split("\n");
+      partial = lines.pop();
+      keep(lines);
+    });
+    stream?.on("end", () => keep([partial]));
+  }
   children.push(child);
   return child;
 }
 
+const exited = (child) => child.exitCode !== null || child.signalCode !== null;
+
+// Starts a server on a port found free and waits until `health` answers. Another process can
+// take the port between the check and the server's bind (the kernel may hand it out as the
+// local port of an outgoing connection); a server that exits before it answers is started
+// again on another port, three times at most.
+async function startServing(name, launch, health) {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const child = launch(port);
+    await until(`${name} on port ${port}`,
+      async () => exited(child) || (await fetch(`http://127.0.0.1:${port}${health}`)).ok);
+    if (!exited(child)) return { port, child };
+    // Its output is read to the end once its pipes close, shortly after it exits.
+    await until(`${name}'s last output`, async () => child.closed || !child.stdout, 2000).catch(() => {});
+    const error = child.tail.findLast((l) => l.startsWith("Error:")) ?? child.tail.at(-1);
+    const why = `${name} exited before it answered on port ${port} (${error})`;
+    if (attempt === 3) throw new Error(why);
+    console.error(`${why}; starting it again on another port`);
+  }
+}
+
 function stop(child) {
-  const exited = () => child.exitCode !== null || child.signalCode !== null;
-  if (exited()) return Promise.resolve();
+  if (exited(child)) return Promise.resolve();
   return new Promise((resolve) => {
     child.once("exit", resolve);
     child.kill("SIGKILL");
@@ -82,8 +123,6 @@ async function until(what, check, timeoutMs = 20000) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-
-const answers = (url) => until(url, async () => (await fetch(url)).ok);
 
 function startNats(port, dir) {
   return start("nats-server", process.env.NATS_SERVER_BIN || "nats-server",
@@ -109,26 +148,27 @@ async function main() {
   await natsAccepts(natsPort);
   const natsUrl = `nats://127.0.0.1:${natsPort}`;
   const namespace = run;
-  const [productsPort, ordersPort, viewerPort] = [await freePort(), await freePort(), await freePort()];
   const common = { NATS_URL: natsUrl, EVENTS_NAMESPACE: namespace, RUST_LOG: process.env.RUST_LOG || "warn" };
-  start("product-service", path.join(binDir, "product-service"), ["serve"], {
-    ...common, DATABASE_URL: database(`${run}_products`), HTTP_ADDR: `127.0.0.1:${productsPort}`,
+  const { port: productsPort } = await startServing("product-service", (port) =>
+    start("product-service", path.join(binDir, "product-service"), ["serve"], {
+      ...common, DATABASE_URL: database(`${run}_products`), HTTP_ADDR: `127.0.0.1:${port}`,
+    }), "/health/ready");
+  const launchOrders = (port) => start("order-service", path.join(binDir, "order-service"), ["serve"], {
+    ...common, DATABASE_URL: database(`${run}_orders`), HTTP_ADDR: `127.0.0.1:${port}`,
   });
-  const startOrders = () => start("order-service", path.join(binDir, "order-service"), ["serve"], {
-    ...common, DATABASE_URL: database(`${run}_orders`), HTTP_ADDR: `127.0.0.1:${ordersPort}`,
-  });
-  let orderService = startOrders();
-  await answers(`http://127.0.0.1:${productsPort}/health/ready`);
-  await answers(`http://127.0.0.1:${ordersPort}/health/ready`);
-  start("event-viewer", path.join(binDir, "event-viewer"), [], {
-    ...common,
-    ORDERS_URL: `http://127.0.0.1:${ordersPort}`,
-    PRODUCTS_URL: `http://127.0.0.1:${productsPort}`,
-    HTTP_ADDR: `127.0.0.1:${viewerPort}`,
-  });
+  const ordersStarted = await startServing("order-service", launchOrders, "/health/ready");
+  const ordersPort = ordersStarted.port;
+  let orderService = ordersStarted.child;
+  const startOrders = () => launchOrders(ordersPort);
+  const { port: viewerPort } = await startServing("event-viewer", (port) =>
+    start("event-viewer", path.join(binDir, "event-viewer"), [], {
+      ...common,
+      ORDERS_URL: `http://127.0.0.1:${ordersPort}`,
+      PRODUCTS_URL: `http://127.0.0.1:${productsPort}`,
+      HTTP_ADDR: `127.0.0.1:${port}`,
+    }), "/health");
   const viewer = `http://127.0.0.1:${viewerPort}`;
   const orders = `http://127.0.0.1:${ordersPort}`;
-  await answers(`${viewer}/health`);
 
   mkdirSync(shots, { recursive: true });
   const profile = temporaryDir("viewer-bt-chromium-");
@@ -268,6 +308,10 @@ try {
 } catch (e) {
   failed = true;
   console.error("BROWSER-TEST FAILED:", e.message, "timings so far:", JSON.stringify(timings));
+  for (const child of children) {
+    const status = exited(child) ? `exited (${child.exitCode ?? child.signalCode})` : "running";
+    console.error(`--- ${child.label}, ${status}, its last lines:\n${child.tail.slice(-40).join("\n")}`);
+  }
 } finally {
   await Promise.all(children.map(stop));
   dropDatabases();
