@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use actix_web::{HttpResponse, HttpResponseBuilder};
+use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use utoipa::IntoParams;
@@ -26,19 +26,9 @@ pub struct MinVersion {
 }
 
 /// A row read from a read model, and whether it is older than the caller asked for.
-pub struct Fresh<T> {
-    pub row: Option<T>,
-    pub stale: bool,
-}
-
-impl<T> Fresh<T> {
-    /// The row, or `not_found` when there is none.
-    pub fn found<E>(self, not_found: impl FnOnce() -> E) -> Result<(T, bool), E> {
-        match self.row {
-            Some(row) => Ok((row, self.stale)),
-            None => Err(not_found()),
-        }
-    }
+struct Fresh<T> {
+    row: Option<T>,
+    stale: bool,
 }
 
 /// A `GET` of one read-model row: read with `fetch` as [`read_at_least`] does, 404 with
@@ -56,16 +46,18 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Option<T>, sqlx::Error>>,
 {
-    let fresh = read_at_least(min_version, version, fetch).await?;
-    let (row, stale) = fresh.found(not_found)?;
+    let Fresh { row, stale } = read_at_least(min_version, version, fetch).await?;
+    let row = row.ok_or_else(not_found)?;
     let mut response = HttpResponse::Ok();
-    mark_stale(&mut response, stale);
+    if stale {
+        response.insert_header((STALE_HEADER, "true"));
+    }
     Ok(response.json(view(row)?))
 }
 
 /// Reads with `fetch` until the row has `version(row) >= min_version` or the wait is over.
 /// Without `min_version` it reads once.
-pub async fn read_at_least<T, E, F, Fut>(
+async fn read_at_least<T, E, F, Fut>(
     min_version: Option<i64>,
     version: impl Fn(&T) -> i64,
     fetch: F,
@@ -90,12 +82,5 @@ where
             return Ok(Fresh { row, stale: true });
         }
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Marks a response as older than the version asked for.
-pub fn mark_stale(builder: &mut HttpResponseBuilder, stale: bool) {
-    if stale {
-        builder.insert_header((STALE_HEADER, "true"));
     }
 }

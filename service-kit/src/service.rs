@@ -46,18 +46,7 @@ use crate::{database, logging, replay_cli, republish, request};
 const MAX_DELIVER: i64 = 10;
 /// Aggregates each service's command executor keeps in memory (`Commands::with_cache`): a
 /// few hundred bytes each, so about a few MiB at most.
-pub const AGGREGATE_CACHE: usize = 10_000;
-/// A service's executor of commands on its aggregate `A`: each command that appends is one
-/// statement, which writes the row of the inline read model `M` from the state the command
-/// decided on (the row `M`'s projection folds) beside the events; a command on an aggregate
-/// it appended to before decides on the state it cached then, [`AGGREGATE_CACHE`] of them
-/// (checked by the append's expected version).
-pub fn commands<A: Aggregate, M: StateRow<A>>(store: EventStore) -> Commands<A> {
-    Commands::new(store)
-        .with_rows(vec![InlineRow::of::<M>()])
-        .with_cache(AGGREGATE_CACHE)
-}
-
+const AGGREGATE_CACHE: usize = 10_000;
 /// Events the relay reads and publishes per batch.
 const RELAY_BATCH: i64 = 500;
 /// The relay's checkpoint name (also where `/metrics` and readiness read its lag).
@@ -66,6 +55,17 @@ const RELAY_CHECKPOINT: &str = "relay";
 const HTTP_SHUTDOWN_SECS: u64 = 10;
 /// How long one attempt to declare the streams may take while NATS does not answer.
 const STREAM_DECLARE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A service's executor of commands on its aggregate `A`: each command that appends is one
+/// statement, which writes the row of the inline read model `M` from the state the command
+/// decided on (the row `M`'s projection folds) beside the events; a command on an aggregate
+/// it appended to before decides on the state it cached then, `AGGREGATE_CACHE` of them
+/// (checked by the append's expected version).
+pub fn commands<A: Aggregate, M: StateRow<A>>(store: EventStore) -> Commands<A> {
+    Commands::new(store)
+        .with_rows(vec![InlineRow::of::<M>()])
+        .with_cache(AGGREGATE_CACHE)
+}
 
 /// What a service is, for [`Service::start`].
 pub struct Start<'a, S: config::Service> {
