@@ -119,6 +119,7 @@ impl Relay {
             again: None,
             sequence: 0,
             reset_after: None,
+            rewound: None,
             unsaved_since: None,
             next_tick: Instant::now(),
         };
@@ -258,8 +259,15 @@ pub(crate) async fn publish(
 
 /// Sends `message` again after `error`, with the same message id, until JetStream takes it
 /// or [`PUBLISH_RETRY_FOR`] has passed. A stream the server says does not exist is declared
-/// again at once (no responders also answers a stream without a leader, so the server is
-/// asked first; a lookup that fails is an election, not a missing stream).
+/// again (no responders also answers a stream without a leader, so the server is asked
+/// first; a lookup that fails is an election, not a missing stream).
+///
+/// A stream that refused the message all that time, although its server answers for it, is
+/// broken: nats-server can leave a stream declared while its deletion runs without a store
+/// ([`nats::REDECLARE_AFTER`]). It is replaced once (deleted, then declared again), and the
+/// message gets as long again. Whatever the stream held is in the store: the relay's checks
+/// and the consumers' watermarks send again what the consumers lack, as after any recreated
+/// stream (docs/adr/0008-repair-from-the-store.md).
 async fn resend(
     js: &jetstream::Context,
     config: &RelayConfig,
@@ -268,8 +276,9 @@ async fn resend(
     mut error: PublishError,
     taken: &mut bool,
 ) -> Result<jetstream::publish::PublishAck, PublishError> {
-    let deadline = Instant::now() + PUBLISH_RETRY_FOR;
+    let mut deadline = Instant::now() + PUBLISH_RETRY_FOR;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut replaced = false;
     loop {
         let passing = matches!(
             error.kind(),
@@ -280,6 +289,15 @@ async fn resend(
         );
         if error.kind() == PublishErrorKind::StreamNotFound && stream_is_gone(js, config).await {
             recreate_stream(js, config).await;
+        } else if !replaced
+            && Instant::now() >= deadline
+            && refuses_to_store(&error)
+            && js.get_stream(&config.stream).await.is_ok()
+        {
+            let why = format!("it took no message for {PUBLISH_RETRY_FOR:?}: {error}");
+            replace_stream(js, config, &why).await;
+            replaced = true;
+            deadline = Instant::now() + PUBLISH_RETRY_FOR;
         } else if !passing || Instant::now() >= deadline {
             return Err(error);
         }
@@ -323,7 +341,37 @@ async fn stream_is_gone(js: &jetstream::Context, config: &RelayConfig) -> bool {
     }
 }
 
+/// Whether `error` is how a stream without a store answers a publish: "store failed" (10077,
+/// nats-server 2.9) or no answer at all (2.15).
+fn refuses_to_store(error: &PublishError) -> bool {
+    match error.kind() {
+        PublishErrorKind::TimedOut => true,
+        PublishErrorKind::Other => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED),
+        _ => false,
+    }
+}
+
+/// Deletes a stream that stores nothing any more and declares it again: one that refuses
+/// every message though its server answers ([`resend`]), or one that loses what it
+/// acknowledges ([`Publishing::rewound`]).
+async fn replace_stream(js: &jetstream::Context, config: &RelayConfig, why: &str) {
+    tracing::warn!(
+        stream = %config.stream,
+        why,
+        "the stream stores nothing: replacing it (the repairs send again what it held)"
+    );
+    repair::metrics::gap_found("broken_stream");
+    if let Err(e) = js.delete_stream(&config.stream).await {
+        tracing::warn!(stream = %config.stream, error = %e, "cannot delete the broken stream");
+    }
+    recreate_stream(js, config).await;
+}
+
+/// Declares the stream again, [`nats::REDECLARE_AFTER`] after it was found missing.
 async fn recreate_stream(js: &jetstream::Context, config: &RelayConfig) {
+    tokio::time::sleep(nats::REDECLARE_AFTER).await;
     match config.declare_stream(js).await {
         Ok(_) => {
             tracing::warn!(stream = %config.stream, "the stream was missing; declared it again")
@@ -353,6 +401,11 @@ struct Publishing<'r> {
     sequence: u64,
     /// The last event published before a reset was noticed, for the tail check to ask about.
     reset_after: Option<i64>,
+    /// Since the last rewind, until a tail check finds the stream holding what was sent
+    /// again: whether the stream has acknowledged any of it. A stream that then lacks an
+    /// event it acknowledged since the rewind loses what it takes (it acknowledges into a
+    /// store whose files are gone, [`nats::REDECLARE_AFTER`]): it is replaced.
+    rewound: Option<bool>,
     /// Published beyond the saved checkpoint since this moment.
     unsaved_since: Option<Instant>,
     /// When to check the tail and announce the watermark next.
@@ -426,6 +479,7 @@ impl Work for Publishing<'_> {
                     "the stream lacks events the relay published; publishing them again"
                 );
                 repair::metrics::gap_found("tail");
+                self.rewound = Some(false);
                 let generation = repair::generation();
                 let reason = Reason::Tail;
                 self.again = Some((saved.max(from), Sending::Again { generation, reason }));
@@ -487,6 +541,9 @@ impl Work for Publishing<'_> {
                 self.again = None;
             }
             self.published = last.position;
+            if let Some(acked) = self.rewound.as_mut() {
+                *acked = true;
+            }
             self.count += batch.len() as i64;
             self.at_checkpoint = Some(last.clone());
             tracing::debug!(
@@ -505,11 +562,17 @@ impl Work for Publishing<'_> {
         if Instant::now() >= self.next_tick {
             self.next_tick = Instant::now() + repair::TICK;
             if let Some(to) = self.rewind_to().await.unwrap_or(None) {
+                if self.rewound == Some(true) {
+                    let js = &self.relay.js;
+                    let why = "it lacks an event it acknowledged since the last rewind";
+                    replace_stream(js, &self.relay.config, why).await;
+                }
                 anyhow::bail!(
                     "the stream lacks events up to {} (it holds up to {to}); rewinding",
                     self.published
                 );
             }
+            self.rewound = None;
             self.announce().await;
         }
         Ok(())

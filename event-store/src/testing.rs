@@ -275,6 +275,14 @@ pub fn on_own_runtime(work: impl std::future::Future<Output = ()> + Send + 'stat
 
 /// A nats-server of a test's own, on a free port with its own store directory, killed on drop.
 /// The binary is `NATS_SERVER_BIN`, by default `nats-server` on the PATH.
+/// A private server's files of one stream ([`NatsServer::stream_files`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFiles {
+    Present,
+    Gone,
+    GoneButOpen,
+}
+
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
@@ -311,6 +319,48 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server binary's version (`2.9.10`), as `nats-server --version` prints it.
+    pub fn version(&self) -> String {
+        let output = Command::new(&self.bin)
+            .arg("--version")
+            .output()
+            .expect("nats-server --version");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        printed
+            .trim()
+            .rsplit('v')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Where the server keeps stream `name`'s files (its messages under `msgs`).
+    pub fn stream_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("jetstream/$G/streams").join(name)
+    }
+
+    /// How stream `name`'s message files stand: there, gone, or gone while the server still
+    /// writes to one it opened before (it then acknowledges messages into a deleted file).
+    pub fn stream_files(&self, name: &str) -> StreamFiles {
+        let dir = self.stream_dir(name);
+        if dir.join("msgs").is_dir() {
+            return StreamFiles::Present;
+        }
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return StreamFiles::Gone;
+        };
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|file| file.starts_with(&dir));
+        if open {
+            StreamFiles::GoneButOpen
+        } else {
+            StreamFiles::Gone
+        }
     }
 
     /// Kills the server (as a crash would) and waits for it to exit.

@@ -68,6 +68,44 @@ impl Broker {
         }
     }
 
+    /// The subjects product-service's stream captures (`<prefix>.>`).
+    pub fn products_prefix(&self) -> String {
+        format!("{}.product.events", self.namespace)
+    }
+
+    /// Deletes stream `name` and, at the same moment, declares it again from a second
+    /// connection, until the stream left behind has no store (`broken`, which looks at the
+    /// server's files). nats-server takes a deleted stream off its books before it removes
+    /// its files, and a stream declared in between loses its message directory
+    /// (`event_store::nats::REDECLARE_AFTER`). Returns how many tries it took; panics after
+    /// 300, for a server without the race (the test would then show nothing).
+    pub async fn declare_while_deleting(
+        &self,
+        name: &str,
+        subject_prefix: &str,
+        nats_url: &str,
+        broken: impl Fn() -> bool,
+    ) -> usize {
+        let client = event_store::nats::connect(nats_url, None)
+            .await
+            .expect("connecting to NATS");
+        let other = event_store::nats::jetstream(client);
+        for attempt in 1..=300 {
+            // A create request, not a declare: a declare asks first whether the stream
+            // exists, and its create then comes a round trip after the delete.
+            let config = event_store::nats::stream_config(name, subject_prefix, 1);
+            let (_, _) = tokio::join!(self.js.delete_stream(name), other.create_stream(config));
+            // Whichever ran first, the stream is there afterwards.
+            event_store::nats::ensure_stream(&self.js, name, subject_prefix)
+                .await
+                .expect("declaring the stream");
+            if broken() {
+                return attempt;
+            }
+        }
+        panic!("300 deletes raced with a declare and never left {name} without a store");
+    }
+
     pub async fn delete(&self, name: &str) {
         self.js
             .delete_stream(name)

@@ -379,7 +379,8 @@ impl Consumer {
                 .await;
             match found {
                 Ok(consumer) => return Ok(consumer),
-                Err(e) if is_missing(&e) => {}
+                // Declaring a stream while its deletion runs can leave it without a store.
+                Err(e) if is_missing(&e) => tokio::time::sleep(nats::REDECLARE_AFTER).await,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -135,7 +135,8 @@ pub mod metrics {
             GAPS_FOUND,
             "Losses of the broker noticed, by kind: tail (the relay found its stream lacking \
              what it had published), hole (an event whose stream predecessor never arrived), \
-             watermark (fewer events recorded than the producer published)"
+             watermark (fewer events recorded than the producer published), broken_stream (the \
+             relay's stream stored nothing while its server answered, and was replaced)"
         );
         metrics::describe_counter!(
             REQUESTED,
