@@ -72,9 +72,15 @@ async fn after_the_broker_restarts_empty_every_product_and_price_reaches_the_cat
     assert!(dead_letters(&system.orders_db.pool).await.is_empty());
     assert!(dead_letters(&system.products_db.pool).await.is_empty());
     assert!(repair < tests::broker::REPAIR_BOUND);
+    history_is_clean(&system, "broker_storage_lost", 8).await;
+}
+
+/// Prints the FAULT-SUMMARY of `fault` with what the history checker counted both ways,
+/// and fails on anything lost, duplicated, unexpected or out of order.
+async fn history_is_clean(system: &TestSystem, fault: &str, injected: usize) {
     let (product_to_order, order_to_product) = system.settled_history(&HashSet::new()).await;
     eprintln!(
-        "FAULT-SUMMARY fault=broker_storage_lost injected=8 history {} | {} audit_c={:.3}",
+        "FAULT-SUMMARY fault={fault} injected={injected} history {} | {} audit_c={:.3}",
         product_to_order.summary(),
         order_to_product.summary(),
         system.audit().await
@@ -149,6 +155,7 @@ async fn stream_without_store(name: &str, files: StreamFiles) {
     assert!(dead_letters(&system.orders_db.pool).await.is_empty());
     assert!(dead_letters(&system.products_db.pool).await.is_empty());
     assert!(repair < tests::broker::REPAIR_BOUND);
+    history_is_clean(&system, name, tries).await;
 }
 
 /// Which service is away while the broker breaks, so that what the fault removes has not been
